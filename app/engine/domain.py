@@ -1,0 +1,148 @@
+"""Frozen domain objects of the allocation problem (SPEC §1.1).
+
+These are the engine's own types: validated, immutable, and free of any HTTP or
+pydantic concern. `app.engine.schemas` converts the JSON scenario document to and
+from them; every solver and the evaluator work on these.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+
+def _frozen_map(m: Mapping[str, float]) -> Mapping[str, float]:
+    return MappingProxyType(dict(m))
+
+
+@dataclass(frozen=True, slots=True)
+class QueryType:
+    """A class of requests with its own demand and targets.
+
+    `arrival_rate` is in requests/s; `ttft_s` and `tpot_s` are the SLOs on time to
+    first token and time per output token; `e2e_s` optionally bounds TTFT + output
+    tokens x TPOT. `max_error_rate` bounds the traffic-weighted error of the
+    requests that are served; `max_unmet_fraction` is how much demand may be dropped
+    (each dropped request costs `unmet_penalty` dollars). `task` is the key used to
+    look up a model's error rate when the model has no entry for this type's id.
+    """
+
+    id: str
+    arrival_rate: float
+    input_tokens: float
+    output_tokens: float
+    ttft_s: float
+    tpot_s: float
+    max_error_rate: float
+    unmet_penalty: float
+    e2e_s: float | None = None
+    max_unmet_fraction: float = 0.0
+    delay_penalty: float | None = None
+    task: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Model:
+    """A model's architecture and quality. `error_rates` maps a task or a query-type
+    id to the error fraction at 16-bit precision."""
+
+    id: str
+    params_b: float
+    active_params_b: float
+    layers: int
+    hidden: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    vocab: int
+    max_context: int
+    error_rates: Mapping[str, float] = field(default_factory=dict)
+    intermediate: int | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "error_rates", _frozen_map(self.error_rates))
+
+    def error_rate_for(self, qt: QueryType) -> float | None:
+        """Error at 16-bit precision for a query type: by its id first, then its task.
+        None means the model has no known quality for that type and must not serve it."""
+        if qt.id in self.error_rates:
+            return self.error_rates[qt.id]
+        if qt.task is not None and qt.task in self.error_rates:
+            return self.error_rates[qt.task]
+        return None
+
+    def kv_bytes_per_token(self, kv_bytes_per_value: float = 2.0) -> float:
+        """KV-cache bytes per token over all layers (K and V)."""
+        return 2.0 * self.layers * self.kv_heads * self.head_dim * kv_bytes_per_value
+
+
+@dataclass(frozen=True, slots=True)
+class GPU:
+    """A GPU type. `tflops` maps a compute precision (bf16, fp8, int8) to dense
+    TFLOPS/TOPS; link speeds are GB/s per GPU; `available` is how many GPUs of this
+    type may be rented now; price is $ per GPU-hour."""
+
+    id: str
+    memory_gb: float
+    memory_bandwidth_gbps: float
+    tflops: Mapping[str, float]
+    intra_node_gbps: float
+    inter_node_gbps: float
+    gpus_per_node: int
+    price_per_hour: float
+    available: int
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "tflops", _frozen_map(self.tflops))
+
+
+@dataclass(frozen=True, slots=True)
+class Precision:
+    """A weight precision. `compute` names the GPU `tflops` key its matmuls run at
+    (int4 is weight-only: it computes at bf16). `kv_bytes` is bytes per KV-cache
+    value (16-bit unless a precision says otherwise)."""
+
+    id: str
+    bytes_per_weight: float
+    error_multiplier: float
+    compute: str = "bf16"
+    kv_bytes: float = 2.0
+
+    def supported_on(self, gpu: GPU) -> bool:
+        return self.compute in gpu.tflops and gpu.tflops[self.compute] > 0
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """Fleet-wide policy. Money is $ per horizon (`horizon_h` hours)."""
+
+    horizon_h: float = 1.0
+    budget: float | None = None
+    max_utilization: float = 0.8
+    storage_capacity_gb: float | None = None
+    storage_price_per_gb_h: float = 0.0
+    change_cost_per_gpu: float = 0.0
+    tp_options: tuple[int, ...] = (1, 2, 4, 8)
+    pp_options: tuple[int, ...] = (1, 2, 4)
+
+
+@dataclass(frozen=True, slots=True)
+class Scenario:
+    query_types: tuple[QueryType, ...]
+    models: tuple[Model, ...]
+    gpus: tuple[GPU, ...]
+    precisions: tuple[Precision, ...]
+    policy: Policy = Policy()
+
+    def qt_index(self) -> dict[str, int]:
+        return {q.id: k for k, q in enumerate(self.query_types)}
+
+    def model_index(self) -> dict[str, int]:
+        return {m.id: k for k, m in enumerate(self.models)}
+
+    def gpu_index(self) -> dict[str, int]:
+        return {g.id: k for k, g in enumerate(self.gpus)}
+
+    def precision_index(self) -> dict[str, int]:
+        return {p.id: k for k, p in enumerate(self.precisions)}

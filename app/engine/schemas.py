@@ -1,0 +1,239 @@
+"""The scenario document (JSON) as pydantic v2 schemas, and the converters to and
+from the frozen domain objects of `app.engine.domain`.
+
+The field names are the public contract shared by the CLI, the REST API and
+external clients. Validation rejects impossible input with a message naming the
+field: negative rates, SLOs <= 0, NaN/inf, duplicate ids, empty catalogs, TP/PP
+options outside what the performance model supports.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from app.engine.domain import GPU, Model, Policy, Precision, QueryType, Scenario
+from app.engine.errors import ScenarioError
+
+_CONFIG = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True)
+
+Fraction = Field(ge=0.0, le=1.0)
+
+
+class QueryTypeSpec(BaseModel):
+    model_config = _CONFIG
+
+    id: str = Field(min_length=1, max_length=128, examples=["code"])
+    arrival_rate: float = Field(ge=0.0, description="requests/s", examples=[2.6])
+    input_tokens: float = Field(gt=0.0, description="mean prompt tokens", examples=[1469])
+    output_tokens: float = Field(gt=0.0, description="mean generated tokens", examples=[13])
+    ttft_s: float = Field(gt=0.0, description="time-to-first-token SLO, s", examples=[1.0])
+    tpot_s: float = Field(gt=0.0, description="time-per-output-token SLO, s", examples=[0.05])
+    e2e_s: float | None = Field(default=None, gt=0.0, description="optional end-to-end SLO, s")
+    max_error_rate: float = Field(gt=0.0, le=1.0, description="bound on traffic-weighted error")
+    max_unmet_fraction: float = Field(default=0.0, ge=0.0, le=1.0)
+    unmet_penalty: float = Field(ge=0.0, description="$ per dropped request", examples=[0.01])
+    delay_penalty: float | None = Field(default=None, ge=0.0, description="$ per request-second")
+    task: str | None = Field(
+        default=None, max_length=128, description="key for model error rates", examples=["code"]
+    )
+
+
+class ModelSpec(BaseModel):
+    model_config = _CONFIG
+
+    id: str = Field(min_length=1, max_length=128, examples=["Llama-3.1-8B"])
+    params_b: float = Field(gt=0.0, description="total parameters, billions")
+    active_params_b: float = Field(gt=0.0, description="parameters used per token (MoE)")
+    layers: int = Field(ge=1, le=1024)
+    hidden: int = Field(ge=1)
+    intermediate: int | None = Field(default=None, ge=1)
+    heads: int = Field(ge=1)
+    kv_heads: int = Field(ge=1)
+    head_dim: int = Field(ge=1)
+    vocab: int = Field(ge=1)
+    max_context: int = Field(ge=1)
+    error_rates: dict[str, float] = Field(
+        description="task or query-type id -> error fraction at 16-bit precision",
+        examples=[{"general": 0.33, "code": 0.27}],
+    )
+
+    @field_validator("error_rates")
+    @classmethod
+    def _rates_are_fractions(cls, v: dict[str, float]) -> dict[str, float]:
+        for key, rate in v.items():
+            if not 0.0 <= rate <= 1.0:
+                raise ValueError(f"error_rates[{key!r}] must be within [0, 1]")
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ModelSpec:
+        if self.active_params_b > self.params_b:
+            raise ValueError("active_params_b must not exceed params_b")
+        if self.kv_heads > self.heads:
+            raise ValueError("kv_heads must not exceed heads")
+        return self
+
+
+class GPUSpec(BaseModel):
+    model_config = _CONFIG
+
+    id: str = Field(min_length=1, max_length=128, examples=["H100-SXM"])
+    memory_gb: float = Field(gt=0.0)
+    memory_bandwidth_gbps: float = Field(gt=0.0)
+    tflops: dict[str, float] = Field(
+        description="compute precision (bf16, fp8, int8) -> dense TFLOPS",
+        examples=[{"bf16": 989, "fp8": 1979, "int8": 1979}],
+    )
+    intra_node_gbps: float = Field(gt=0.0, description="per-GPU link within a node, GB/s")
+    inter_node_gbps: float = Field(gt=0.0, description="per-GPU link across nodes, GB/s")
+    gpus_per_node: int = Field(ge=1, le=64)
+    price_per_hour: float = Field(ge=0.0, description="$ per GPU-hour")
+    available: int = Field(ge=0, description="GPUs that may be rented now")
+
+    @field_validator("tflops")
+    @classmethod
+    def _tflops_positive(cls, v: dict[str, float]) -> dict[str, float]:
+        if not v:
+            raise ValueError("must name at least one compute precision")
+        for key, t in v.items():
+            if t <= 0:
+                raise ValueError(f"tflops[{key!r}] must be > 0")
+        return v
+
+
+class PrecisionSpec(BaseModel):
+    model_config = _CONFIG
+
+    id: str = Field(min_length=1, max_length=64, examples=["fp8"])
+    bytes_per_weight: float = Field(gt=0.0, le=8.0)
+    error_multiplier: float = Field(ge=1.0, le=10.0)
+    compute: str = Field(default="bf16", description="GPU tflops key its matmuls run at")
+    kv_bytes: float = Field(default=2.0, gt=0.0, le=8.0, description="bytes per KV-cache value")
+
+
+class PolicySpec(BaseModel):
+    model_config = _CONFIG
+
+    horizon_h: float = Field(default=1.0, gt=0.0, le=24.0 * 366)
+    budget: float | None = Field(default=None, ge=0.0, description="$ per horizon")
+    max_utilization: float = Field(default=0.8, gt=0.0, le=1.0)
+    storage_capacity_gb: float | None = Field(default=None, ge=0.0)
+    storage_price_per_gb_h: float = Field(default=0.0, ge=0.0)
+    change_cost_per_gpu: float = Field(default=0.0, ge=0.0, description="$ per GPU added/removed")
+    tp_options: list[Literal[1, 2, 4, 8]] = Field(default=[1, 2, 4, 8], min_length=1)
+    pp_options: list[Literal[1, 2, 4]] = Field(default=[1, 2, 4], min_length=1)
+
+    @field_validator("tp_options", "pp_options")
+    @classmethod
+    def _unique(cls, v: list[int]) -> list[int]:
+        if len(set(v)) != len(v):
+            raise ValueError("options must be distinct")
+        return sorted(v)
+
+
+class ScenarioSpec(BaseModel):
+    """A complete scenario document."""
+
+    model_config = _CONFIG
+
+    query_types: list[QueryTypeSpec] = Field(min_length=1)
+    models: list[ModelSpec] = Field(min_length=1)
+    gpus: list[GPUSpec] = Field(min_length=1)
+    precisions: list[PrecisionSpec] = Field(min_length=1)
+    policy: PolicySpec = PolicySpec()
+
+    @model_validator(mode="after")
+    def _unique_ids(self) -> ScenarioSpec:
+        for name in ("query_types", "models", "gpus", "precisions"):
+            seen: set[str] = set()
+            for k, item in enumerate(getattr(self, name)):
+                if item.id in seen:
+                    raise ScenarioError(f"{name}[{k}].id", f"duplicate id {item.id!r}")
+                seen.add(item.id)
+        return self
+
+
+def _loc_to_path(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "scenario"
+
+
+def first_validation_error(exc: ValidationError, prefix: str = "") -> ScenarioError:
+    """The first pydantic error as a ScenarioError naming the field."""
+    err = exc.errors()[0]
+    path = _loc_to_path(tuple(err["loc"]))
+    if prefix:
+        path = f"{prefix}.{path}" if path != "scenario" else prefix
+    ctx_err = (err.get("ctx") or {}).get("error")
+    if isinstance(ctx_err, ScenarioError):
+        return ScenarioError(f"{prefix}.{ctx_err.field}" if prefix else ctx_err.field, ctx_err.message)
+    msg = err["msg"].removeprefix("Value error, ")
+    return ScenarioError(path, msg)
+
+
+def parse_scenario_spec(doc: Any) -> ScenarioSpec:
+    """Validate a scenario document; raise ScenarioError naming the first bad field."""
+    if isinstance(doc, ScenarioSpec):
+        return doc
+    try:
+        return ScenarioSpec.model_validate(doc)
+    except ScenarioError:
+        raise
+    except ValidationError as exc:
+        raise first_validation_error(exc) from None
+
+
+def spec_to_domain(spec: ScenarioSpec) -> Scenario:
+    p = spec.policy
+    return Scenario(
+        query_types=tuple(QueryType(**q.model_dump()) for q in spec.query_types),
+        models=tuple(Model(**m.model_dump()) for m in spec.models),
+        gpus=tuple(GPU(**g.model_dump()) for g in spec.gpus),
+        precisions=tuple(Precision(**x.model_dump()) for x in spec.precisions),
+        policy=Policy(
+            horizon_h=p.horizon_h,
+            budget=p.budget,
+            max_utilization=p.max_utilization,
+            storage_capacity_gb=p.storage_capacity_gb,
+            storage_price_per_gb_h=p.storage_price_per_gb_h,
+            change_cost_per_gpu=p.change_cost_per_gpu,
+            tp_options=tuple(p.tp_options),
+            pp_options=tuple(p.pp_options),
+        ),
+    )
+
+
+def parse_scenario(doc: Any) -> Scenario:
+    """JSON scenario document -> validated domain Scenario."""
+    return spec_to_domain(parse_scenario_spec(doc))
+
+
+def scenario_to_document(s: Scenario) -> dict[str, Any]:
+    """Domain Scenario -> JSON scenario document (round-trips with parse_scenario)."""
+
+    def plain(obj: Any) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for name in obj.__slots__:
+            v = getattr(obj, name)
+            if isinstance(v, Mapping):
+                v = dict(v)
+            elif isinstance(v, tuple):
+                v = list(v)
+            out[name] = v
+        return out
+
+    return {
+        "query_types": [plain(q) for q in s.query_types],
+        "models": [plain(m) for m in s.models],
+        "gpus": [plain(g) for g in s.gpus],
+        "precisions": [plain(p) for p in s.precisions],
+        "policy": plain(s.policy),
+    }
