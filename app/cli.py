@@ -1,0 +1,161 @@
+"""Command line: `llm-allocator solve | evaluate | audit | demo-scenario | serve`.
+
+Documents are JSON files (or `-` for standard input); results go to standard
+output as JSON. Input errors exit with status 2 and a message naming the field.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from app.engine.errors import InputError
+
+
+def _read_json(path: str) -> Any:
+    try:
+        text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise SystemExit(f"error: cannot read {path}: {exc.strerror}") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise SystemExit(f"error: {path} is not valid JSON: {exc}") from None
+
+
+def _print(doc: Any) -> None:
+    json.dump(doc, sys.stdout, indent=2, allow_nan=False)
+    sys.stdout.write("\n")
+
+
+def _positive(v: str) -> float:
+    f = float(v)
+    if not f > 0:
+        raise argparse.ArgumentTypeError("must be > 0")
+    return f
+
+
+def _factor(v: str) -> float:
+    f = float(v)
+    if not 0.1 <= f <= 10:
+        raise argparse.ArgumentTypeError("must be within [0.1, 10]")
+    return f
+
+
+def cmd_solve(a: argparse.Namespace) -> None:
+    from app.engine.api import solve_documents
+
+    scenario = _read_json(a.scenario)
+    current = _read_json(a.current) if a.current else None
+    budget = a.time_limit if a.algorithm == "milp" and a.time_limit else a.time_budget
+    if a.algorithm == "milp":
+        from app.engine.milp import solve_milp
+        from app.engine.schemas import parse_scenario
+
+        s = parse_scenario(scenario)
+        res = solve_milp(s, time_limit_s=budget, relative_gap=a.gap, threads=a.threads)
+        _print(res.to_document())
+        return
+    _print(solve_documents(scenario, a.algorithm, budget, a.seed, current))
+
+
+def cmd_evaluate(a: argparse.Namespace) -> None:
+    from app.engine.api import evaluate_documents
+
+    scenario, plan = _read_json(a.scenario), _read_json(a.plan)
+    if isinstance(plan, dict) and "plan" in plan and "deployments" not in plan:
+        plan = plan["plan"]  # accept the output of `solve` directly
+    current = _read_json(a.current) if a.current else None
+    _print(evaluate_documents(
+        scenario, plan, current,
+        delay_factor=a.delay_inflate or a.inflate,
+        error_factor=a.error_inflate or a.inflate,
+        demand_factor=a.demand_inflate,
+    ))
+
+
+def cmd_audit(a: argparse.Namespace) -> None:
+    from app.engine.api import audit_documents
+
+    scenario, plan = _read_json(a.scenario), _read_json(a.plan)
+    if isinstance(plan, dict) and "plan" in plan and "deployments" not in plan:
+        plan = plan["plan"]
+    _print(audit_documents(scenario, plan, time_limit_s=a.time_limit, relative_gap=a.gap,
+                           threads=a.threads))
+
+
+def cmd_demo(_: argparse.Namespace) -> None:
+    from app.engine.demo import demo_scenario_document
+
+    _print(demo_scenario_document())
+
+
+def cmd_serve(a: argparse.Namespace) -> None:
+    from app.service.server import serve
+
+    serve(host=a.host, port=a.port, db=a.db, token=a.token)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="llm-allocator", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("solve", help="plan for a scenario (prints the plan JSON)")
+    s.add_argument("scenario")
+    s.add_argument("--algorithm", choices=["gh", "agh", "milp"], default="agh")
+    s.add_argument("--time-budget", type=_positive, default=1.0,
+                   help="AGH anytime budget, seconds (default 1)")
+    s.add_argument("--time-limit", type=_positive, default=None,
+                   help="MILP wall-clock limit, seconds (default: --time-budget)")
+    s.add_argument("--gap", type=float, default=1e-4, help="MILP relative gap")
+    s.add_argument("--threads", type=int, default=1, help="MILP solver threads")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--current", help="live plan JSON: warm start + change cost")
+    s.set_defaults(func=cmd_solve)
+
+    e = sub.add_parser("evaluate", help="check and price a plan")
+    e.add_argument("scenario")
+    e.add_argument("plan")
+    e.add_argument("--current", help="live plan JSON, for the change cost")
+    e.add_argument("--inflate", type=_factor, default=1.0,
+                   help="stress: multiply latencies and error rates (1.0-1.5)")
+    e.add_argument("--delay-inflate", type=_factor, default=None)
+    e.add_argument("--error-inflate", type=_factor, default=None)
+    e.add_argument("--demand-inflate", type=_factor, default=1.0)
+    e.set_defaults(func=cmd_evaluate)
+
+    au = sub.add_parser("audit", help="exact MILP bound and the plan's certified gap")
+    au.add_argument("scenario")
+    au.add_argument("plan")
+    au.add_argument("--time-limit", type=_positive, default=60.0)
+    au.add_argument("--gap", type=float, default=1e-4)
+    au.add_argument("--threads", type=int, default=1)
+    au.set_defaults(func=cmd_audit)
+
+    d = sub.add_parser("demo-scenario", help="print the built-in demo scenario")
+    d.set_defaults(func=cmd_demo)
+
+    sv = sub.add_parser("serve", help="run the REST service")
+    sv.add_argument("--host", default=None)
+    sv.add_argument("--port", type=int, default=None)
+    sv.add_argument("--db", default=None, help="SQLite path")
+    sv.add_argument("--token", default=None, help="bearer token required for writes")
+    sv.set_defaults(func=cmd_serve)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except InputError as exc:
+        print(f"error: {exc.field}: {exc.message}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

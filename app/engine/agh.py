@@ -1,0 +1,319 @@
+"""AGH: GH plus multi-start, local search and consolidation, anytime (SPEC §3).
+
+* Multi-start over type orderings: arrival rate, accuracy bound, footprint and
+  scarcity (ascending and descending where it matters), then seeded random
+  permutations; a warm start from the live plan (repaired to the new demand) is
+  tried first when given.
+* Local search on each start, moves accepted only when they improve the rank
+  (feasibility shortfall, then cost including the change cost vs the live plan):
+  - reinsert: take a query type out everywhere and insert it again greedily
+    against everyone else's capacity (relocates fractions between deployments);
+  - swap: move a deployment's whole traffic to another candidate (other GPU,
+    precision, TP/PP or model; possibly an active one, which merges the two),
+    evaluated for all candidates at once with arrays;
+  - consolidate: close a deployment and re-insert its traffic elsewhere, or drop
+    one replica and spill its traffic into spare capacity.
+* Anytime: a monotonic deadline is checked inside every loop; the best state seen
+  is always a complete plan; it stops at the deadline or when `patience`
+  consecutive starts bring no improvement.
+* Deterministic: the same seed and input give the same plan whenever the search
+  ends by convergence rather than by the deadline.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from app.engine.candidates import CandidateTable
+from app.engine.greedy import (
+    AllocationState,
+    Greedy,
+    Mechanisms,
+    greedy,
+    state_from_plan,
+    type_order,
+)
+from app.engine.plan import Plan
+
+DETERMINISTIC_ORDERS = (
+    "lambda_desc", "eps_asc", "footprint_desc", "scarcity",
+    "lambda_asc", "eps_desc", "footprint_asc",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class SearchStats:
+    iterations: int  # local-search moves tried
+    starts: int  # starts completed (warm start included)
+    warm_start_used: bool  # the returned plan descends from the warm start
+    termination: str  # "converged" | "deadline"
+    time_to_best_s: float  # when the returned plan was found
+
+
+class _Deadline:
+    def __init__(self, budget_s: float) -> None:
+        self.t0 = time.monotonic()
+        self.end = self.t0 + budget_s
+
+    def passed(self) -> bool:
+        return time.monotonic() >= self.end
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.t0
+
+
+def better(a: tuple[float, float], b: tuple[float, float]) -> bool:
+    """Rank a strictly better than b (shortfall first, then cost)."""
+    if a[0] < b[0] - 1e-9:
+        return True
+    if a[0] > b[0] + 1e-9:
+        return False
+    return a[1] < b[1] - 1e-9 * max(1.0, abs(b[1]))
+
+
+class LocalSearch:
+    def __init__(self, table: CandidateTable, mech: Mechanisms, deadline: _Deadline) -> None:
+        self.t = table
+        self.mech = mech
+        self.deadline = deadline
+        self.greedy = Greedy(table, mech)
+        self.iterations = 0
+
+    # ---- moves ------------------------------------------------------------
+    def reinsert_type(self, st: AllocationState, i: int) -> AllocationState:
+        new = st.copy()
+        for d in np.flatnonzero(new.x[i] > 0):
+            new.route(i, d, -float(new.x[i, d]))
+            new.fit_replicas(d)
+        new.u[i] = 0.0
+        self.greedy.insert(new, i)
+        rem = new.remaining(i)
+        if rem > 1e-9:
+            new.u[i] += rem
+        return new
+
+    def close_deployment(self, st: AllocationState, d: int) -> AllocationState:
+        new = st.copy()
+        on = np.flatnonzero(new.x[:, d] > 0)
+        for i in on:
+            new.route(i, d, -float(new.x[i, d]))
+        new.set_replicas(d, 0)
+        banned = np.zeros(new.D, dtype=bool)
+        banned[d] = True
+        g = Greedy(self.t, self.mech, banned=banned)
+        for i in on:
+            g.insert(new, int(i))
+            rem = new.remaining(int(i))
+            if rem > 1e-9:
+                new.u[i] += rem
+        return new
+
+    def drop_replica(self, st: AllocationState, d: int) -> AllocationState | None:
+        if st.r[d] <= 1:
+            return None
+        new = st.copy()
+        new.set_replicas(d, int(st.r[d]) - 1)
+        excess = new.used[d] - new.max_util * new.r[d]
+        if excess <= 1e-12:
+            return new
+        on = np.flatnonzero(new.x[:, d] > 0)
+        share = excess / new.used[d]
+        for i in on:
+            new.route(int(i), d, -float(new.x[i, d]) * share)
+        banned = np.zeros(new.D, dtype=bool)
+        banned[d] = True
+        g = Greedy(self.t, self.mech, banned=banned)
+        for i in on:
+            g.insert(new, int(i), allow_new=False)
+            rem = new.remaining(int(i))
+            if rem > 1e-9:
+                return None
+        return new
+
+    def best_swap(self, st: AllocationState, d: int) -> AllocationState | None:
+        """Move all of d's traffic to the candidate that lowers cost the most."""
+        t = self.t
+        on = np.flatnonzero(st.x[:, d] > 0)
+        if on.size == 0:
+            return None
+        xs = st.x[on, d]
+        feas = t.feasible[on].all(axis=0)
+        feas[d] = False
+        if not feas.any():
+            return None
+        load = np.where(feas, (xs[:, None] * np.where(t.feasible[on], t.load[on], 0.0)).sum(0),
+                        np.inf)
+        tot = st.used + load
+        new_r = np.where(feas, np.ceil(tot / st.max_util - 1e-9), 0).astype(np.int64)
+        new_r = np.maximum(new_r, np.where(feas, 1, 0))
+        add = new_r - st.r
+        gpr = t.gpus_per_replica
+        same_gpu = t.gpu == t.gpu[d]
+        freed = st.r[d] * gpr[d]
+        gpu_after = st.gpu_used[t.gpu] + add * gpr - np.where(same_gpu, freed, 0)
+        ok = feas.copy()
+        if self.mech.m1:
+            ok &= gpu_after <= t.gpu_available[t.gpu]
+            gain = st.acc_gain[on]  # (n_on, D)
+            slack_after = st.acc_slack[on, None] + xs[:, None] * (gain - gain[:, [d]])
+            ok &= ((slack_after >= -1e-12) | (slack_after >= st.acc_slack[on, None] - 1e-12)
+                   ).all(axis=0)
+        delta = (add * t.replica_cost - st.r[d] * t.replica_cost[d]
+                 + np.where(st.r == 0, t.storage_cost, 0.0) - t.storage_cost[d]
+                 + (xs[:, None] * (t.delay_cost[on] - t.delay_cost[on, d][:, None])).sum(0))
+        if st.cc > 0:
+            cc = st.cc
+            delta = delta + cc * gpr * (np.abs(new_r - st.r_cur) - np.abs(st.r - st.r_cur))
+            delta = delta + cc * gpr[d] * (abs(0 - st.r_cur[d]) - abs(st.r[d] - st.r_cur[d]))
+        if self.mech.m1 and st.budget is not None:
+            ok &= st.spend + delta <= st.budget + 1e-9
+        if st.storage_cap is not None and self.mech.m1:
+            ok &= (st.r > 0) | (st.storage_used - t.weight_gb[d] + t.weight_gb <= st.storage_cap)
+        delta = np.where(ok, delta, np.inf)
+        k = int(np.argmin(delta))
+        if not np.isfinite(delta[k]) or delta[k] >= -1e-9:
+            return None
+        new = st.copy()
+        for i, f in zip(on, xs, strict=True):
+            new.route(int(i), d, -float(f))
+            new.route(int(i), k, float(f))
+        new.set_replicas(d, 0)
+        new.fit_replicas(k)
+        return new
+
+    # ---- driver -------------------------------------------------------------
+    def improve(self, st: AllocationState) -> AllocationState:
+        best, best_score = st, st.score()
+        improved = True
+        while improved and not self.deadline.passed():
+            improved = False
+            # Swaps and consolidation over active deployments, cheapest wins first.
+            for d in np.argsort(-best.r * self.t.replica_cost):
+                if self.deadline.passed():
+                    return best
+                if best.r[d] == 0:
+                    continue
+                for move in (self.best_swap, self.close_deployment, self.drop_replica):
+                    self.iterations += 1
+                    cand = move(best, int(d))
+                    if cand is not None:
+                        sc = cand.score()
+                        if better(sc, best_score):
+                            best, best_score, improved = cand, sc, True
+                            break
+                    if self.deadline.passed():
+                        return best
+            for i in range(best.I):
+                if self.deadline.passed():
+                    return best
+                self.iterations += 1
+                cand = self.reinsert_type(best, i)
+                sc = cand.score()
+                if better(sc, best_score):
+                    best, best_score, improved = cand, sc, True
+        return best
+
+
+def repair(table: CandidateTable, st: AllocationState, mech: Mechanisms) -> AllocationState:
+    """Make a loaded plan consistent with the current scenario: grow replicas that
+    are overloaded (or shed the excess), drop routing that breaks accuracy, and
+    insert whatever demand is uncovered."""
+    g = Greedy(table, mech)
+    for d in np.flatnonzero(st.used > 0):
+        need = st.replicas_for(st.used[d])
+        if need > st.r[d]:
+            extra = (need - st.r[d]) * table.gpus_per_replica[d]
+            if st.gpu_used[table.gpu[d]] + extra <= table.gpu_available[table.gpu[d]]:
+                st.set_replicas(d, need)
+            else:
+                cap = st.max_util * st.r[d]
+                share = 1.0 - cap / st.used[d]
+                for i in np.flatnonzero(st.x[:, d] > 0):
+                    st.route(int(i), d, -float(st.x[i, d]) * share)
+    # availability may have shrunk under an existing plan: shed whole replicas
+    for gi in np.flatnonzero(st.gpu_used > table.gpu_available):
+        for d in np.flatnonzero((table.gpu == gi) & (st.r > 0)):
+            while st.gpu_used[gi] > table.gpu_available[gi] and st.r[d] > 0:
+                st.set_replicas(d, int(st.r[d]) - 1)
+            cap = st.max_util * st.r[d]
+            if st.used[d] > cap:
+                share = 1.0 - cap / st.used[d] if st.used[d] > 0 else 1.0
+                for i in np.flatnonzero(st.x[:, d] > 0):
+                    st.route(int(i), d, -float(st.x[i, d]) * share)
+    for i in range(st.I):
+        if st.acc_slack[i] < -1e-12:
+            for d in np.flatnonzero(st.x[i] > 0):
+                st.route(i, d, -float(st.x[i, d]))
+    for i in type_order(table, "lambda_desc"):
+        if table.feasible[i].any():
+            g.insert(st, i)
+        rem = st.remaining(i)
+        if rem > 1e-9:
+            st.u[i] += rem
+    for d in np.flatnonzero(st.r > 0):
+        st.fit_replicas(d)
+    return st
+
+
+def agh(
+    table: CandidateTable,
+    time_budget_s: float = 1.0,
+    seed: int = 0,
+    mech: Mechanisms = Mechanisms(),
+    current: Plan | None = None,
+    warm_start: Plan | None = None,
+    patience: int = 4,
+    max_starts: int | None = None,
+) -> tuple[AllocationState, SearchStats]:
+    """Run AGH until the deadline or convergence; return the best state."""
+    deadline = _Deadline(time_budget_s)
+    rng = np.random.default_rng(seed)
+    ls = LocalSearch(table, mech, deadline)
+    best: AllocationState | None = None
+    best_score = (np.inf, np.inf)
+    best_from_warm = False
+    time_to_best = 0.0
+    starts = 0
+    stale = 0
+
+    def consider(st: AllocationState, from_warm: bool) -> None:
+        nonlocal best, best_score, best_from_warm, time_to_best, stale
+        sc = st.score()
+        if best is None or better(sc, best_score):
+            best, best_score, best_from_warm = st, sc, from_warm
+            time_to_best = deadline.elapsed()
+            stale = 0
+        else:
+            stale += 1
+
+    warm = warm_start if warm_start is not None else current
+    if warm is not None:
+        st = repair(table, state_from_plan(table, warm, current), mech)
+        starts += 1
+        consider(ls.improve(st), True)
+
+    k = 0
+    while True:
+        if best is not None and deadline.passed():
+            break
+        if max_starts is not None and starts >= max_starts:
+            break
+        if k < len(DETERMINISTIC_ORDERS):
+            order = type_order(table, DETERMINISTIC_ORDERS[k])
+        else:
+            if stale >= patience:
+                break
+            order = type_order(table, "random", rng)
+        k += 1
+        st = greedy(table, order, mech, current)
+        starts += 1
+        if best is None or not deadline.passed():
+            st = ls.improve(st)
+        consider(st, False)
+
+    assert best is not None
+    termination = "deadline" if deadline.passed() else "converged"
+    return best, SearchStats(ls.iterations, starts, best_from_warm, termination, time_to_best)

@@ -1,0 +1,434 @@
+"""GH: the single-pass greedy heuristic (SPEC §3), and the mutable allocation
+state that GH and AGH's local search share.
+
+The state holds replicas `r` (D,), routing fractions `x` (I, D) and unmet
+fractions `u` (I,), and keeps the aggregates every move needs up to date: load per
+deployment, GPUs per type, rental + storage spend, accuracy slack per type.
+
+Mechanisms (each switchable off for ablations, see `Mechanisms`):
+* M1 — feasibility: only candidates feasible for the type (memory, SLO at some
+  batch, known quality; applied up front by the candidate table) and, live, the
+  availability of each GPU type, the budget and the accuracy slack of the type.
+  With M1 off the greedy ignores the live checks; its plan may then violate them
+  (the evaluator says so).
+* M2 — cost per effective coverage: an option's score is its incremental $ (0
+  rental for spare capacity on a rented replica, replica rounding and storage for
+  new capacity, change cost vs the live plan, delay penalty) divided by the share
+  of the type's demand it can actually absorb. With M2 off the greedy takes the
+  option with the cheapest replica (price, not price per served request).
+* M3 — TP upgrade: before opening a new deployment, try doubling the TP degree of
+  an active deployment of the same model, GPU and precision (re-checking every
+  type already on it); taken when its cost per coverage is the best.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from app.engine.candidates import CandidateTable
+from app.engine.plan import Deployment, Plan, Route
+
+EPS = 1e-9
+# Routing fractions below this are dropped when a plan is emitted.
+MIN_FRACTION = 1e-7
+
+
+@dataclass(frozen=True, slots=True)
+class Mechanisms:
+    m1: bool = True
+    m2: bool = True
+    m3: bool = True
+
+
+class AllocationState:
+    """Replicas, routing and unmet fractions over a candidate table, with
+    incrementally maintained aggregates."""
+
+    def __init__(self, table: CandidateTable, current: Plan | None = None) -> None:
+        self.t = table
+        I, D = table.pairs.mu.shape  # noqa: N806
+        self.I, self.D = I, D
+        self.r = np.zeros(D, dtype=np.int64)
+        self.x = np.zeros((I, D))
+        self.u = np.zeros(I)
+        self.used = np.zeros(D)  # replica-units of load per deployment
+        self.gpu_used = np.zeros(len(table.scenario.gpus), dtype=np.int64)
+        self.spend = 0.0  # rental + storage of the current r
+        self.acc_slack = np.zeros(I)  # Σ_d (ε_i − e_id)·x_id; >= 0 when accuracy holds
+        self.delay_spend = 0.0
+        self.max_util = table.scenario.policy.max_utilization
+        self.budget = table.scenario.policy.budget
+        self.storage_cap = table.scenario.policy.storage_capacity_gb
+        self.storage_used = 0.0
+        err = np.where(np.isfinite(table.pairs.error), table.pairs.error, 1.0)
+        self.err = err
+        self.acc_gain = table.max_error[:, None] - err  # slack gained per unit routed
+        # Current (live) plan, for the change-cost term.
+        self.r_cur = np.zeros(D, dtype=np.int64)
+        self.change_base = 0.0  # cost of removing live deployments absent from the table
+        # Change cost applies only when re-planning from a live plan.
+        self.cc = table.scenario.policy.change_cost_per_gpu if current is not None else 0.0
+        if current is not None:
+            for dep in current.deployments:
+                k = table.index.get(dep.id)
+                if k is None:
+                    self.change_base += self.cc * dep.gpus
+                else:
+                    self.r_cur[k] = dep.replicas
+
+    # ---- copies ---------------------------------------------------------
+    def copy(self) -> AllocationState:
+        new = object.__new__(AllocationState)
+        new.__dict__.update(self.__dict__)
+        for name in ("r", "x", "u", "used", "gpu_used", "acc_slack"):
+            setattr(new, name, getattr(self, name).copy())
+        return new
+
+    # ---- mutation -------------------------------------------------------
+    def set_replicas(self, d: int, r: int) -> None:
+        t = self.t
+        old = int(self.r[d])
+        if r == old:
+            return
+        self.gpu_used[t.gpu[d]] += (r - old) * int(t.gpus_per_replica[d])
+        self.spend += (r - old) * t.replica_cost[d]
+        if (old == 0) != (r == 0):
+            sign = 1.0 if r > 0 else -1.0
+            self.spend += sign * t.storage_cost[d]
+            self.storage_used += sign * t.weight_gb[d]
+        self.r[d] = r
+
+    def route(self, i: int, d: int, frac: float) -> None:
+        """Add `frac` (may be negative) of type i's demand to deployment d."""
+        self.x[i, d] += frac
+        if abs(self.x[i, d]) < 1e-15:
+            self.x[i, d] = 0.0
+        self.used[d] += frac * self.t.load[i, d]
+        self.acc_slack[i] += frac * self.acc_gain[i, d]
+        self.delay_spend += frac * self.t.delay_cost[i, d]
+
+    def fit_replicas(self, d: int) -> None:
+        """Shrink (or grow) d's replicas to the fewest that carry its load."""
+        need = self.replicas_for(self.used[d])
+        self.set_replicas(d, need)
+
+    def replicas_for(self, load: float) -> int:
+        if load <= EPS:
+            return 0
+        return max(1, math.ceil(load / self.max_util - 1e-9))
+
+    # ---- accounting -----------------------------------------------------
+    def change_cost(self) -> float:
+        if self.cc <= 0:
+            return 0.0
+        return self.change_base + self.cc * float(
+            (self.t.gpus_per_replica * np.abs(self.r - self.r_cur)).sum()
+        )
+
+    def unmet_spend(self) -> float:
+        return float((self.t.unmet_cost * self.u).sum())
+
+    def objective(self) -> float:
+        return self.spend + self.unmet_spend() + self.delay_spend + self.change_cost()
+
+    def remaining(self, i: int) -> float:
+        return max(0.0, 1.0 - float(self.x[i].sum()) - float(self.u[i]))
+
+    def shortfall(self) -> float:
+        """How far the state is from feasible, summed over the constraint kinds the
+        heuristics can break (0 when every one holds). Used to rank starts."""
+        t = self.t
+        over_unmet = np.maximum(0.0, self.u - t.max_unmet).sum()
+        uncovered = sum(self.remaining(i) for i in range(self.I))
+        over_gpu = np.maximum(0, self.gpu_used - t.gpu_available).sum()
+        over_budget = max(0.0, self.spend - self.budget) if self.budget is not None else 0.0
+        acc = np.maximum(0.0, -self.acc_slack).sum()
+        cap = np.maximum(0.0, self.used - self.max_util * self.r).sum()
+        over_storage = (max(0.0, self.storage_used - self.storage_cap)
+                        if self.storage_cap is not None else 0.0)
+        return float(over_unmet + uncovered + over_gpu + over_budget / 1e3 + acc + cap
+                     + over_storage / 1e3)
+
+    def score(self) -> tuple[float, float]:
+        """Lexicographic rank: feasibility shortfall first, then cost."""
+        sf = self.shortfall()
+        return (round(sf, 9), self.objective())
+
+    # ---- output ----------------------------------------------------------
+    def to_plan(self) -> Plan:
+        t, s = self.t, self.t.scenario
+        deps = []
+        for d in np.flatnonzero(self.r > 0):
+            deps.append(Deployment(
+                s.models[t.model[d]].id, s.gpus[t.gpu[d]].id, s.precisions[t.precision[d]].id,
+                int(t.tp[d]), int(t.pp[d]), int(self.r[d]),
+            ))
+        routes = []
+        ii, dd = np.nonzero(self.x > MIN_FRACTION)
+        for i, d in zip(ii, dd, strict=True):
+            routes.append(Route(s.query_types[i].id, t.ids[d], float(self.x[i, d])))
+        unmet = {s.query_types[i].id: float(self.u[i]) for i in range(self.I) if self.u[i] > 0}
+        # Tiny fractions dropped above go to unmet accounting only if they matter.
+        for i in range(self.I):
+            dropped = float(self.x[i][(self.x[i] > 0) & (self.x[i] <= MIN_FRACTION)].sum())
+            if dropped > 0:
+                q = s.query_types[i].id
+                unmet[q] = unmet.get(q, 0.0) + dropped
+        return Plan.build(deps, routes, unmet)
+
+
+def state_from_plan(table: CandidateTable, plan: Plan, current: Plan | None = None
+                    ) -> AllocationState:
+    """Load a plan's decisions into a state (deployments not in the table are
+    dropped and their traffic left unassigned, to be repaired)."""
+    st = AllocationState(table, current)
+    qidx = table.scenario.qt_index()
+    for dep in plan.deployments:
+        k = table.index.get(dep.id)
+        if k is not None:
+            st.set_replicas(k, dep.replicas)
+    for r in plan.routing:
+        k = table.index.get(r.deployment)
+        i = qidx.get(r.query_type)
+        if k is None or i is None or st.r[k] == 0 or not table.feasible[i, k]:
+            continue
+        st.route(i, k, r.fraction)
+    for q, f in plan.unmet.items():
+        i = qidx.get(q)
+        if i is not None:
+            st.u[i] = min(f, table.max_unmet[i])
+    return st
+
+
+@dataclass(slots=True)
+class _Option:
+    kind: str  # "use" (spare + new replicas on d), "upgrade" (M3), "unmet"
+    d: int
+    frac: float
+    cost: float
+    d_from: int = -1  # for upgrades: the deployment being replaced
+
+
+class Greedy:
+    """GH's insertion machinery, reusable by AGH's repair moves."""
+
+    def __init__(self, table: CandidateTable, mech: Mechanisms = Mechanisms(),
+                 banned: np.ndarray | None = None) -> None:
+        self.t = table
+        self.mech = mech
+        self.banned = banned  # (D,) bool: candidates a repair move may not use
+        self.up = _tp_upgrade_index(table) if mech.m3 else None
+
+    def insert(self, st: AllocationState, i: int, allow_new: bool = True) -> None:
+        """Serve what remains of type i: repeatedly take the best option."""
+        for _ in range(4 * st.D + 8):
+            rem = st.remaining(i)
+            if rem <= 1e-9:
+                return
+            opt = self._best_option(st, i, rem, allow_new)
+            if opt is None:
+                return
+            self._apply(st, i, opt)
+
+    def _best_option(self, st: AllocationState, i: int, rem: float, allow_new: bool
+                     ) -> _Option | None:
+        t, m = self.t, self.mech
+        feas = t.feasible[i].copy()
+        if self.banned is not None:
+            feas &= ~self.banned
+        load = t.load[i]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            spare = np.maximum(0.0, st.max_util * st.r - st.used)
+            spare_frac = np.where(feas, spare / load, 0.0)
+            # New replicas the live limits allow (M1) or unlimited (M1 off).
+            if m.m1:
+                free_gpus = np.maximum(0, t.gpu_available - st.gpu_used)[t.gpu]
+                new_max = free_gpus // t.gpus_per_replica
+                if st.budget is not None:
+                    left = st.budget - st.spend
+                    afford = np.floor(np.maximum(0.0, left - np.where(st.r > 0, 0.0,
+                                                                     t.storage_cost))
+                                      / np.maximum(t.replica_cost, 1e-12))
+                    new_max = np.minimum(new_max, afford)
+                if st.storage_cap is not None:
+                    fits = (st.r > 0) | (st.storage_used + t.weight_gb <= st.storage_cap + 1e-9)
+                    new_max = np.where(fits, new_max, 0)
+            else:
+                new_max = np.full(st.D, 10**9)
+            if not allow_new:
+                new_max = np.zeros(st.D)
+            cap_frac = spare_frac + np.where(feas, new_max * st.max_util / load, 0.0)
+            cover = np.minimum(rem, cap_frac)
+            if m.m1:
+                gain = st.acc_gain[i]
+                acc_limit = np.where(gain < -1e-15, st.acc_slack[i] / -gain, np.inf)
+                acc_limit = np.maximum(acc_limit, 0.0)
+                cover = np.minimum(cover, acc_limit)
+            cover = np.where(feas, cover, 0.0)
+            need_load = np.maximum(0.0, cover * load - spare)
+            k_new = np.where(cover > 0, np.ceil(need_load / st.max_util - 1e-9), 0.0)
+            cost = (k_new * t.replica_cost
+                    + np.where((st.r == 0) & (k_new > 0), t.storage_cost, 0.0)
+                    + cover * t.delay_cost[i]
+                    + self._change_delta(st, k_new))
+        best: _Option | None = None
+        valid = cover > 1e-12
+        if valid.any():
+            if m.m2:
+                score = np.where(valid, cost / np.maximum(cover, 1e-12), np.inf)
+                d = int(np.argmin(score))
+                best = _Option("use", d, float(cover[d]), float(cost[d]))
+                best_score = float(score[d])
+            else:
+                # Without M2: cheapest replica first (spare capacity counts as free).
+                price = np.where(spare_frac > 1e-12, 0.0, t.replica_cost)
+                score = np.where(valid, price, np.inf)
+                d = int(np.argmin(score))
+                best = _Option("use", d, float(cover[d]), float(cost[d]))
+                best_score = float(cost[d] / cover[d])
+            if self.up is not None and (best.d < 0 or st.r[best.d] == 0):
+                upg = self._upgrade_option(st, i, rem)
+                if upg is not None and upg.cost / upg.frac < best_score - 1e-12:
+                    best, best_score = upg, upg.cost / upg.frac
+        # Leaving demand unmet is an option while the type's cap allows it.
+        unmet_room = t.max_unmet[i] - st.u[i]
+        if unmet_room > 1e-12:
+            per = t.unmet_cost[i]
+            if best is None or (m.m2 and per < best.cost / best.frac - 1e-12):
+                return _Option("unmet", -1, float(min(rem, unmet_room)), per * min(rem, unmet_room))
+        return best
+
+    def _change_delta(self, st: AllocationState, k_new: np.ndarray) -> np.ndarray:
+        if st.cc <= 0:
+            return np.zeros(st.D)
+        before = np.abs(st.r - st.r_cur)
+        after = np.abs(st.r + k_new - st.r_cur)
+        return st.cc * self.t.gpus_per_replica * (after - before)
+
+    def _upgrade_option(self, st: AllocationState, i: int, rem: float) -> _Option | None:
+        """M3: double the TP of an active deployment and put type i on it too."""
+        t = self.t
+        assert self.up is not None
+        active = np.flatnonzero((st.r > 0) & (self.up >= 0))
+        best: _Option | None = None
+        for d in active:
+            d2 = int(self.up[d])
+            if self.banned is not None and self.banned[d2]:
+                continue
+            if not t.feasible[i, d2] or st.r[d2] > 0:
+                continue
+            on = np.flatnonzero(st.x[:, d] > 0)
+            if not t.feasible[on, d2].all():
+                continue
+            moved = float((st.x[on, d] * t.load[on, d2]).sum())
+            # accuracy: moving types keeps their error unless precision/model changes
+            # (same model and precision: unchanged), so only type i's share matters.
+            gain = st.acc_gain[i, d2]
+            lim = rem if gain >= 0 else min(rem, max(0.0, st.acc_slack[i] / -gain))
+            if lim <= 1e-12:
+                continue
+            r_new = st.replicas_for(moved + lim * t.load[i, d2])
+            extra_gpus = r_new * t.gpus_per_replica[d2] - st.r[d] * t.gpus_per_replica[d]
+            if self.mech.m1 and extra_gpus > t.gpu_available[t.gpu[d]] - st.gpu_used[t.gpu[d]]:
+                continue
+            delta = (r_new * t.replica_cost[d2] - st.r[d] * t.replica_cost[d]
+                     + t.storage_cost[d2] - t.storage_cost[d]
+                     + lim * t.delay_cost[i, d2]
+                     + float((st.x[on, d] * (t.delay_cost[on, d2] - t.delay_cost[on, d])).sum()))
+            if self.mech.m1 and st.budget is not None and st.spend + delta > st.budget + 1e-9:
+                continue
+            if st.cc > 0:
+                delta += st.cc * (
+                    t.gpus_per_replica[d2] * (abs(r_new - st.r_cur[d2]) - abs(0 - st.r_cur[d2]))
+                    + t.gpus_per_replica[d] * (abs(0 - st.r_cur[d]) - abs(st.r[d] - st.r_cur[d])))
+            if best is None or delta / lim < best.cost / best.frac:
+                best = _Option("upgrade", d2, lim, float(delta), d_from=int(d))
+        return best
+
+    def _apply(self, st: AllocationState, i: int, opt: _Option) -> None:
+        if opt.kind == "unmet":
+            st.u[i] += opt.frac
+            return
+        if opt.kind == "upgrade":
+            d, d2 = opt.d_from, opt.d
+            for j in np.flatnonzero(st.x[:, d] > 0):
+                f = float(st.x[j, d])
+                st.route(j, d, -f)
+                st.route(j, d2, f)
+            st.set_replicas(d, 0)
+            st.route(i, d2, opt.frac)
+            st.fit_replicas(d2)
+            return
+        st.route(i, opt.d, opt.frac)
+        need = st.replicas_for(st.used[opt.d])
+        if need > st.r[opt.d]:
+            st.set_replicas(opt.d, need)
+
+
+def _tp_upgrade_index(table: CandidateTable) -> np.ndarray:
+    """For each candidate, the index of the same (model, gpu, precision, pp) with
+    twice the TP, or -1."""
+    key = {(int(j), int(g), int(p), int(n), int(m)): k for k, (j, g, p, n, m) in enumerate(
+        zip(table.model, table.gpu, table.precision, table.tp, table.pp, strict=True))}
+    out = np.full(table.size, -1, dtype=np.int64)
+    for (j, g, p, n, m), k in key.items():
+        out[k] = key.get((j, g, p, 2 * n, m), -1)
+    return out
+
+
+def type_order(table: CandidateTable, how: str, rng: np.random.Generator | None = None
+               ) -> list[int]:
+    """Orderings of query types for GH's phase 2 (and AGH's multi-start)."""
+    I = len(table.arrival)  # noqa: N806
+    idx = np.arange(I)
+    if how == "lambda_desc":
+        return list(np.lexsort((idx, -table.arrival)))
+    if how == "lambda_asc":
+        return list(np.lexsort((idx, table.arrival)))
+    if how == "eps_asc":
+        return list(np.lexsort((idx, table.max_error)))
+    if how == "eps_desc":
+        return list(np.lexsort((idx, -table.max_error)))
+    if how in ("footprint_desc", "footprint_asc"):
+        # GPU-hours the type needs on its cheapest feasible candidate.
+        with np.errstate(invalid="ignore"):
+            need = np.where(table.feasible, table.load * table.replica_cost, np.inf).min(axis=1)
+        need = np.where(np.isfinite(need), need, 0.0)
+        return list(np.lexsort((idx, -need if how == "footprint_desc" else need)))
+    if how == "scarcity":
+        # Types with the fewest feasible candidates first.
+        return list(np.lexsort((idx, table.feasible.sum(axis=1))))
+    if how == "random":
+        assert rng is not None
+        return list(rng.permutation(I))
+    raise ValueError(f"unknown ordering {how!r}")
+
+
+def greedy(
+    table: CandidateTable,
+    order: Sequence[int] | None = None,
+    mech: Mechanisms = Mechanisms(),
+    current: Plan | None = None,
+) -> AllocationState:
+    """GH: phase 1 checks every type has a feasible path (a type with none is left
+    unmet: the evaluator reports it with the reason); phase 2 serves the types in
+    `order` (default: arrival rate descending) by cost per effective coverage."""
+    st = AllocationState(table, current)
+    g = Greedy(table, mech)
+    order = list(order) if order is not None else type_order(table, "lambda_desc")
+    servable = table.feasible.any(axis=1)
+    for i in order:
+        if not servable[i]:
+            st.u[i] = 1.0  # phase 1: no path; reported as unmet (and infeasible if ζ < 1)
+            continue
+        g.insert(st, i)
+        rem = st.remaining(i)
+        if rem > 1e-9:
+            st.u[i] += rem  # nothing left to serve it with: report honestly as unmet
+    for d in np.flatnonzero(st.r > 0):
+        st.fit_replicas(d)
+    return st
