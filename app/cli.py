@@ -69,12 +69,16 @@ def cmd_evaluate(a: argparse.Namespace) -> None:
     if isinstance(plan, dict) and "plan" in plan and "deployments" not in plan:
         plan = plan["plan"]  # accept the output of `solve` directly
     current = _read_json(a.current) if a.current else None
-    _print(evaluate_documents(
-        scenario, plan, current,
-        delay_factor=a.delay_inflate or a.inflate,
-        error_factor=a.error_inflate or a.inflate,
-        demand_factor=a.demand_inflate,
-    ))
+    _print(
+        evaluate_documents(
+            scenario,
+            plan,
+            current,
+            delay_factor=a.delay_inflate or a.inflate,
+            error_factor=a.error_inflate or a.inflate,
+            demand_factor=a.demand_inflate,
+        )
+    )
 
 
 def cmd_audit(a: argparse.Namespace) -> None:
@@ -83,8 +87,11 @@ def cmd_audit(a: argparse.Namespace) -> None:
     scenario, plan = _read_json(a.scenario), _read_json(a.plan)
     if isinstance(plan, dict) and "plan" in plan and "deployments" not in plan:
         plan = plan["plan"]
-    _print(audit_documents(scenario, plan, time_limit_s=a.time_limit, relative_gap=a.gap,
-                           threads=a.threads))
+    _print(
+        audit_documents(
+            scenario, plan, time_limit_s=a.time_limit, relative_gap=a.gap, threads=a.threads
+        )
+    )
 
 
 def cmd_demo(_: argparse.Namespace) -> None:
@@ -106,10 +113,15 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("solve", help="plan for a scenario (prints the plan JSON)")
     s.add_argument("scenario")
     s.add_argument("--algorithm", choices=["gh", "agh", "milp"], default="agh")
-    s.add_argument("--time-budget", type=_positive, default=1.0,
-                   help="AGH anytime budget, seconds (default 1)")
-    s.add_argument("--time-limit", type=_positive, default=None,
-                   help="MILP wall-clock limit, seconds (default: --time-budget)")
+    s.add_argument(
+        "--time-budget", type=_positive, default=1.0, help="AGH anytime budget, seconds (default 1)"
+    )
+    s.add_argument(
+        "--time-limit",
+        type=_positive,
+        default=None,
+        help="MILP wall-clock limit, seconds (default: --time-budget)",
+    )
     s.add_argument("--gap", type=float, default=1e-4, help="MILP relative gap")
     s.add_argument("--threads", type=int, default=1, help="MILP solver threads")
     s.add_argument("--seed", type=int, default=0)
@@ -120,8 +132,12 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("scenario")
     e.add_argument("plan")
     e.add_argument("--current", help="live plan JSON, for the change cost")
-    e.add_argument("--inflate", type=_factor, default=1.0,
-                   help="stress: multiply latencies and error rates (1.0-1.5)")
+    e.add_argument(
+        "--inflate",
+        type=_factor,
+        default=1.0,
+        help="stress: multiply latencies and error rates (1.0-1.5)",
+    )
     e.add_argument("--delay-inflate", type=_factor, default=None)
     e.add_argument("--error-inflate", type=_factor, default=None)
     e.add_argument("--demand-inflate", type=_factor, default=1.0)

@@ -39,8 +39,13 @@ from app.engine.greedy import (
 from app.engine.plan import Plan
 
 DETERMINISTIC_ORDERS = (
-    "lambda_desc", "eps_asc", "footprint_desc", "scarcity",
-    "lambda_asc", "eps_desc", "footprint_asc",
+    "lambda_desc",
+    "eps_asc",
+    "footprint_desc",
+    "scarcity",
+    "lambda_asc",
+    "eps_desc",
+    "footprint_asc",
 )
 
 
@@ -144,8 +149,9 @@ class LocalSearch:
         feas[d] = False
         if not feas.any():
             return None
-        load = np.where(feas, (xs[:, None] * np.where(t.feasible[on], t.load[on], 0.0)).sum(0),
-                        np.inf)
+        load = np.where(
+            feas, (xs[:, None] * np.where(t.feasible[on], t.load[on], 0.0)).sum(0), np.inf
+        )
         tot = st.used + load
         new_r = np.where(feas, np.ceil(tot / st.max_util - 1e-9), 0).astype(np.int64)
         new_r = np.maximum(new_r, np.where(feas, 1, 0))
@@ -159,11 +165,16 @@ class LocalSearch:
             ok &= gpu_after <= t.gpu_available[t.gpu]
             gain = st.acc_gain[on]  # (n_on, D)
             slack_after = st.acc_slack[on, None] + xs[:, None] * (gain - gain[:, [d]])
-            ok &= ((slack_after >= -1e-12) | (slack_after >= st.acc_slack[on, None] - 1e-12)
-                   ).all(axis=0)
-        delta = (add * t.replica_cost - st.r[d] * t.replica_cost[d]
-                 + np.where(st.r == 0, t.storage_cost, 0.0) - t.storage_cost[d]
-                 + (xs[:, None] * (t.delay_cost[on] - t.delay_cost[on, d][:, None])).sum(0))
+            ok &= ((slack_after >= -1e-12) | (slack_after >= st.acc_slack[on, None] - 1e-12)).all(
+                axis=0
+            )
+        delta = (
+            add * t.replica_cost
+            - st.r[d] * t.replica_cost[d]
+            + np.where(st.r == 0, t.storage_cost, 0.0)
+            - t.storage_cost[d]
+            + (xs[:, None] * (t.delay_cost[on] - t.delay_cost[on, d][:, None])).sum(0)
+        )
         if st.cc > 0:
             cc = st.cc
             delta = delta + cc * gpr * (np.abs(new_r - st.r_cur) - np.abs(st.r - st.r_cur))

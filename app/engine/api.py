@@ -65,8 +65,12 @@ def evaluate_documents(
     plan = plan_from_document(plan_doc)
     current = plan_from_document(current_plan_doc) if current_plan_doc else None
     ev = evaluate_plan(
-        scenario, plan, current=current,
-        delay_factor=delay_factor, error_factor=error_factor, demand_factor=demand_factor,
+        scenario,
+        plan,
+        current=current,
+        delay_factor=delay_factor,
+        error_factor=error_factor,
+        demand_factor=demand_factor,
     )
     return ev.to_document()
 
@@ -85,8 +89,9 @@ def solve_documents(
 
     scenario = parse_scenario(scenario_doc)
     current = plan_from_document(current_plan_doc) if current_plan_doc else None
-    outcome = solve(scenario, algorithm=algorithm, time_budget_s=time_budget_s, seed=seed,
-                    current=current)
+    outcome = solve(
+        scenario, algorithm=algorithm, time_budget_s=time_budget_s, seed=seed, current=current
+    )
     return outcome.to_document()
 
 
@@ -106,8 +111,15 @@ def audit_documents(
 
     scenario = parse_scenario(scenario_doc)
     reference = plan_from_document(reference_plan_doc) if reference_plan_doc else None
-    result = audit(scenario, reference, time_limit_s=time_limit_s, relative_gap=relative_gap,
-                   threads=threads, cancel=cancel, backend=backend)
+    result = audit(
+        scenario,
+        reference,
+        time_limit_s=time_limit_s,
+        relative_gap=relative_gap,
+        threads=threads,
+        cancel=cancel,
+        backend=backend,
+    )
     return result.to_document()
 
 

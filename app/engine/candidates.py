@@ -84,14 +84,17 @@ def pair_constants(
     t1 = t1 * delay_factor
     t2 = t2 * delay_factor
     mu = mu / delay_factor
-    err = np.full((len(qts), len(models)), np.inf)
-    for k, (mo, p) in enumerate(zip(models, precs, strict=True)):
+    # Error rate per (type, model of the scenario), then per candidate via its model.
+    rate = np.full((len(qts), len(s.models)), np.inf)
+    for j, mo in enumerate(s.models):
         for i, q in enumerate(qts):
-            rate = mo.error_rate_for(q)
-            if rate is not None:
-                err[i, k] = min(1.0, rate * p.error_multiplier * error_factor)
+            r = mo.error_rate_for(q)
+            if r is not None:
+                rate[i, j] = r
+    mult = np.array([p.error_multiplier for p in s.precisions])[np.asarray(prec_idx)]
+    err = np.minimum(1.0, rate[:, np.asarray(model_idx)] * (mult * error_factor)[None, :])
     # Models that cannot hold the prompt plus output in their context never serve it.
-    ctx = np.array([mo.max_context for mo in models], dtype=np.float64)[None, :]
+    ctx = np.array([mo.max_context for mo in s.models], dtype=np.float64)[None, model_idx]
     bstar = np.where(h + f <= ctx, bstar, 0)
     mu = np.where(bstar >= 1, mu, 0.0)
     return PairConstants(
@@ -127,11 +130,10 @@ class CandidateTable:
     def ids(self) -> list[str]:
         s = self.scenario
         return [
-            deployment_id(
-                s.models[j].id, s.gpus[g].id, s.precisions[p].id, int(n), int(m)
+            deployment_id(s.models[j].id, s.gpus[g].id, s.precisions[p].id, int(n), int(m))
+            for j, g, p, n, m in zip(
+                self.model, self.gpu, self.precision, self.tp, self.pp, strict=True
             )
-            for j, g, p, n, m in zip(self.model, self.gpu, self.precision, self.tp, self.pp,
-                                     strict=True)
         ]
 
     @cached_property
@@ -159,8 +161,10 @@ class CandidateTable:
     def weight_gb(self) -> FloatArray:
         s = self.scenario
         return np.array(
-            [s.models[j].params_b * s.precisions[p].bytes_per_weight
-             for j, p in zip(self.model, self.precision, strict=True)]
+            [
+                s.models[j].params_b * s.precisions[p].bytes_per_weight
+                for j, p in zip(self.model, self.precision, strict=True)
+            ]
         )
 
     @cached_property
@@ -176,6 +180,21 @@ class CandidateTable:
     @cached_property
     def max_replicas(self) -> IntArray:
         return self.gpu_available[self.gpu] // self.gpus_per_replica
+
+    @cached_property
+    def tp_upgrade(self) -> IntArray:
+        """For each candidate, the index of the same (model, gpu, precision, pp)
+        with twice the TP, or -1 (GH's mechanism M3)."""
+        key = {
+            (int(j), int(g), int(p), int(n), int(m)): k
+            for k, (j, g, p, n, m) in enumerate(
+                zip(self.model, self.gpu, self.precision, self.tp, self.pp, strict=True)
+            )
+        }
+        out = np.full(self.size, -1, dtype=np.int64)
+        for (j, g, p, n, m), k in key.items():
+            out[k] = key.get((j, g, p, 2 * n, m), -1)
+        return out
 
     # ---- type-level -------------------------------------------------------
     @cached_property
@@ -238,9 +257,7 @@ def enumerate_candidates(scenario: Scenario) -> tuple[IntArray, ...]:
     return tuple(arr[:, k] for k in range(5))
 
 
-def candidate_table(
-    scenario: Scenario, profile: EngineProfile = DEFAULT_PROFILE
-) -> CandidateTable:
+def candidate_table(scenario: Scenario, profile: EngineProfile = DEFAULT_PROFILE) -> CandidateTable:
     """Build the table of useful candidates for a scenario."""
     j, g, p, n, m = enumerate_candidates(scenario)
     pairs = pair_constants(scenario, j, g, p, n, m, profile)

@@ -50,7 +50,7 @@ class AllocationState:
 
     def __init__(self, table: CandidateTable, current: Plan | None = None) -> None:
         self.t = table
-        I, D = table.pairs.mu.shape  # noqa: N806
+        I, D = table.pairs.mu.shape
         self.I, self.D = I, D
         self.r = np.zeros(D, dtype=np.int64)
         self.x = np.zeros((I, D))
@@ -148,10 +148,12 @@ class AllocationState:
         over_budget = max(0.0, self.spend - self.budget) if self.budget is not None else 0.0
         acc = np.maximum(0.0, -self.acc_slack).sum()
         cap = np.maximum(0.0, self.used - self.max_util * self.r).sum()
-        over_storage = (max(0.0, self.storage_used - self.storage_cap)
-                        if self.storage_cap is not None else 0.0)
-        return float(over_unmet + uncovered + over_gpu + over_budget / 1e3 + acc + cap
-                     + over_storage / 1e3)
+        over_storage = (
+            max(0.0, self.storage_used - self.storage_cap) if self.storage_cap is not None else 0.0
+        )
+        return float(
+            over_unmet + uncovered + over_gpu + over_budget / 1e3 + acc + cap + over_storage / 1e3
+        )
 
     def score(self) -> tuple[float, float]:
         """Lexicographic rank: feasibility shortfall first, then cost."""
@@ -163,10 +165,16 @@ class AllocationState:
         t, s = self.t, self.t.scenario
         deps = []
         for d in np.flatnonzero(self.r > 0):
-            deps.append(Deployment(
-                s.models[t.model[d]].id, s.gpus[t.gpu[d]].id, s.precisions[t.precision[d]].id,
-                int(t.tp[d]), int(t.pp[d]), int(self.r[d]),
-            ))
+            deps.append(
+                Deployment(
+                    s.models[t.model[d]].id,
+                    s.gpus[t.gpu[d]].id,
+                    s.precisions[t.precision[d]].id,
+                    int(t.tp[d]),
+                    int(t.pp[d]),
+                    int(self.r[d]),
+                )
+            )
         routes = []
         ii, dd = np.nonzero(self.x > MIN_FRACTION)
         for i, d in zip(ii, dd, strict=True):
@@ -181,8 +189,9 @@ class AllocationState:
         return Plan.build(deps, routes, unmet)
 
 
-def state_from_plan(table: CandidateTable, plan: Plan, current: Plan | None = None
-                    ) -> AllocationState:
+def state_from_plan(
+    table: CandidateTable, plan: Plan, current: Plan | None = None
+) -> AllocationState:
     """Load a plan's decisions into a state (deployments not in the table are
     dropped and their traffic left unassigned, to be repaired)."""
     st = AllocationState(table, current)
@@ -216,12 +225,16 @@ class _Option:
 class Greedy:
     """GH's insertion machinery, reusable by AGH's repair moves."""
 
-    def __init__(self, table: CandidateTable, mech: Mechanisms = Mechanisms(),
-                 banned: np.ndarray | None = None) -> None:
+    def __init__(
+        self,
+        table: CandidateTable,
+        mech: Mechanisms = Mechanisms(),
+        banned: np.ndarray | None = None,
+    ) -> None:
         self.t = table
         self.mech = mech
         self.banned = banned  # (D,) bool: candidates a repair move may not use
-        self.up = _tp_upgrade_index(table) if mech.m3 else None
+        self.up = table.tp_upgrade if mech.m3 else None
 
     def insert(self, st: AllocationState, i: int, allow_new: bool = True) -> None:
         """Serve what remains of type i: repeatedly take the best option."""
@@ -234,8 +247,9 @@ class Greedy:
                 return
             self._apply(st, i, opt)
 
-    def _best_option(self, st: AllocationState, i: int, rem: float, allow_new: bool
-                     ) -> _Option | None:
+    def _best_option(
+        self, st: AllocationState, i: int, rem: float, allow_new: bool
+    ) -> _Option | None:
         t, m = self.t, self.mech
         feas = t.feasible[i].copy()
         if self.banned is not None:
@@ -250,9 +264,10 @@ class Greedy:
                 new_max = free_gpus // t.gpus_per_replica
                 if st.budget is not None:
                     left = st.budget - st.spend
-                    afford = np.floor(np.maximum(0.0, left - np.where(st.r > 0, 0.0,
-                                                                     t.storage_cost))
-                                      / np.maximum(t.replica_cost, 1e-12))
+                    afford = np.floor(
+                        np.maximum(0.0, left - np.where(st.r > 0, 0.0, t.storage_cost))
+                        / np.maximum(t.replica_cost, 1e-12)
+                    )
                     new_max = np.minimum(new_max, afford)
                 if st.storage_cap is not None:
                     fits = (st.r > 0) | (st.storage_used + t.weight_gb <= st.storage_cap + 1e-9)
@@ -271,10 +286,12 @@ class Greedy:
             cover = np.where(feas, cover, 0.0)
             need_load = np.maximum(0.0, cover * load - spare)
             k_new = np.where(cover > 0, np.ceil(need_load / st.max_util - 1e-9), 0.0)
-            cost = (k_new * t.replica_cost
-                    + np.where((st.r == 0) & (k_new > 0), t.storage_cost, 0.0)
-                    + cover * t.delay_cost[i]
-                    + self._change_delta(st, k_new))
+            cost = (
+                k_new * t.replica_cost
+                + np.where((st.r == 0) & (k_new > 0), t.storage_cost, 0.0)
+                + cover * t.delay_cost[i]
+                + self._change_delta(st, k_new)
+            )
         best: _Option | None = None
         valid = cover > 1e-12
         if valid.any():
@@ -335,16 +352,21 @@ class Greedy:
             extra_gpus = r_new * t.gpus_per_replica[d2] - st.r[d] * t.gpus_per_replica[d]
             if self.mech.m1 and extra_gpus > t.gpu_available[t.gpu[d]] - st.gpu_used[t.gpu[d]]:
                 continue
-            delta = (r_new * t.replica_cost[d2] - st.r[d] * t.replica_cost[d]
-                     + t.storage_cost[d2] - t.storage_cost[d]
-                     + lim * t.delay_cost[i, d2]
-                     + float((st.x[on, d] * (t.delay_cost[on, d2] - t.delay_cost[on, d])).sum()))
+            delta = (
+                r_new * t.replica_cost[d2]
+                - st.r[d] * t.replica_cost[d]
+                + t.storage_cost[d2]
+                - t.storage_cost[d]
+                + lim * t.delay_cost[i, d2]
+                + float((st.x[on, d] * (t.delay_cost[on, d2] - t.delay_cost[on, d])).sum())
+            )
             if self.mech.m1 and st.budget is not None and st.spend + delta > st.budget + 1e-9:
                 continue
             if st.cc > 0:
                 delta += st.cc * (
                     t.gpus_per_replica[d2] * (abs(r_new - st.r_cur[d2]) - abs(0 - st.r_cur[d2]))
-                    + t.gpus_per_replica[d] * (abs(0 - st.r_cur[d]) - abs(st.r[d] - st.r_cur[d])))
+                    + t.gpus_per_replica[d] * (abs(0 - st.r_cur[d]) - abs(st.r[d] - st.r_cur[d]))
+                )
             if best is None or delta / lim < best.cost / best.frac:
                 best = _Option("upgrade", d2, lim, float(delta), d_from=int(d))
         return best
@@ -369,21 +391,11 @@ class Greedy:
             st.set_replicas(opt.d, need)
 
 
-def _tp_upgrade_index(table: CandidateTable) -> np.ndarray:
-    """For each candidate, the index of the same (model, gpu, precision, pp) with
-    twice the TP, or -1."""
-    key = {(int(j), int(g), int(p), int(n), int(m)): k for k, (j, g, p, n, m) in enumerate(
-        zip(table.model, table.gpu, table.precision, table.tp, table.pp, strict=True))}
-    out = np.full(table.size, -1, dtype=np.int64)
-    for (j, g, p, n, m), k in key.items():
-        out[k] = key.get((j, g, p, 2 * n, m), -1)
-    return out
-
-
-def type_order(table: CandidateTable, how: str, rng: np.random.Generator | None = None
-               ) -> list[int]:
+def type_order(
+    table: CandidateTable, how: str, rng: np.random.Generator | None = None
+) -> list[int]:
     """Orderings of query types for GH's phase 2 (and AGH's multi-start)."""
-    I = len(table.arrival)  # noqa: N806
+    I = len(table.arrival)
     idx = np.arange(I)
     if how == "lambda_desc":
         return list(np.lexsort((idx, -table.arrival)))

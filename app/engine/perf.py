@@ -9,8 +9,8 @@ The model, per replica of `n` (TP) x `m` (PP) GPUs:
 
 * Prefill of one request of `h` tokens: max(compute, weight read) where compute is
   `2·P_active·h` plus causal attention `2·layers·h²·(heads·head_dim)` FLOPs over
-  `n` GPUs at an effective fraction of dense peak; plus two all-reduces per layer
-  when `n > 1`; plus `m−1` activation hops (PP does not shorten one request's
+  `n` GPUs at an effective fraction of dense peak; plus two ring all-reduces per
+  layer when `n > 1` (latency 2(n−1)·α plus bytes over link bandwidth); plus `m−1` activation hops (PP does not shorten one request's
   prefill). With `B` requests in flight a new request also waits behind other
   requests' prefills: TTFT(B) = overhead + prefill·(1 + κ·(B−1)). κ is a property
   of the engine's scheduler: 1 for static batching (a batch's prompts prefilled
@@ -61,7 +61,7 @@ class EngineProfile:
     prefill_overhead_s: float  # fixed per prefill (tokenize, schedule, first sample)
     prefill_contention: float  # κ: prefills of other requests a new one waits behind, per request
     prefill_interference: float  # γ: share of arriving prefills that stall decode steps
-    allreduce_latency_s: float  # per all-reduce (launch + sync)
+    allreduce_latency_s: float  # α per ring step; an all-reduce over n GPUs takes 2(n−1)
     hop_latency_s: float  # per PP stage boundary
     link_efficiency: float = 0.7  # achieved fraction of link bandwidth
     memory_utilization: float = 0.90  # fraction of GPU memory the engine may use
@@ -170,9 +170,15 @@ def hardware_arrays(
 
 
 def _allreduce_s(hw: Hardware, msg_bytes: FloatArray, prof: EngineProfile) -> FloatArray:
-    """One ring all-reduce of `msg_bytes` across the TP group (0 when tp = 1)."""
+    """One ring all-reduce of `msg_bytes` across the TP group (0 when tp = 1).
+
+    Ring (alpha-beta) model: 2(n−1) steps (reduce-scatter then all-gather), each
+    paying the per-step latency α = `allreduce_latency_s` and moving msg/n bytes, so
+    t = 2(n−1)·α + 2(n−1)/n · msg / (link · efficiency). The latency part grows with
+    n, which is what the Splitwise table shows (decode overhead per token rises from
+    TP2 to TP8 although the weight shard shrinks)."""
     n = hw.tp
-    t = prof.allreduce_latency_s + 2.0 * (n - 1.0) / n * msg_bytes / (
+    t = 2.0 * (n - 1.0) * prof.allreduce_latency_s + 2.0 * (n - 1.0) / n * msg_bytes / (
         hw.tp_link * prof.link_efficiency
     )
     return np.where(n > 1.0, t, 0.0)

@@ -120,7 +120,9 @@ def plan_from_document(doc: Mapping[str, Any]) -> Plan:
         unmet[_str(u, "query_type", loc)] = frac
     ids = [d.id for d in deps]
     if len(ids) != len(set(ids)):
-        raise PlanFormatError("deployments", "duplicate deployment (same model/gpu/precision/tp/pp)")
+        raise PlanFormatError(
+            "deployments", "duplicate deployment (same model/gpu/precision/tp/pp)"
+        )
     return Plan(tuple(deps), tuple(routes), unmet)
 
 

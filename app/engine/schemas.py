@@ -174,7 +174,9 @@ def first_validation_error(exc: ValidationError, prefix: str = "") -> ScenarioEr
         path = f"{prefix}.{path}" if path != "scenario" else prefix
     ctx_err = (err.get("ctx") or {}).get("error")
     if isinstance(ctx_err, ScenarioError):
-        return ScenarioError(f"{prefix}.{ctx_err.field}" if prefix else ctx_err.field, ctx_err.message)
+        return ScenarioError(
+            f"{prefix}.{ctx_err.field}" if prefix else ctx_err.field, ctx_err.message
+        )
     msg = err["msg"].removeprefix("Value error, ")
     return ScenarioError(path, msg)
 

@@ -85,8 +85,19 @@ def solve(
         res = solve_milp(scenario, time_limit_s=time_budget_s, current=current, table=table)
         wall = time.monotonic() - t0
         return SolveOutcome(
-            "milp", res.plan, res.evaluation, scenario, res.termination, wall, 0, 1,
-            False, seed, time_budget_s, wall, table.size,
+            "milp",
+            res.plan,
+            res.evaluation,
+            scenario,
+            res.termination,
+            wall,
+            0,
+            1,
+            False,
+            seed,
+            time_budget_s,
+            wall,
+            table.size,
             extra={k: v for k, v in res.to_document().items() if k not in ("plan", "evaluation")},
         )
     if algorithm == "gh":
@@ -95,8 +106,14 @@ def solve(
         time_to_best = None
     else:
         t_search = time.monotonic()
-        st, stats = agh(table, time_budget_s=max(0.0, time_budget_s - (t_search - t0)),
-                        seed=seed, mech=mechanisms, current=current, max_starts=max_starts)
+        st, stats = agh(
+            table,
+            time_budget_s=max(0.0, time_budget_s - (t_search - t0)),
+            seed=seed,
+            mech=mechanisms,
+            current=current,
+            max_starts=max_starts,
+        )
         termination, iterations, starts = stats.termination, stats.iterations, stats.starts
         warm_used = stats.warm_start_used
         time_to_best = (t_search - t0) + stats.time_to_best_s
@@ -104,6 +121,17 @@ def solve(
     ev = evaluate_plan(scenario, plan, current=current, profile=profile)
     wall = time.monotonic() - t0
     return SolveOutcome(
-        algorithm, plan, ev, scenario, termination, wall, iterations, starts, warm_used, seed,
-        time_budget_s, wall if time_to_best is None else time_to_best, table.size,
+        algorithm,
+        plan,
+        ev,
+        scenario,
+        termination,
+        wall,
+        iterations,
+        starts,
+        warm_used,
+        seed,
+        time_budget_s,
+        wall if time_to_best is None else time_to_best,
+        table.size,
     )
