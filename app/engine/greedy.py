@@ -293,6 +293,7 @@ class Greedy:
                 + self._change_delta(st, k_new)
             )
         best: _Option | None = None
+        best_score = np.inf
         valid = cover > 1e-12
         if valid.any():
             if m.m2:
@@ -307,10 +308,12 @@ class Greedy:
                 d = int(np.argmin(score))
                 best = _Option("use", d, float(cover[d]), float(cost[d]))
                 best_score = float(cost[d] / cover[d])
-            if self.up is not None and (best.d < 0 or st.r[best.d] == 0):
-                upg = self._upgrade_option(st, i, rem)
-                if upg is not None and upg.cost / upg.frac < best_score - 1e-12:
-                    best, best_score = upg, upg.cost / upg.frac
+        # M3: before opening a new deployment (or when nothing else is left), try
+        # upgrading the TP of an active one.
+        if self.up is not None and allow_new and (best is None or st.r[best.d] == 0):
+            upg = self._upgrade_option(st, i, rem)
+            if upg is not None and (best is None or upg.cost / upg.frac < best_score - 1e-12):
+                best, best_score = upg, upg.cost / upg.frac
         # Leaving demand unmet is an option while the type's cap allows it.
         unmet_room = t.max_unmet[i] - st.u[i]
         if unmet_room > 1e-12:

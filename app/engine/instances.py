@@ -16,7 +16,10 @@ Variants:
   serve everything on it alone, so plans must spread across types;
 * `tight_budget`: a budget below what serving everything costs (about 85% of a
   GH plan's spend on the loose variant), with some demand allowed to go unmet
-  (max_unmet_fraction 0.1–0.3) at a penalty.
+  (max_unmet_fraction 0.1–0.3) at a penalty;
+* `tight_storage`: a model store that holds only about two deployments' weights
+  (1.05x the largest deployment of GH's loose plan) and costs $0.01/GB-h, so types
+  must share few deployments — the case TP upgrades (M3) exist for.
 """
 
 from __future__ import annotations
@@ -55,7 +58,7 @@ _TEMPLATES = (
     ("general", 8000, 300, 5.0, 0.10, 0.28),  # long-context RAG
 )
 
-VARIANTS = ("loose", "tight_availability", "tight_budget")
+VARIANTS = ("loose", "tight_availability", "tight_budget", "tight_storage")
 
 
 def _precisions(n_tiers: int) -> tuple[tuple[Precision, ...], int]:
@@ -154,6 +157,13 @@ def generate(
         avail = np.maximum(2, np.ceil(need * rng.uniform(0.35, 0.6, size=len(gpus)))).astype(int)
         gpus = tuple(replace(g, available=int(a)) for g, a in zip(gpus, avail, strict=True))
         return replace(scenario, gpus=gpus)
+    if variant == "tight_storage":
+        used = table.weight_gb[st.r > 0]
+        cap = float(round(1.05 * used.max(), 1)) if used.size else 100.0
+        return replace(
+            scenario,
+            policy=replace(scenario.policy, storage_capacity_gb=cap, storage_price_per_gb_h=0.01),
+        )
     spend = st.spend
     qts = tuple(
         replace(q, max_unmet_fraction=float(round(rng.uniform(0.1, 0.3), 2)))
@@ -163,4 +173,28 @@ def generate(
         scenario,
         query_types=qts,
         policy=replace(scenario.policy, budget=float(round(0.85 * spend, 2))),
+    )
+
+
+def tp_bound_instance() -> Scenario:
+    """A hand-built instance where the TP upgrade (M3) decides feasibility for GH:
+    one model copy fits in storage; the high-rate type is cheapest at TP1, the
+    low-rate interactive type needs TPOT <= 13 ms, which only TP >= 2 meets on an
+    L40S. GH serves the high-rate type first, so without M3 the second type finds
+    no spare capacity it can use and no room to open a deployment."""
+    from app.engine.catalog import catalog_gpu, catalog_model
+
+    model = catalog_model("Llama-3.1-8B")
+    gpu = catalog_gpu("L40S")
+    assert model is not None and gpu is not None
+    bf16 = next(p for p in DEFAULT_PRECISIONS if p.id == "bf16")
+    return Scenario(
+        query_types=(
+            QueryType("bulk", 8.0, 1000, 200, 3.0, 0.08, 0.4, 0.02, task="general"),
+            QueryType("interactive", 1.0, 1000, 200, 1.0, 0.013, 0.4, 0.02, task="general"),
+        ),
+        models=(model,),
+        gpus=(replace(gpu, available=16),),
+        precisions=(bf16,),
+        policy=Policy(storage_capacity_gb=17.0, storage_price_per_gb_h=0.01),
     )

@@ -1,0 +1,277 @@
+"""Measured cases for calibrating and validating the performance model
+(`app/engine/perf.py`): loaders for the shared measurement tables, the model
+architectures they need that are not in the built-in catalog, and MAPE helpers.
+
+Used by `bench/validate_perf.py` and `tests/test_perf.py`. Needs only numpy and
+the project's own package (no scipy).
+"""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import sys
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from app.engine.catalog import catalog_gpu, catalog_model, catalog_precision  # noqa: E402
+from app.engine.domain import GPU, Model, Precision  # noqa: E402
+from app.engine.perf import (  # noqa: E402
+    EngineProfile,
+    hardware_arrays,
+    tpot_s,
+    ttft_s,
+)
+
+DEFAULT_DATA_DIR = ROOT.parent / "shared" / "data" / "measured"
+SPLITWISE_FILE = "splitwise_perf_model.csv"
+SILICON_FILE = "silicon_h100_llama.csv"
+
+# Models of the Splitwise table (not in the built-in catalog).
+# Llama-2-70B: meta-llama/Llama-2-70b-hf config.json (num_hidden_layers 80, hidden_size
+# 8192, intermediate_size 28672, num_attention_heads 64, num_key_value_heads 8,
+# vocab_size 32000); parameters = 80·(2·8192² + 2·8192·1024 + 3·8192·28672)
+# + 2·32000·8192 = 68.98e9 (untied embeddings).
+LLAMA2_70B = Model(
+    id="llama2-70b",
+    params_b=68.98,
+    active_params_b=68.98,
+    layers=80,
+    hidden=8192,
+    intermediate=28672,
+    heads=64,
+    kv_heads=8,
+    head_dim=128,
+    vocab=32000,
+    max_context=8192,  # config says 4096; the Splitwise runs go to 8192-token prompts
+)
+# BLOOM-176B: bigscience/bloom config.json (n_layer 70, hidden_size 14336, n_head 112,
+# multi-head attention so 112 KV heads, head_dim 128, vocab_size 250880, 4·h MLP);
+# parameters = 70·12·14336² + 250880·14336 (tied embeddings) ≈ 176.2e9.
+BLOOM_176B = Model(
+    id="bloom-176b",
+    params_b=176.2,
+    active_params_b=176.2,
+    layers=70,
+    hidden=14336,
+    intermediate=4 * 14336,
+    heads=112,
+    kv_heads=112,
+    head_dim=128,
+    vocab=250880,
+    max_context=8192,  # trained at 2048 (ALiBi); the Splitwise runs go to 8192
+)
+
+SPLITWISE_MODELS = {"llama2-70b": LLAMA2_70B, "bloom-176b": BLOOM_176B}
+# h100-80gb-pcap is the same H100-SXM run under a power cap: same silicon, reported
+# as its own group (the model has no notion of a power cap).
+SPLITWISE_GPUS = {
+    "a100-80gb": "A100-SXM-80GB",
+    "h100-80gb": "H100-SXM",
+    "h100-80gb-pcap": "H100-SXM",
+}
+SILICON_MODELS = {
+    "meta-llama/Llama-3.1-8B-Instruct": ("Llama-3.1-8B", "bf16"),
+    "meta-llama/Llama-3.1-70B": ("Llama-3.1-70B", "fp8"),
+}
+SILICON_MAX_CONCURRENCY = 16  # the calibration target is stated at concurrency <= 16
+
+
+@dataclass
+class Cases:
+    """One row per measured point (duplicates averaged). Times in seconds."""
+
+    name: str
+    models: list[Model]
+    gpus: list[GPU]
+    precisions: list[Precision]
+    tp: np.ndarray
+    pp: np.ndarray
+    h: np.ndarray  # prompt tokens
+    f: np.ndarray  # output tokens
+    batch: np.ndarray  # batch size / concurrency
+    ttft: np.ndarray  # measured
+    tpot: np.ndarray  # measured
+    group: list[str]  # model×GPU×TP label
+    raw_rows: int = 0  # source rows behind these points
+    excluded_rows: int = 0
+    excluded: list[str] = field(default_factory=list)  # labels of excluded points
+
+    def __len__(self) -> int:
+        return len(self.group)
+
+    def subset(self, mask: np.ndarray, name: str | None = None) -> Cases:
+        idx = np.flatnonzero(mask)
+        return Cases(
+            name=name or self.name,
+            models=[self.models[i] for i in idx],
+            gpus=[self.gpus[i] for i in idx],
+            precisions=[self.precisions[i] for i in idx],
+            tp=self.tp[idx],
+            pp=self.pp[idx],
+            h=self.h[idx],
+            f=self.f[idx],
+            batch=self.batch[idx],
+            ttft=self.ttft[idx],
+            tpot=self.tpot[idx],
+            group=[self.group[i] for i in idx],
+        )
+
+    def groups(self) -> list[str]:
+        return sorted(set(self.group), key=self.group.index)
+
+
+def _gpu(gid: str) -> GPU:
+    g = catalog_gpu(gid)
+    if g is None:
+        raise LookupError(f"GPU {gid!r} not in the catalog")
+    return g
+
+
+def _precision(pid: str) -> Precision:
+    p = catalog_precision(pid)
+    if p is None:
+        raise LookupError(f"precision {pid!r} not in the catalog")
+    return p
+
+
+def load_splitwise(data_dir: Path = DEFAULT_DATA_DIR) -> Cases:
+    """The Splitwise table, duplicates averaged, artefacts excluded.
+
+    Exclusion rule (stated, applied mechanically): within a series that differs only
+    in batch size (same model, hardware, TP, prompt and output length), a point whose
+    prompt_time is below half the prompt_time of the next-smaller batch is excluded
+    (both metrics). Prefilling more prompts cannot take less than half the time of
+    prefilling half as many; in this table it hits batch 64 at TP 2 for Llama-2-70B
+    (e.g. A100: 796 ms at batch 64 vs 6607 ms at batch 32), where the fp16 weights
+    (138 GB) leave almost no KV memory on 2×80 GB, so the batch was evidently not
+    run in full."""
+    path = Path(data_dir) / SPLITWISE_FILE
+    acc: dict[tuple, list[tuple[float, float]]] = defaultdict(list)
+    raw = 0
+    with path.open(newline="") as fh:
+        for row in csv.DictReader(fh):
+            raw += 1
+            key = (
+                row["model"],
+                row["hardware"],
+                int(row["tensor_parallel"]),
+                int(row["prompt_size"]),
+                int(row["token_size"]),
+                int(row["batch_size"]),
+            )
+            acc[key].append((float(row["prompt_time"]), float(row["token_time"])))
+    means = {k: (np.mean([a for a, _ in v]), np.mean([b for _, b in v])) for k, v in acc.items()}
+
+    excluded: set[tuple] = set()
+    series: dict[tuple, list[int]] = defaultdict(list)
+    for k in means:
+        series[k[:5]].append(k[5])
+    for s, batches in series.items():
+        batches.sort()
+        for prev, cur in itertools.pairwise(batches):
+            if means[(*s, cur)][0] < 0.5 * means[(*s, prev)][0]:
+                excluded.add((*s, cur))
+
+    keys = sorted(k for k in means if k not in excluded)
+    models = [SPLITWISE_MODELS[k[0]] for k in keys]
+    gpus = [_gpu(SPLITWISE_GPUS[k[1]]) for k in keys]
+    fp16 = _precision("bf16")  # 2-byte weights at the 16-bit tensor rate (= fp16 on A100/H100)
+    return Cases(
+        name="splitwise",
+        models=models,
+        gpus=gpus,
+        precisions=[fp16] * len(keys),
+        tp=np.array([k[2] for k in keys], dtype=float),
+        pp=np.ones(len(keys)),
+        h=np.array([k[3] for k in keys], dtype=float),
+        f=np.array([k[4] for k in keys], dtype=float),
+        batch=np.array([k[5] for k in keys], dtype=float),
+        ttft=np.array([means[k][0] for k in keys]) / 1e3,
+        tpot=np.array([means[k][1] for k in keys]) / 1e3,
+        group=[f"{k[0]}×{k[1]}×TP{k[2]}" for k in keys],
+        raw_rows=raw,
+        excluded_rows=sum(len(acc[k]) for k in excluded),
+        excluded=[
+            f"{k[0]} {k[1]} TP{k[2]} prompt {k[3]} batch {k[5]}: prompt_time "
+            f"{means[k][0]:.0f} ms, token_time {means[k][1]:.1f} ms"
+            for k in sorted(excluded)
+        ],
+    )
+
+
+def load_silicon(data_dir: Path = DEFAULT_DATA_DIR) -> Cases:
+    """All H100 silicon runs (filter on `batch` for the concurrency <= 16 target)."""
+    path = Path(data_dir) / SILICON_FILE
+    acc: dict[tuple, list[tuple[float, float]]] = defaultdict(list)
+    raw = 0
+    with path.open(newline="") as fh:
+        for row in csv.DictReader(fh):
+            raw += 1
+            key = (
+                row["model_path"],
+                row["backend"],
+                int(row["tp_size"]),
+                int(row["pp_size"]),
+                int(row["isl"]),
+                int(row["osl"]),
+                int(row["batch_size"]),
+            )
+            acc[key].append((float(row["silicon_ttft_ms"]), float(row["silicon_tpot_ms"])))
+    keys = sorted(acc)
+    models, precs, labels = [], [], []
+    for k in keys:
+        mid, pid = SILICON_MODELS[k[0]]
+        m = catalog_model(mid)
+        if m is None:
+            raise LookupError(f"model {mid!r} not in the catalog")
+        models.append(m)
+        precs.append(_precision(pid))
+        labels.append(f"{mid}-{pid}({k[1]})×H100-SXM×TP{k[2]}")
+    h100 = _gpu("H100-SXM")
+    return Cases(
+        name="silicon-h100",
+        models=models,
+        gpus=[h100] * len(keys),
+        precisions=precs,
+        tp=np.array([k[2] for k in keys], dtype=float),
+        pp=np.array([k[3] for k in keys], dtype=float),
+        h=np.array([k[4] for k in keys], dtype=float),
+        f=np.array([k[5] for k in keys], dtype=float),
+        batch=np.array([k[6] for k in keys], dtype=float),
+        ttft=np.array([np.mean([a for a, _ in acc[k]]) for k in keys]) / 1e3,
+        tpot=np.array([np.mean([b for _, b in acc[k]]) for k in keys]) / 1e3,
+        group=labels,
+        raw_rows=raw,
+    )
+
+
+def predict_cases(cases: Cases, profile: EngineProfile) -> tuple[np.ndarray, np.ndarray]:
+    """Predicted (TTFT, TPOT) in seconds for every case."""
+    hw = hardware_arrays(cases.models, cases.gpus, cases.precisions, cases.tp, cases.pp)
+    return (
+        ttft_s(hw, cases.h, cases.batch, profile),
+        tpot_s(hw, cases.h, cases.f, cases.batch, profile),
+    )
+
+
+def ape(pred: np.ndarray, meas: np.ndarray) -> np.ndarray:
+    """Absolute percentage errors, in percent."""
+    return 100.0 * np.abs(np.asarray(pred) - np.asarray(meas)) / np.asarray(meas)
+
+
+def mape(pred: np.ndarray, meas: np.ndarray) -> float:
+    return float(np.mean(ape(pred, meas))) if len(meas) else float("nan")
+
+
+def case_mape(cases: Cases, profile: EngineProfile) -> tuple[float, float]:
+    """(TTFT MAPE, TPOT MAPE) in percent."""
+    t1, t2 = predict_cases(cases, profile)
+    return mape(t1, cases.ttft), mape(t2, cases.tpot)
