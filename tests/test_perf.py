@@ -1,0 +1,313 @@
+"""Performance model (app/engine/perf.py): hand-computed values, monotonicity,
+validation of inputs, the exactness of max_slo_batch, and a deterministic
+regression guard on the calibration against the shared measurements."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from app.engine.catalog import catalog_gpu, catalog_model, catalog_precision
+from app.engine.domain import GPU, Model, Precision
+from app.engine.perf import (
+    DEFAULT_PROFILE,
+    SPLITWISE_PROFILE,
+    EngineProfile,
+    decode_step_s,
+    hardware_arrays,
+    kv_capacity_tokens,
+    max_slo_batch,
+    predict,
+    prefill_s,
+    tpot_s,
+    ttft_s,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA_DIR = ROOT.parent / "shared" / "data" / "measured"
+
+# ---------------------------------------------------------------- a toy case
+
+TOY_MODEL = Model(
+    id="toy",
+    params_b=1.0,
+    active_params_b=1.0,
+    layers=2,
+    hidden=1024,
+    heads=8,
+    kv_heads=8,
+    head_dim=128,
+    vocab=1000,
+    max_context=4096,
+)
+TOY_GPU = GPU(
+    id="toy-gpu",
+    memory_gb=10.0,
+    memory_bandwidth_gbps=1000.0,
+    tflops={"bf16": 100.0},
+    intra_node_gbps=100.0,
+    inter_node_gbps=10.0,
+    gpus_per_node=8,
+    price_per_hour=1.0,
+    available=8,
+)
+BF16 = Precision("bf16", 2.0, 1.0, compute="bf16")
+TOY_PROFILE = EngineProfile(
+    name="toy",
+    bw_efficiency=0.5,
+    compute_efficiency=0.5,
+    step_overhead_s=0.001,
+    step_overhead_per_layer_s=0.0001,
+    prefill_overhead_s=0.01,
+    prefill_contention=0.5,
+    prefill_interference=0.5,
+    allreduce_latency_s=1e-5,
+    hop_latency_s=1e-4,
+    link_efficiency=0.5,
+    memory_utilization=0.9,
+    runtime_reserve_gb=1.0,
+)
+
+
+def toy_hw(tp: int = 1, pp: int = 1):
+    return hardware_arrays([TOY_MODEL], [TOY_GPU], [BF16], [tp], [pp])
+
+
+def test_prefill_by_hand_tp1() -> None:
+    # FLOPs = 2·1e9·1000 + 2·2 layers·1000²·(8·128) = 2e12 + 4.096e9 = 2.004096e12
+    # compute = 2.004096e12 / (100e12 · 0.5) = 0.04008192 s
+    # weight read = 2e9 B / (1e12 B/s · 0.5) = 0.004 s  -> compute-bound; no TP, no PP.
+    assert prefill_s(toy_hw(), 1000.0, TOY_PROFILE)[0] == pytest.approx(0.04008192, rel=1e-12)
+
+
+def test_prefill_by_hand_tp2() -> None:
+    # compute halves: 0.02004096 s. Activations 1000·1024·2 B = 2.048e6 B; one ring
+    # all-reduce over 2 GPUs = 2·(2−1)·1e-5 + 2·(1/2)·2.048e6 / (100e9·0.5) = 6.096e-5 s;
+    # two per layer, 2 layers: 2.4384e-4 s. Total 0.02028480 s.
+    assert prefill_s(toy_hw(tp=2), 1000.0, TOY_PROFILE)[0] == pytest.approx(
+        0.0202848, rel=1e-12
+    )
+
+
+def test_ttft_by_hand() -> None:
+    # overhead 0.01 + prefill 0.04008192 · (1 + 0.5·(3 − 1)) = 0.09016384
+    assert ttft_s(toy_hw(), 1000.0, 3.0, TOY_PROFILE)[0] == pytest.approx(0.09016384, rel=1e-12)
+
+
+def test_decode_step_by_hand() -> None:
+    # B = 4, h = 1000, f = 200: mean context 1100. KV bytes/token = 2·2·8·128·2 = 8192.
+    # memory = (2e9 weights + 4·1100·8192 = 36,044,800 KV) / (1e12·0.5) = 0.0040720896 s
+    # compute = 4·(2e9 + 4·2·1100·1024) / (100e12·0.5) = 1.607e-4 s -> memory-bound
+    # overhead = 0.001 + 0.0001·2 = 0.0012 s. Total 0.0052720896 s.
+    step = decode_step_s(toy_hw(), 1000.0, 200.0, 4.0, TOY_PROFILE)[0]
+    assert step == pytest.approx(0.0052720896, rel=1e-12)
+    # TPOT adds γ·(B/f)·prefill·(B−1)/B = 0.5·(4/200)·0.04008192·0.75 = 3.006144e-4
+    tpot = tpot_s(toy_hw(), 1000.0, 200.0, 4.0, TOY_PROFILE)[0]
+    assert tpot == pytest.approx(0.0052720896 + 3.006144e-4, rel=1e-12)
+    # a lone request has no interference
+    assert tpot_s(toy_hw(), 1000.0, 200.0, 1.0, TOY_PROFILE)[0] == pytest.approx(
+        decode_step_s(toy_hw(), 1000.0, 200.0, 1.0, TOY_PROFILE)[0]
+    )
+
+
+def test_kv_capacity_by_hand() -> None:
+    # usable = 10e9·0.9 − 1e9 = 8e9; minus weights 2e9 -> 6e9 B over 8192 B/token
+    assert kv_capacity_tokens(toy_hw(), TOY_PROFILE)[0] == 732421  # floor(732421.875)
+    # TP2: weights 1e9 per GPU -> 7e9 B; KV heads split 2 ways -> 4096 B/token per GPU
+    assert kv_capacity_tokens(toy_hw(tp=2), TOY_PROFILE)[0] == 1708984  # floor(1708984.375)
+
+
+# ---------------------------------------------------------------- monotonicity
+
+
+def _hw(model_id: str, gpu_id: str, prec_id: str, tp: int, pp: int = 1):
+    m, g, p = catalog_model(model_id), catalog_gpu(gpu_id), catalog_precision(prec_id)
+    assert m is not None and g is not None and p is not None
+    return hardware_arrays([m], [g], [p], [tp], [pp])
+
+
+@pytest.mark.parametrize("profile", [DEFAULT_PROFILE, SPLITWISE_PROFILE])
+def test_more_tp_less_weight_per_gpu_more_kv(profile: EngineProfile) -> None:
+    shard, kv = [], []
+    for tp in (1, 2, 4, 8):
+        hw = _hw("Llama-3.1-70B", "H100-SXM", "bf16", tp)
+        shard.append(float(hw.weight_bytes[0] / hw.tp[0]))
+        kv.append(float(kv_capacity_tokens(hw, profile)[0]))
+    assert np.all(np.diff(shard) < 0)
+    assert np.all(np.diff(kv) > 0)
+    assert kv[0] <= 0 < kv[2]  # 141 GB of bf16 weights do not fit one 80 GB GPU
+
+
+@pytest.mark.parametrize("profile", [DEFAULT_PROFILE, SPLITWISE_PROFILE])
+@pytest.mark.parametrize("tp", [1, 2, 8])
+def test_higher_batch_higher_ttft_and_tpot(profile: EngineProfile, tp: int) -> None:
+    hw = _hw("Llama-3.1-8B", "H100-SXM", "bf16", tp)
+    batches = np.array([1, 2, 4, 8, 16, 32, 64, 128, 256], dtype=float)
+    t1 = ttft_s(hw, 2000.0, batches, profile)
+    t2 = tpot_s(hw, 2000.0, 300.0, batches, profile)
+    assert np.all(np.diff(t1) >= 0)
+    assert np.all(np.diff(t2) > 0)
+
+
+def test_lower_precision_more_kv_capacity() -> None:
+    caps = [
+        float(kv_capacity_tokens(_hw("Llama-3.1-70B", "H100-SXM", p, 4), DEFAULT_PROFILE)[0])
+        for p in ("bf16", "fp8", "int4")
+    ]
+    assert caps[0] < caps[1] < caps[2]
+
+
+def test_moe_reads_fewer_bytes_at_batch_1() -> None:
+    moe = catalog_model("Mixtral-8x7B")
+    gpu, prec = catalog_gpu("H100-SXM"), catalog_precision("bf16")
+    assert moe is not None and gpu is not None and prec is not None
+    assert moe.active_params_b < moe.params_b
+    dense = replace(moe, id="dense-twin", active_params_b=moe.params_b)
+    hw = hardware_arrays([moe, dense], [gpu, gpu], [prec, prec], [2, 2], [1, 1])
+    step = decode_step_s(hw, 1000.0, 200.0, 1.0, DEFAULT_PROFILE)
+    assert step[0] < step[1]
+    # at a large batch every expert is touched: the weight reads coincide
+    big = decode_step_s(hw, 1000.0, 200.0, 64.0, DEFAULT_PROFILE)
+    assert big[0] <= big[1]
+    assert hw.active_bytes[0] * 64 > hw.weight_bytes[0]
+
+
+# ---------------------------------------------------------------- predict validation
+
+
+def test_predict_rejects_unsupported_precision() -> None:
+    m, a100, fp8 = catalog_model("Llama-3.1-8B"), catalog_gpu("A100-SXM-80GB"), catalog_precision(
+        "fp8"
+    )
+    assert m is not None and a100 is not None and fp8 is not None
+    with pytest.raises(ValueError, match="not supported"):
+        predict(m, a100, fp8, 1, 1, 1000, 200, 1)
+
+
+def test_predict_rejects_tp_beyond_node() -> None:
+    m, g, p = catalog_model("Llama-3.1-8B"), catalog_gpu("H100-SXM"), catalog_precision("bf16")
+    assert m is not None and g is not None and p is not None
+    with pytest.raises(ValueError, match="gpus_per_node"):
+        predict(m, g, p, g.gpus_per_node * 2, 1, 1000, 200, 1)
+    out = predict(m, g, p, 2, 1, 1000, 200, 4)
+    assert out["fits"] and out["ttft_s"] > 0 and out["tpot_s"] > 0
+    assert out["e2e_s"] == pytest.approx(out["ttft_s"] + 200 * out["tpot_s"])
+
+
+# ---------------------------------------------------------------- max_slo_batch
+
+
+def _brute_force(hw, h, f, ttft_slo, tpot_slo, e2e_slo, prof) -> int:
+    cap = int(min(max(np.floor(kv_capacity_tokens(hw, prof)[0] / (h + f)), 0), prof.max_batch))
+    best = 0
+    for b in range(1, cap + 1):
+        t1 = ttft_s(hw, h, float(b), prof)[0]
+        t2 = tpot_s(hw, h, f, float(b), prof)[0]
+        if t1 <= ttft_slo and t2 <= tpot_slo and t1 + f * t2 <= e2e_slo:
+            best = b
+    return best
+
+
+@pytest.mark.parametrize(
+    ("model", "tp", "h", "f", "ttft_slo", "tpot_slo", "e2e_slo"),
+    [
+        ("Llama-3.1-8B", 1, 1000.0, 200.0, 1.0, 0.030, 10.0),
+        ("Llama-3.1-8B", 2, 3000.0, 100.0, 0.6, 0.020, 3.0),
+        ("Llama-3.1-70B", 4, 2000.0, 300.0, 2.0, 0.050, 30.0),
+        ("Llama-3.1-70B", 8, 500.0, 500.0, 0.4, 0.015, 8.0),
+        ("Qwen2.5-7B", 1, 8000.0, 50.0, 5.0, 0.100, 60.0),
+        ("Qwen2.5-7B", 1, 8000.0, 50.0, 100.0, 1.0, 1e3),  # bound by the KV cache
+    ],
+)
+def test_max_slo_batch_is_exact(model, tp, h, f, ttft_slo, tpot_slo, e2e_slo) -> None:
+    hw = _hw(model, "H100-SXM", "bf16", tp)
+    for prof in (DEFAULT_PROFILE, SPLITWISE_PROFILE):
+        got = int(max_slo_batch(hw, h, f, ttft_slo, tpot_slo, e2e_slo, prof)[0])
+        assert got == _brute_force(hw, h, f, ttft_slo, tpot_slo, e2e_slo, prof)
+
+
+def test_max_slo_batch_zero_when_batch_1_misses() -> None:
+    hw = _hw("Llama-3.1-70B", "H100-SXM", "bf16", 4)
+    t1 = ttft_s(hw, 2000.0, 1.0, DEFAULT_PROFILE)[0]
+    t2 = tpot_s(hw, 2000.0, 200.0, 1.0, DEFAULT_PROFILE)[0]
+    assert max_slo_batch(hw, 2000.0, 200.0, 0.9 * t1, 1.0, 1e3, DEFAULT_PROFILE)[0] == 0
+    assert max_slo_batch(hw, 2000.0, 200.0, 10.0, 0.9 * t2, 1e3, DEFAULT_PROFILE)[0] == 0
+    # weights that do not fit: nothing is feasible whatever the SLOs
+    hw1 = _hw("Llama-3.1-70B", "H100-SXM", "bf16", 1)
+    assert max_slo_batch(hw1, 2000.0, 200.0, 1e3, 1e3, 1e6, DEFAULT_PROFILE)[0] == 0
+
+
+def test_max_slo_batch_vectorised_matches_scalar() -> None:
+    hw = _hw("Llama-3.1-8B", "H100-SXM", "bf16", 1)
+    slos = np.array([0.010, 0.015, 0.020, 0.040])
+    vec = max_slo_batch(hw, 1500.0, 250.0, 1.0, slos, 100.0, DEFAULT_PROFILE)
+    for s, v in zip(slos, vec, strict=True):
+        assert v == max_slo_batch(hw, 1500.0, 250.0, 1.0, s, 100.0, DEFAULT_PROFILE)[0]
+    assert np.all(np.diff(vec) >= 0)
+
+
+# ---------------------------------------------------------------- calibration guard
+
+
+def _load(name: str):
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, ROOT / "bench" / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod  # dataclasses look their module up while the class is built
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture(scope="module")
+def data_sets():
+    if not (DATA_DIR / "splitwise_perf_model.csv").exists() or not (
+        DATA_DIR / "silicon_h100_llama.csv"
+    ).exists():
+        pytest.skip(f"shared measurements not found under {DATA_DIR}")
+    _load("perf_cases")
+    return _load("validate_perf").load_all(DATA_DIR)
+
+
+def test_loaders_average_and_exclude(data_sets) -> None:
+    sw = data_sets.splitwise
+    assert sw.raw_rows == 1260 and len(sw) == 225
+    assert sw.excluded_rows == 15 and len(sw.excluded) == 3
+    assert all("TP2" in e and "batch 64" in e for e in sw.excluded)
+    assert len(data_sets.silicon) == 99 and np.all(data_sets.silicon.batch <= 16)
+    assert len(data_sets.silicon_high) == 123
+    assert np.all(sw.ttft > 0) and np.all(sw.tpot > 0)
+
+
+def test_calibration_meets_targets(data_sets) -> None:
+    pc = _load("perf_cases")
+    vp = _load("validate_perf")
+    sw_ttft, sw_tpot = pc.case_mape(data_sets.splitwise, SPLITWISE_PROFILE)
+    si_ttft, si_tpot = pc.case_mape(data_sets.silicon, DEFAULT_PROFILE)
+    assert sw_ttft <= vp.TTFT_TARGET
+    assert sw_tpot <= vp.TPOT_TARGET
+    assert si_tpot <= vp.TPOT_TARGET
+    # Silicon TTFT is a known miss (33.8% with the committed constants): the
+    # TensorRT-LLM rows carry one inter-completion interval (TPOT·osl/c) in TTFT,
+    # which ttft_s has no term for. Guard against regressions beyond that.
+    assert si_ttft <= 35.0
+
+
+@pytest.mark.xfail(strict=True, reason="known miss: silicon TTFT MAPE 33.8% > 30% target")
+def test_silicon_ttft_meets_target(data_sets) -> None:
+    pc = _load("perf_cases")
+    assert pc.case_mape(data_sets.silicon, DEFAULT_PROFILE)[0] <= 30.0
+
+
+def test_validate_script_runs(data_sets, capsys) -> None:
+    vp = _load("validate_perf")
+    assert vp.main(["--data-dir", str(DATA_DIR)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("$ python3 bench/validate_perf.py")
+    assert "splitwise" in out and "PASS" in out
