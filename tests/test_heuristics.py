@@ -1,0 +1,412 @@
+"""GH and AGH (app/engine/greedy.py, agh.py, solve.py): property tests over
+generated instances that the heuristics' own bookkeeping agrees with the one
+evaluator, that AGH never ranks below GH, that local search never worsens its
+start, determinism, warm starts; plus the mechanisms (M1, M3) and infeasible
+input handled without exceptions."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from app.engine.agh import LocalSearch, _Deadline, agh, better
+from app.engine.candidates import CandidateTable, candidate_table
+from app.engine.catalog import DEFAULT_PRECISIONS, catalog_gpu, catalog_model
+from app.engine.domain import Policy, QueryType, Scenario
+from app.engine.evaluate import Evaluation, evaluate_plan
+from app.engine.greedy import AllocationState, Mechanisms, greedy, type_order
+from app.engine.instances import VARIANTS, generate, tp_bound_instance
+from app.engine.plan import Plan
+from app.engine.solve import solve
+
+BUDGET_S = 0.5  # AGH time budget; small instances converge well before it
+REL = 1e-6
+
+PROPS = settings(
+    derandomize=True,
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+    database=None,
+)
+
+instances = st.tuples(
+    st.integers(1, 6),
+    st.integers(1, 6),
+    st.sampled_from([2, 4, 6, 10]),
+    st.integers(0, 10_000),
+    st.sampled_from(VARIANTS),
+)
+
+
+def _table(args: tuple[int, int, int, int, str]) -> CandidateTable:
+    return candidate_table(generate(*args))
+
+
+def _feasible_by_rank(state: AllocationState) -> bool:
+    return state.score()[0] == 0.0
+
+
+def _assert_bookkeeping_agrees(
+    table: CandidateTable, state: AllocationState, current: Plan | None = None
+) -> Evaluation:
+    ev = evaluate_plan(table.scenario, state.to_plan(), current=current)
+    if _feasible_by_rank(state):
+        assert ev.feasible, ev.violations
+        assert ev.objective == pytest.approx(state.objective(), rel=REL, abs=1e-9)
+    return ev
+
+
+def _rank(ev: Evaluation) -> tuple[int, float]:
+    return (0 if ev.feasible else 1, ev.objective)
+
+
+def _not_worse(a: tuple[float, float], b: tuple[float, float]) -> bool:
+    """a ranks no worse than b (shortfall first, then cost)."""
+    return not better(b, a)
+
+
+# ------------------------------------------------------------------ properties
+
+
+@PROPS
+@given(instances)
+def test_gh_bookkeeping_agrees_with_the_evaluator(args: tuple[int, int, int, int, str]) -> None:
+    table = _table(args)
+    _assert_bookkeeping_agrees(table, greedy(table))
+
+
+@PROPS
+@given(instances)
+def test_agh_bookkeeping_agrees_and_never_ranks_below_gh(
+    args: tuple[int, int, int, int, str],
+) -> None:
+    table = _table(args)
+    gh = greedy(table)
+    best, stats = agh(table, time_budget_s=BUDGET_S, seed=args[3])
+    _assert_bookkeeping_agrees(table, best)
+    assert _not_worse(best.score(), gh.score()), (best.score(), gh.score())
+    assert stats.starts >= 1
+
+
+@PROPS
+@given(instances, st.integers(0, 3))
+def test_local_search_never_worsens_its_start(
+    args: tuple[int, int, int, int, str], order_seed: int
+) -> None:
+    table = _table(args)
+    order = type_order(table, "random", np.random.default_rng(order_seed))
+    start = greedy(table, order)
+    before = start.score()
+    snapshot = (start.r.copy(), start.x.copy(), start.u.copy())
+    improved = LocalSearch(table, Mechanisms(), _Deadline(30.0)).improve(start)
+    assert _not_worse(improved.score(), before), (improved.score(), before)
+    # the start itself is left untouched (moves work on copies)
+    assert start.score() == before
+    assert np.array_equal(start.r, snapshot[0]) and np.array_equal(start.x, snapshot[1])
+    assert np.array_equal(start.u, snapshot[2])
+    _assert_bookkeeping_agrees(table, improved)
+
+
+@PROPS
+@given(instances)
+def test_agh_is_deterministic_for_a_seed(args: tuple[int, int, int, int, str]) -> None:
+    table = _table(args)
+    a, sa = agh(table, time_budget_s=30.0, seed=args[3], max_starts=9)
+    b, sb = agh(table, time_budget_s=30.0, seed=args[3], max_starts=9)
+    assert sa.termination == sb.termination == "converged"
+    assert a.to_plan() == b.to_plan()
+    assert a.score() == b.score()
+    assert sa.starts == sb.starts and sa.iterations == sb.iterations
+
+
+@PROPS
+@given(instances)
+def test_warm_start_on_unchanged_scenario_keeps_the_plan(
+    args: tuple[int, int, int, int, str],
+) -> None:
+    s = generate(*args)
+    s = replace(s, policy=replace(s.policy, change_cost_per_gpu=0.5))
+    table = candidate_table(s)
+    first, _ = agh(table, time_budget_s=BUDGET_S, seed=args[3])
+    p1 = first.to_plan()
+    ev1 = evaluate_plan(s, p1)
+    second, stats = agh(table, time_budget_s=BUDGET_S, seed=args[3], current=p1)
+    ev2 = _assert_bookkeeping_agrees(table, second, current=p1)
+    assert stats.warm_start_used or better(second.score(), first.score())
+    if ev1.feasible:
+        assert ev2.feasible
+        assert ev2.cost.change_cost == 0.0
+        assert ev2.objective <= ev1.objective * (1 + 1e-9) + 1e-9
+
+
+def _scaled(s: Scenario, factor: float) -> Scenario:
+    qts = tuple(replace(q, arrival_rate=q.arrival_rate * factor) for q in s.query_types)
+    return replace(s, query_types=qts)
+
+
+def _warm_vs_cold(args: tuple[int, int, int, int, str]) -> tuple[Evaluation, Evaluation]:
+    s = generate(*args)
+    s = replace(s, policy=replace(s.policy, change_cost_per_gpu=0.5))
+    live, _ = agh(candidate_table(s), time_budget_s=BUDGET_S, seed=args[3])
+    p1 = live.to_plan()
+    s2 = _scaled(s, 1.3)
+    table2 = candidate_table(s2)
+    warm, _ = agh(table2, time_budget_s=BUDGET_S, seed=args[3], current=p1)
+    cold, _ = agh(table2, time_budget_s=BUDGET_S, seed=args[3])
+    ev_warm = _assert_bookkeeping_agrees(table2, warm, current=p1)
+    ev_cold = evaluate_plan(s2, cold.to_plan(), current=p1)
+    return ev_warm, ev_cold
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        (6, 4, 6, 269, "loose"),
+        (3, 6, 6, 33, "tight_budget"),
+        (6, 2, 10, 671, "loose"),
+        (6, 4, 4, 310, "tight_availability"),
+        (5, 5, 10, 175, "tight_storage"),
+        (6, 5, 4, 15, "loose"),
+    ],
+)
+def test_warm_start_after_demand_change_not_worse_than_cold(
+    args: tuple[int, int, int, int, str],
+) -> None:
+    ev_warm, ev_cold = _warm_vs_cold(args)
+    assert _rank(ev_warm)[0] <= _rank(ev_cold)[0]
+    if ev_warm.feasible == ev_cold.feasible:
+        assert ev_warm.objective <= ev_cold.objective * (1 + 1e-9) + 1e-9
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="BUG: agh.repair() grows the replicas of overloaded live deployments checking only "
+    "GPU availability, never the budget (agh.py:240); the over-budget warm start then outranks "
+    "every greedy start because shortfall() weighs budget overruns /1e3. Warm AGH returns a "
+    "plan $1.80 over budget although cold AGH finds a feasible one",
+)
+def test_warm_start_after_demand_change_keeps_budget() -> None:
+    ev_warm, ev_cold = _warm_vs_cold((2, 2, 10, 423, "tight_budget"))
+    assert ev_cold.feasible
+    assert ev_warm.feasible, ev_warm.violations
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="LIMITATION: warm AGH builds every start with change-cost-aware greedy and its local "
+    "search moves one deployment at a time, so it stays on the live deployments and adds one; "
+    "the cold plan (replace two live deployments) is cheaper even after paying the change cost",
+)
+@pytest.mark.parametrize(
+    "args", [(4, 4, 10, 24, "tight_availability"), (5, 5, 10, 211, "tight_availability")]
+)
+def test_warm_start_after_demand_change_local_optimum(
+    args: tuple[int, int, int, int, str],
+) -> None:
+    ev_warm, ev_cold = _warm_vs_cold(args)
+    assert ev_warm.feasible and ev_cold.feasible
+    assert ev_warm.objective <= ev_cold.objective * (1 + 1e-9)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="LIMITATION: on generate(4,4,2,431,'tight_budget') AGH returns a plan with q03 100% "
+    "unmet (cost ~$298) although the plan AGH itself finds at 1.3x the demand (cost $1.20) is "
+    "feasible here: the greedy starts commit the budget to replicas whose spare capacity the "
+    "later types cannot use (e.g. an M2 tie at $0.6/full coverage between Llama-8B/bf16 and "
+    "Qwen-7B/int8 is broken by candidate index), and no local-search move frees the budget",
+)
+def test_agh_finds_a_known_feasible_plan() -> None:
+    s = generate(4, 4, 2, 431, "tight_budget")
+    witness, _ = agh(candidate_table(_scaled(s, 1.3)), time_budget_s=BUDGET_S, seed=431)
+    known = evaluate_plan(s, witness.to_plan())
+    assert known.feasible, known.violations
+    best, _ = agh(candidate_table(s), time_budget_s=BUDGET_S, seed=431)
+    ev = evaluate_plan(s, best.to_plan())
+    assert ev.feasible, ev.violations
+
+
+# ------------------------------------------------------------------ repair
+
+
+@pytest.mark.xfail(
+    strict=True, raises=AssertionError, reason="BUG: agh.repair() ignores the budget (agh.py:240)"
+)
+def test_repair_of_a_live_plan_respects_the_budget() -> None:
+    from app.engine.agh import repair
+    from app.engine.greedy import state_from_plan
+
+    s = generate(2, 2, 10, 423, "tight_budget")
+    live, _ = agh(candidate_table(s), time_budget_s=BUDGET_S, seed=423)
+    assert evaluate_plan(s, live.to_plan()).feasible
+    s2 = _scaled(s, 1.3)
+    table2 = candidate_table(s2)
+    st2 = repair(table2, state_from_plan(table2, live.to_plan()), Mechanisms())
+    assert s2.policy.budget is not None
+    assert st2.spend <= s2.policy.budget + 1e-9
+
+
+# ------------------------------------------------------------------ solve facade
+
+
+def test_solve_reports_the_evaluators_numbers() -> None:
+    s = generate(4, 4, 6, 7, "loose")
+    for alg in ("gh", "agh"):
+        out = solve(s, alg, time_budget_s=BUDGET_S, seed=3)
+        ev = evaluate_plan(s, out.plan)
+        assert out.objective == pytest.approx(ev.objective)
+        assert out.evaluation.violations == ev.violations
+        doc = out.to_document()
+        assert doc["algorithm"] == alg
+        assert doc["plan"]["feasible"] == ev.feasible
+        assert doc["objective"] == pytest.approx(ev.objective)
+    with pytest.raises(ValueError):
+        solve(s, "simplex")
+
+
+def test_solve_warm_start_from_current_is_reported() -> None:
+    s = generate(3, 3, 4, 11, "loose")
+    p1 = solve(s, "agh", time_budget_s=BUDGET_S).plan
+    out = solve(s, "agh", time_budget_s=BUDGET_S, current=p1)
+    assert out.warm_start_used
+    assert out.objective <= solve(s, "agh", time_budget_s=BUDGET_S).objective + 1e-9
+
+
+# ------------------------------------------------------------------ mechanisms
+
+
+def _m1_binding_instance() -> tuple[Scenario, CandidateTable]:
+    """First seed whose tight-availability instance GH solves feasibly with M1 while
+    the plan without M1 breaks availability or accuracy."""
+    for seed in range(50):
+        s = generate(4, 4, 4, seed, "tight_availability")
+        table = candidate_table(s)
+        on = evaluate_plan(s, greedy(table).to_plan())
+        off = evaluate_plan(s, greedy(table, mech=Mechanisms(m1=False)).to_plan())
+        bad = {v.constraint for v in off.violations}
+        if on.feasible and bad & {"availability", "accuracy"}:
+            return s, table
+    raise AssertionError("no instance where M1 matters among 50 seeds")
+
+
+def test_without_m1_plans_break_availability_or_accuracy() -> None:
+    s, table = _m1_binding_instance()
+    off = greedy(table, mech=Mechanisms(m1=False))
+    ev = evaluate_plan(s, off.to_plan())
+    assert {v.constraint for v in ev.violations} & {"availability", "accuracy"}
+    assert off.score()[0] > 0  # GH's own rank agrees that it is infeasible
+    best, _ = agh(table, time_budget_s=BUDGET_S, mech=Mechanisms(m1=False))
+    ev_agh = evaluate_plan(s, best.to_plan())
+    assert ev_agh.feasible == (best.score()[0] == 0.0)
+
+
+def test_without_m1_availability_is_exceeded_somewhere() -> None:
+    hits = 0
+    for seed in range(10):
+        s = generate(4, 4, 4, seed, "tight_availability")
+        ev = evaluate_plan(s, greedy(candidate_table(s), mech=Mechanisms(m1=False)).to_plan())
+        hits += any(v.constraint == "availability" for v in ev.violations)
+    assert hits > 0
+
+
+def test_m3_decides_feasibility_on_the_tp_bound_instance() -> None:
+    s = tp_bound_instance()
+    table = candidate_table(s)
+    with_m3 = evaluate_plan(s, greedy(table).to_plan())
+    without = evaluate_plan(s, greedy(table, mech=Mechanisms(m3=False)).to_plan())
+    assert with_m3.feasible, with_m3.violations
+    assert not without.feasible
+
+
+def test_without_m2_gh_pays_more_on_the_demo() -> None:
+    from app.engine.demo import demo_scenario
+
+    s = demo_scenario()
+    table = candidate_table(s)
+    on, off = greedy(table), greedy(table, mech=Mechanisms(m2=False))
+    ev_on = _assert_bookkeeping_agrees(table, on)
+    ev_off = _assert_bookkeeping_agrees(table, off)
+    assert ev_on.feasible and ev_off.feasible
+    assert ev_off.objective > 1.5 * ev_on.objective
+
+
+# ------------------------------------------------------------------ infeasible input
+
+
+def _with_impossible_type(zeta: float = 0.0) -> Scenario:
+    model = catalog_model("Llama-3.1-8B")
+    gpu = catalog_gpu("L40S")
+    assert model is not None and gpu is not None
+    return Scenario(
+        query_types=(
+            QueryType("chat", 10.0, 1000, 200, 2.0, 0.1, 0.35, 0.01, task="general"),
+            QueryType(
+                "instant",
+                3.0,
+                1000,
+                200,
+                0.001,
+                0.1,
+                0.35,
+                0.01,
+                task="general",
+                max_unmet_fraction=zeta,
+            ),
+        ),
+        models=(model,),
+        gpus=(replace(gpu, available=8),),
+        precisions=DEFAULT_PRECISIONS,
+        policy=Policy(),
+    )
+
+
+@pytest.mark.parametrize("alg", ["gh", "agh"])
+def test_unservable_type_is_left_unmet_and_reported(alg: str) -> None:
+    s = _with_impossible_type()
+    table = candidate_table(s)
+    assert not table.feasible[1].any() and table.feasible[0].any()
+    out = solve(s, alg, time_budget_s=BUDGET_S)
+    assert dict(out.plan.unmet) == {"instant": 1.0}
+    assert [(v.constraint, v.subject) for v in out.evaluation.violations] == [
+        ("unmet_cap", "instant")
+    ]
+    # the servable type is still served in full
+    served = {t.query_type: t.served_fraction for t in out.evaluation.types}
+    assert served["chat"] == pytest.approx(1.0)
+
+
+def test_unservable_type_within_its_cap_is_feasible() -> None:
+    s = _with_impossible_type(zeta=1.0)
+    out = solve(s, "agh", time_budget_s=BUDGET_S)
+    assert out.evaluation.feasible
+    assert out.evaluation.cost.unmet_penalty == pytest.approx(3600 * 0.01 * 3.0)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=ValueError,
+    reason="BUG: with an empty candidate table (no type servable, or every GPU's available=0) "
+    "AGH raises ValueError: type_order('footprint_desc') calls .min(axis=1) on an (I, 0) "
+    "array (greedy.py:414); GH handles the same input",
+)
+@pytest.mark.parametrize("case", ["no_servable_type", "no_gpus_available"])
+def test_agh_on_an_empty_candidate_table(case: str) -> None:
+    s = _with_impossible_type(zeta=1.0)
+    if case == "no_servable_type":
+        s = replace(s, query_types=s.query_types[1:])
+    else:
+        s = replace(s, gpus=(replace(s.gpus[0], available=0),))
+    assert candidate_table(s).size == 0
+    gh = solve(s, "gh")
+    assert all(f == 1.0 for f in gh.plan.unmet.values())
+    out = solve(s, "agh", time_budget_s=BUDGET_S)
+    assert out.plan.deployments == ()
+    assert all(f == 1.0 for f in out.plan.unmet.values())
