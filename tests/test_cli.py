@@ -199,13 +199,6 @@ def test_bad_arguments_exit_with_usage_error(
     assert "usage" in capsys.readouterr().err
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ValueError,
-    reason="BUG: `evaluate` of a plan routing to a candidate with no feasible batch (mu=0) "
-    "crashes with 'Out of range float values are not JSON compliant: inf' (the capacity "
-    "violation amount, slack lhs and load are inf; cli._print uses allow_nan=False)",
-)
 def test_evaluate_plan_routed_to_slo_infeasible_candidate(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -349,13 +349,6 @@ def test_slo_routing_to_a_candidate_with_no_feasible_batch() -> None:
     assert kinds(ev) <= {"slo", "capacity"}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="BUG: routing to a pair with mu=0 adds a 'capacity' violation with amount=inf "
-    "(evaluate.py capacity block: nan_to_num(need, nan=inf)); inf also lands in slacks and "
-    "utilization, so Evaluation.to_document()/plan_document() are not valid JSON",
-)
 def test_slo_violation_is_reported_once_and_finitely() -> None:
     s, plan = _slo_case()
     ev = evaluate_plan(s, plan)
@@ -364,13 +357,6 @@ def test_slo_violation_is_reported_once_and_finitely() -> None:
     json.dumps(plan_document(s, plan, ev), allow_nan=False)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="BUG: candidates.py:95 pair_constants clamps the error with np.minimum(1.0, inf) = 1.0, "
-    "so a model with no known error rate for a type is 'feasible' for it (PairConstants.feasible "
-    "tests isfinite(error)); with max_error_rate=1.0 such routing passes the evaluator",
-)
 def test_model_without_error_rate_for_the_type_must_not_serve_it() -> None:
     s = tiny()
     s = with_type(s, 1, max_error_rate=1.0)

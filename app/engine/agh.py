@@ -237,7 +237,11 @@ def repair(table: CandidateTable, st: AllocationState, mech: Mechanisms) -> Allo
         need = st.replicas_for(st.used[d])
         if need > st.r[d]:
             extra = (need - st.r[d]) * table.gpus_per_replica[d]
-            if st.gpu_used[table.gpu[d]] + extra <= table.gpu_available[table.gpu[d]]:
+            gpus_ok = st.gpu_used[table.gpu[d]] + extra <= table.gpu_available[table.gpu[d]]
+            money_ok = st.budget is None or (
+                st.spend + (need - st.r[d]) * table.replica_cost[d] <= st.budget + 1e-9
+            )
+            if gpus_ok and money_ok:
                 st.set_replicas(d, need)
             else:
                 cap = st.max_util * st.r[d]
@@ -254,6 +258,18 @@ def repair(table: CandidateTable, st: AllocationState, mech: Mechanisms) -> Allo
                 share = 1.0 - cap / st.used[d] if st.used[d] > 0 else 1.0
                 for i in np.flatnonzero(st.x[:, d] > 0):
                     st.route(int(i), d, -float(st.x[i, d]) * share)
+    # the budget may have shrunk (or prices risen) under the live plan: shed replicas
+    if st.budget is not None:
+        for d in np.argsort(-table.replica_cost):
+            while st.spend > st.budget + 1e-9 and st.r[d] > 0:
+                st.set_replicas(d, int(st.r[d]) - 1)
+                cap = st.max_util * st.r[d]
+                if st.used[d] > cap:
+                    share = 1.0 - cap / st.used[d]
+                    for i in np.flatnonzero(st.x[:, d] > 0):
+                        st.route(int(i), d, -float(st.x[i, d]) * share)
+            if st.spend <= st.budget + 1e-9:
+                break
     for i in range(st.I):
         if st.acc_slack[i] < -1e-12:
             for d in np.flatnonzero(st.x[i] > 0):
@@ -300,6 +316,10 @@ def agh(
         else:
             stale += 1
 
+    if table.size == 0:  # nothing can serve anything: GH's all-unmet plan is the answer
+        st = greedy(table, None, mech, current)
+        return st, SearchStats(0, 1, False, "converged", deadline.elapsed())
+
     warm = warm_start if warm_start is not None else current
     if warm is not None:
         st = repair(table, state_from_plan(table, warm, current), mech)
@@ -324,6 +344,13 @@ def agh(
         if best is None or not deadline.passed():
             st = ls.improve(st)
         consider(st, False)
+        if current is not None and k <= 2 and not deadline.passed():
+            # Also a start that ignores the live plan while building (priced with the
+            # change cost all the same): replacing several live deployments at once
+            # is out of reach of one-deployment moves.
+            cold = state_from_plan(table, greedy(table, order, mech, None).to_plan(), current)
+            starts += 1
+            consider(ls.improve(cold), False)
 
     assert best is not None
     termination = "deadline" if deadline.passed() else "converged"

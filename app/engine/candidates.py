@@ -92,7 +92,9 @@ def pair_constants(
             if r is not None:
                 rate[i, j] = r
     mult = np.array([p.error_multiplier for p in s.precisions])[np.asarray(prec_idx)]
-    err = np.minimum(1.0, rate[:, np.asarray(model_idx)] * (mult * error_factor)[None, :])
+    raw = rate[:, np.asarray(model_idx)]
+    # unknown quality (inf) stays inf: such a pair is never feasible
+    err = np.where(np.isfinite(raw), np.minimum(1.0, raw * (mult * error_factor)[None, :]), np.inf)
     # Models that cannot hold the prompt plus output in their context never serve it.
     ctx = np.array([mo.max_context for mo in s.models], dtype=np.float64)[None, model_idx]
     bstar = np.where(h + f <= ctx, bstar, 0)

@@ -350,9 +350,10 @@ def evaluate_plan(
     # 2. capacity per deployment
     dep_reports: list[DeploymentReport] = []
     if pc is not None:
+        # Traffic on SLO-infeasible pairs (μ = 0) is reported as an slo violation
+        # above; it adds no (infinite) load here.
         with np.errstate(divide="ignore", invalid="ignore"):
-            need = np.where(x > 0, lam[:, None] * x / np.where(pc.mu > 0, pc.mu, np.nan), 0.0)
-        need = np.nan_to_num(need, nan=np.inf)
+            need = np.where((x > 0) & (pc.mu > 0), lam[:, None] * x / pc.mu, 0.0)
         load = need.sum(axis=0)
         for k, d in enumerate(deps):
             cap = pol.max_utilization * reps[k]

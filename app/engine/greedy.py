@@ -145,15 +145,20 @@ class AllocationState:
         over_unmet = np.maximum(0.0, self.u - t.max_unmet).sum()
         uncovered = sum(self.remaining(i) for i in range(self.I))
         over_gpu = np.maximum(0, self.gpu_used - t.gpu_available).sum()
-        over_budget = max(0.0, self.spend - self.budget) if self.budget is not None else 0.0
+        # Money and storage overruns count relative to their bound, like fractions.
+        over_budget = (
+            max(0.0, self.spend - self.budget) / max(self.budget, 1e-9)
+            if self.budget is not None
+            else 0.0
+        )
         acc = np.maximum(0.0, -self.acc_slack).sum()
         cap = np.maximum(0.0, self.used - self.max_util * self.r).sum()
         over_storage = (
-            max(0.0, self.storage_used - self.storage_cap) if self.storage_cap is not None else 0.0
+            max(0.0, self.storage_used - self.storage_cap) / max(self.storage_cap, 1e-9)
+            if self.storage_cap is not None
+            else 0.0
         )
-        return float(
-            over_unmet + uncovered + over_gpu + over_budget / 1e3 + acc + cap + over_storage / 1e3
-        )
+        return float(over_unmet + uncovered + over_gpu + over_budget + acc + cap + over_storage)
 
     def score(self) -> tuple[float, float]:
         """Lexicographic rank: feasibility shortfall first, then cost."""
@@ -298,7 +303,11 @@ class Greedy:
         if valid.any():
             if m.m2:
                 score = np.where(valid, cost / np.maximum(cover, 1e-12), np.inf)
-                d = int(np.argmin(score))
+                low = float(score.min())
+                # Ties (same $ per coverage) go to the candidate that needs the least
+                # capacity per request: it leaves the most room for later types.
+                tied = score <= low + 1e-9 * max(1.0, abs(low))
+                d = int(np.argmin(np.where(tied, load, np.inf)))
                 best = _Option("use", d, float(cover[d]), float(cost[d]))
                 best_score = float(score[d])
             else:
@@ -411,7 +420,9 @@ def type_order(
     if how in ("footprint_desc", "footprint_asc"):
         # GPU-hours the type needs on its cheapest feasible candidate.
         with np.errstate(invalid="ignore"):
-            need = np.where(table.feasible, table.load * table.replica_cost, np.inf).min(axis=1)
+            need = np.where(table.feasible, table.load * table.replica_cost, np.inf).min(
+                axis=1, initial=np.inf
+            )
         need = np.where(np.isfinite(need), need, 0.0)
         return list(np.lexsort((idx, -need if how == "footprint_desc" else need)))
     if how == "scarcity":

@@ -122,6 +122,11 @@ def generate(
         raise ValueError(f"variant must be one of {VARIANTS}")
     rng = np.random.default_rng(seed)
     precs, n_gpus = _precisions(n_tiers)
+    if n_gpus > len(TIER_GPUS) or n_tiers < 1:
+        raise ValueError(
+            f"cannot make {n_tiers} tiers from {len(TIER_GPUS)} GPU types x "
+            f"{len(precs)} precisions"
+        )
     catalog = {g.id: g for g in catalog_gpus()}
     gpus: tuple[GPU, ...] = tuple(replace(catalog[gid], available=64) for gid in TIER_GPUS[:n_gpus])
     scenario = Scenario(
@@ -179,22 +184,37 @@ def generate(
 def tp_bound_instance() -> Scenario:
     """A hand-built instance where the TP upgrade (M3) decides feasibility for GH:
     one model copy fits in storage; the high-rate type is cheapest at TP1, the
-    low-rate interactive type needs TPOT <= 13 ms, which only TP >= 2 meets on an
-    L40S. GH serves the high-rate type first, so without M3 the second type finds
-    no spare capacity it can use and no room to open a deployment."""
+    low-rate interactive type has a TPOT SLO that only TP >= 2 meets. GH serves the
+    high-rate type first, so without M3 the second type finds no capacity it can
+    use and no room to open a deployment. The SLO and rates are derived from the
+    performance model (so the instance keeps its shape when the model is
+    recalibrated): TPOT SLO halfway between TP1's and TP2's TPOT at concurrency 1;
+    the bulk rate fills 70% of one TP1 replica."""
     from app.engine.catalog import catalog_gpu, catalog_model
+    from app.engine.perf import predict
 
     model = catalog_model("Llama-3.1-8B")
     gpu = catalog_gpu("L40S")
     assert model is not None and gpu is not None
     bf16 = next(p for p in DEFAULT_PRECISIONS if p.id == "bf16")
-    return Scenario(
+    tp1 = predict(model, gpu, bf16, 1, 1, 1000, 200, 1)
+    tp2 = predict(model, gpu, bf16, 2, 1, 1000, 200, 1)
+    tpot_slo = round(float(np.sqrt(tp1["tpot_s"] * tp2["tpot_s"])), 4)
+    bulk = QueryType("bulk", 1.0, 1000, 200, 3.0, 0.08, 0.4, 0.02, task="general")
+    scenario = Scenario(
         query_types=(
-            QueryType("bulk", 8.0, 1000, 200, 3.0, 0.08, 0.4, 0.02, task="general"),
-            QueryType("interactive", 1.0, 1000, 200, 1.0, 0.013, 0.4, 0.02, task="general"),
+            bulk,
+            QueryType("interactive", 0.2, 1000, 200, 1.0, tpot_slo, 0.4, 0.02, task="general"),
         ),
         models=(model,),
         gpus=(replace(gpu, available=16),),
         precisions=(bf16,),
         policy=Policy(storage_capacity_gb=17.0, storage_price_per_gb_h=0.01),
     )
+    from app.engine.candidates import candidate_table
+
+    table = candidate_table(scenario)
+    k = table.index["Llama-3.1-8B@L40S/bf16/tp1pp1"]
+    rate = round(0.7 * 0.8 * float(table.pairs.mu[0, k]), 3)
+    return replace(scenario, query_types=(replace(bulk, arrival_rate=rate),
+                                          scenario.query_types[1]))
