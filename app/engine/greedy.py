@@ -283,6 +283,7 @@ class Greedy:
                 new_max = np.zeros(st.D)
             cap_frac = spare_frac + np.where(feas, new_max * st.max_util / load, 0.0)
             cover = np.minimum(rem, cap_frac)
+            cover_any = np.where(feas, cover, 0.0)  # before the accuracy limit
             if m.m1:
                 gain = st.acc_gain[i]
                 acc_limit = np.where(gain < -1e-15, st.acc_slack[i] / -gain, np.inf)
@@ -291,12 +292,21 @@ class Greedy:
             cover = np.where(feas, cover, 0.0)
             need_load = np.maximum(0.0, cover * load - spare)
             k_new = np.where(cover > 0, np.ceil(need_load / st.max_util - 1e-9), 0.0)
-            cost = (
-                k_new * t.replica_cost
-                + np.where((st.r == 0) & (k_new > 0), t.storage_cost, 0.0)
-                + cover * t.delay_cost[i]
-                + self._change_delta(st, k_new)
-            )
+            cost = self._option_cost(st, i, k_new, cover)
+            if m.m2:
+                # The last replica is usually only partly used. Also consider filling
+                # only whole replicas (spare + floor(k) new ones) and leaving the
+                # remainder for the next pick, often a smaller, cheaper GPU: the
+                # better $ per coverage of the two wins, per candidate.
+                k_floor = np.floor(need_load / st.max_util + 1e-9)
+                partial = (k_floor >= 1) & (k_floor < k_new)
+                cover_f = np.where(partial, (spare + k_floor * st.max_util) / load, 0.0)
+                cost_f = self._option_cost(st, i, k_floor, cover_f)
+                take_f = partial & (
+                    cost_f * np.maximum(cover, 1e-12) < cost * np.maximum(cover_f, 1e-12)
+                )
+                cover = np.where(take_f, cover_f, cover)
+                cost = np.where(take_f, cost_f, cost)
         best: _Option | None = None
         best_score = np.inf
         valid = cover > 1e-12
@@ -317,6 +327,10 @@ class Greedy:
                 d = int(np.argmin(score))
                 best = _Option("use", d, float(cover[d]), float(cost[d]))
                 best_score = float(cost[d] / cover[d])
+            if m.m1 and m.m2:
+                blend = self._blend_option(st, i, rem, load, spare, cover, cover_any, best_score)
+                if blend is not None:
+                    best, best_score = blend
         # M3: before opening a new deployment (or when nothing else is left), try
         # upgrading the TP of an active one.
         if self.up is not None and allow_new and (best is None or st.r[best.d] == 0):
@@ -327,9 +341,64 @@ class Greedy:
         unmet_room = t.max_unmet[i] - st.u[i]
         if unmet_room > 1e-12:
             per = t.unmet_cost[i]
-            if best is None or (m.m2 and per < best.cost / best.frac - 1e-12):
+            if best is None or (m.m2 and per < best_score - 1e-12):
                 return _Option("unmet", -1, float(min(rem, unmet_room)), per * min(rem, unmet_room))
         return best
+
+    def _blend_option(
+        self,
+        st: AllocationState,
+        i: int,
+        rem: float,
+        load: np.ndarray,
+        spare: np.ndarray,
+        cover: np.ndarray,
+        cover_any: np.ndarray,
+        best_score: float,
+    ) -> tuple[_Option, float] | None:
+        """Accuracy mixing. When the cheapest candidate b is too inaccurate for the
+        type (error above its bound) and the type has no slack to spend, serve a
+        share θ on a more accurate candidate a so that the rest can go to b with
+        the traffic-weighted error exactly at the bound. The pair's cost per unit
+        (a's incremental $ for θ·rem plus b's $ per coverage for the rest) is what
+        a is scored with; the best a is taken if it beats every pure option. This is
+        the lower convex hull of (error, $ per coverage) evaluated at the bound —
+        the two-candidate basis an LP would pick."""
+        gain = st.acc_gain[i]  # ε − e per unit routed
+        with np.errstate(divide="ignore", invalid="ignore"):
+            k_any = np.ceil(np.maximum(0.0, cover_any * load - spare) / st.max_util - 1e-9)
+            cost_any = self._option_cost(st, i, k_any, cover_any)
+            score_any = np.where(cover_any > 1e-12, cost_any / cover_any, np.inf)
+        b = int(np.argmin(score_any))
+        if not np.isfinite(score_any[b]) or gain[b] >= 0 or score_any[b] >= best_score:
+            return None
+        excess_b = -gain[b]
+        slack = max(0.0, float(st.acc_slack[i]))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            theta = np.clip((rem * excess_b - slack) / (rem * (excess_b + gain)), 0.0, 1.0)
+            share = np.where((gain > 0) & (cover > 1e-12), np.minimum(cover, theta * rem), 0.0)
+            k_a = np.ceil(np.maximum(0.0, share * load - spare) / st.max_util - 1e-9)
+            cost_a = self._option_cost(st, i, k_a, share)
+            total = cost_a + score_any[b] * np.maximum(0.0, rem - share)
+            ratio = np.where(share > 1e-12, total / rem, np.inf)
+        a = int(np.argmin(ratio))
+        if not np.isfinite(ratio[a]) or ratio[a] >= best_score - 1e-12:
+            return None
+        return _Option("use", a, float(share[a]), float(cost_a[a])), float(ratio[a])
+
+    def _option_cost(
+        self, st: AllocationState, i: int, k_new: np.ndarray, cover: np.ndarray
+    ) -> np.ndarray:
+        """Incremental $ of covering `cover` of type i on each candidate with `k_new`
+        new replicas: rental, storage when the deployment opens, delay penalty and
+        the change cost against the live plan."""
+        t = self.t
+        return (
+            k_new * t.replica_cost
+            + np.where((st.r == 0) & (k_new > 0), t.storage_cost, 0.0)
+            + cover * t.delay_cost[i]
+            + self._change_delta(st, k_new)
+        )
 
     def _change_delta(self, st: AllocationState, k_new: np.ndarray) -> np.ndarray:
         if st.cc <= 0:
