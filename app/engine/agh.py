@@ -195,6 +195,80 @@ class LocalSearch:
         new.fit_replicas(k)
         return new
 
+    def open_and_fill(self, st: AllocationState, k: int = 6) -> AllocationState | None:
+        """Open one replica of a candidate not in use and pull traffic into it from
+        the deployments where it costs the most capacity, then shrink everyone to
+        the replicas their load needs. Tried for the `k` candidates with the largest
+        estimated saving; the best improvement is returned. This is the inverse of
+        closing a deployment: it lets the search reach plans where one bigger or
+        more accurate replica replaces slack spread over several others."""
+        t = self.t
+        served = st.x.sum(axis=1)  # (I,)
+        if served.sum() <= 0:
+            return None
+        frac_cost = t.replica_cost[None, :] * t.load / st.max_util  # $ per unit of type
+        with np.errstate(invalid="ignore"):
+            cur = np.where(st.x > 0, frac_cost, 0.0)
+            cur = (cur * st.x).sum(axis=1) / np.maximum(served, 1e-12)  # (I,)
+        gain = np.where(t.feasible, cur[:, None] - frac_cost, 0.0)
+        saving = (np.maximum(gain, 0.0) * st.x.sum(axis=1)[:, None]).sum(axis=0)
+        saving[st.r > 0] = 0.0
+        if self.mech.m1:
+            free = t.gpu_available[t.gpu] - st.gpu_used[t.gpu]
+            saving[free < t.gpus_per_replica] = 0.0
+        order = np.argsort(-saving)[:k]
+        best: AllocationState | None = None
+        best_score = st.score()
+        for d in order:
+            if saving[d] <= 0 or self.deadline.passed():
+                break
+            cand = self._fill(st, int(d))
+            if cand is not None:
+                sc = cand.score()
+                if better(sc, best_score):
+                    best, best_score = cand, sc
+        return best
+
+    def _fill(self, st: AllocationState, d: int) -> AllocationState | None:
+        t = self.t
+        new = st.copy()
+        new.set_replicas(d, 1)
+        room = new.max_util - new.used[d]
+        types = np.flatnonzero(t.feasible[:, d] & (new.x.sum(axis=1) > 0))
+        # Most capacity freed per unit of room first.
+        with np.errstate(invalid="ignore", divide="ignore"):
+            value = np.array([
+                (new.x[i] * t.replica_cost * t.load[i]).sum() / max(new.x[i].sum(), 1e-12)
+                / t.load[i, d] for i in types
+            ])
+        touched = set()
+        for i in types[np.argsort(-value)]:
+            srcs = np.flatnonzero(new.x[i] > 0)
+            srcs = srcs[np.argsort(-(t.replica_cost[srcs] * t.load[i, srcs]))]
+            for a in srcs:
+                if room <= 1e-12:
+                    break
+                if a == d:
+                    continue
+                f = min(float(new.x[i, a]), room / t.load[i, d])
+                delta_gain = new.acc_gain[i, d] - new.acc_gain[i, a]
+                if self.mech.m1 and delta_gain < 0:
+                    f = min(f, max(0.0, float(new.acc_slack[i])) / -delta_gain)
+                if f <= 1e-12:
+                    continue
+                new.route(int(i), int(a), -f)
+                new.route(int(i), d, f)
+                room -= f * t.load[i, d]
+                touched.add(int(a))
+        if not touched:
+            return None
+        for a in touched:
+            new.fit_replicas(a)
+        new.fit_replicas(d)
+        if self.mech.m1 and new.gpu_used[t.gpu[d]] > t.gpu_available[t.gpu[d]]:
+            return None
+        return new
+
     # ---- driver -------------------------------------------------------------
     def improve(self, st: AllocationState) -> AllocationState:
         best, best_score = st, st.score()
@@ -225,6 +299,11 @@ class LocalSearch:
                 sc = cand.score()
                 if better(sc, best_score):
                     best, best_score, improved = cand, sc, True
+            if not improved and not self.deadline.passed():
+                self.iterations += 1
+                opened = self.open_and_fill(best)
+                if opened is not None:
+                    best, best_score, improved = opened, opened.score(), True
         return best
 
 
