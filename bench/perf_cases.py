@@ -12,6 +12,7 @@ import csv
 import itertools
 import sys
 from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from app.engine.catalog import catalog_gpu, catalog_model, catalog_precision  # 
 from app.engine.domain import GPU, Model, Precision  # noqa: E402
 from app.engine.perf import (  # noqa: E402
     EngineProfile,
+    Hardware,
     hardware_arrays,
     tpot_s,
     ttft_s,
@@ -100,9 +102,17 @@ class Cases:
     ttft: np.ndarray  # measured
     tpot: np.ndarray  # measured
     group: list[str]  # model×GPU×TP label
+    engine: list[str] = field(default_factory=list)  # serving engine per point ('' if one)
     raw_rows: int = 0  # source rows behind these points
     excluded_rows: int = 0
     excluded: list[str] = field(default_factory=list)  # labels of excluded points
+    _hw: Hardware | None = field(default=None, repr=False, compare=False)
+
+    def hardware(self) -> Hardware:
+        """The cases' hardware arrays (built once: calibration evaluates them often)."""
+        if self._hw is None:
+            self._hw = hardware_arrays(self.models, self.gpus, self.precisions, self.tp, self.pp)
+        return self._hw
 
     def __len__(self) -> int:
         return len(self.group)
@@ -122,10 +132,17 @@ class Cases:
             ttft=self.ttft[idx],
             tpot=self.tpot[idx],
             group=[self.group[i] for i in idx],
+            engine=[self.engine[i] for i in idx] if self.engine else [],
         )
 
     def groups(self) -> list[str]:
         return sorted(set(self.group), key=self.group.index)
+
+    def engines(self) -> list[str]:
+        return sorted(set(self.engine), key=self.engine.index)
+
+    def of_engine(self, engine: str) -> Cases:
+        return self.subset(np.array([e == engine for e in self.engine]), f"{self.name} {engine}")
 
 
 def _gpu(gid: str) -> GPU:
@@ -249,15 +266,26 @@ def load_silicon(data_dir: Path = DEFAULT_DATA_DIR) -> Cases:
         ttft=np.array([np.mean([a for a, _ in acc[k]]) for k in keys]) / 1e3,
         tpot=np.array([np.mean([b for _, b in acc[k]]) for k in keys]) / 1e3,
         group=labels,
+        engine=[k[1] for k in keys],
         raw_rows=raw,
     )
 
 
-def predict_cases(cases: Cases, profile: EngineProfile) -> tuple[np.ndarray, np.ndarray]:
-    """Predicted (TTFT, TPOT) in seconds for every case."""
-    hw = hardware_arrays(cases.models, cases.gpus, cases.precisions, cases.tp, cases.pp)
+Profiles = EngineProfile | Mapping[str, EngineProfile]
+
+
+def predict_cases(cases: Cases, profile: Profiles) -> tuple[np.ndarray, np.ndarray]:
+    """Predicted (TTFT, TPOT) in seconds for every case. `profile` is one profile for
+    all cases, or one per engine (`cases.engine`, e.g. the silicon `backend` column)."""
+    if not isinstance(profile, EngineProfile):
+        t1, t2 = np.empty(len(cases)), np.empty(len(cases))
+        for eng in cases.engines():
+            m = np.array([e == eng for e in cases.engine])
+            t1[m], t2[m] = predict_cases(cases.subset(m), profile[eng])
+        return t1, t2
+    hw = cases.hardware()
     return (
-        ttft_s(hw, cases.h, cases.batch, profile),
+        ttft_s(hw, cases.h, cases.batch, profile, f=cases.f),
         tpot_s(hw, cases.h, cases.f, cases.batch, profile),
     )
 
@@ -271,7 +299,7 @@ def mape(pred: np.ndarray, meas: np.ndarray) -> float:
     return float(np.mean(ape(pred, meas))) if len(meas) else float("nan")
 
 
-def case_mape(cases: Cases, profile: EngineProfile) -> tuple[float, float]:
+def case_mape(cases: Cases, profile: Profiles) -> tuple[float, float]:
     """(TTFT MAPE, TPOT MAPE) in percent."""
     t1, t2 = predict_cases(cases, profile)
     return mape(t1, cases.ttft), mape(t2, cases.tpot)

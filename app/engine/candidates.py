@@ -78,7 +78,7 @@ def pair_constants(
     e2e_slo = np.array([q.e2e_s if q.e2e_s else np.inf for q in qts])[:, None] / delay_factor
     bstar = max_slo_batch(hw, h, f, ttft_slo, tpot_slo, e2e_slo, profile)
     b_eval = np.maximum(bstar, 1).astype(np.float64)
-    t1 = ttft_s(hw, h, b_eval, profile)
+    t1 = ttft_s(hw, h, b_eval, profile, f=f)
     t2 = tpot_s(hw, h, f, b_eval, profile)
     mu = np.where(bstar >= 1, throughput_rps(t1, t2, f, b_eval, hw, profile), 0.0)
     t1 = t1 * delay_factor
