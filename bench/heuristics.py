@@ -23,11 +23,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from app.engine.agh import agh  # noqa: E402
-from app.engine.candidates import candidate_table  # noqa: E402
-from app.engine.evaluate import evaluate_plan  # noqa: E402
-from app.engine.greedy import Mechanisms, greedy  # noqa: E402
-from app.engine.instances import VARIANTS, generate, tp_bound_instance  # noqa: E402
+from app.engine.agh import agh
+from app.engine.candidates import candidate_table
+from app.engine.evaluate import evaluate_plan
+from app.engine.greedy import Mechanisms, greedy
+from app.engine.instances import VARIANTS, generate, tp_bound_instance
 
 SIZES = [(6, 6, 10), (10, 10, 10), (20, 20, 20), (50, 30, 24)]
 ABLATIONS = {

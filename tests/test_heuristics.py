@@ -183,8 +183,21 @@ def test_warm_start_after_demand_change_not_worse_than_cold(
         assert ev_warm.objective <= ev_cold.objective * (1 + 1e-9) + 1e-9
 
 
+def _first_seed(pred, seeds=range(400, 460)):  # type: ignore[no-untyped-def]
+    """The first seed whose instance meets a precondition (deterministic), so the
+    property below is tested on a real case even after the model is recalibrated."""
+    for seed in seeds:
+        if pred(seed):
+            return seed
+    pytest.fail("no instance meets the precondition in the seed range")
+
+
 def test_warm_start_after_demand_change_keeps_budget() -> None:
-    ev_warm, ev_cold = _warm_vs_cold((2, 2, 10, 423, "tight_budget"))
+    def cold_feasible(seed: int) -> bool:
+        return _warm_vs_cold((2, 2, 10, seed, "tight_budget"))[1].feasible
+
+    seed = _first_seed(cold_feasible)
+    ev_warm, ev_cold = _warm_vs_cold((2, 2, 10, seed, "tight_budget"))
     assert ev_cold.feasible
     assert ev_warm.feasible, ev_warm.violations
 
@@ -201,11 +214,17 @@ def test_warm_start_after_demand_change_local_optimum(
 
 
 def test_agh_finds_a_known_feasible_plan() -> None:
-    s = generate(4, 4, 2, 431, "tight_budget")
-    witness, _ = agh(candidate_table(_scaled(s, 1.3)), time_budget_s=BUDGET_S, seed=431)
-    known = evaluate_plan(s, witness.to_plan())
-    assert known.feasible, known.violations
-    best, _ = agh(candidate_table(s), time_budget_s=BUDGET_S, seed=431)
+    """Where a plan found for 1.3x the demand is feasible at 1x, AGH at 1x finds a
+    feasible plan too."""
+
+    def witness_feasible(seed: int) -> bool:
+        s = generate(4, 4, 2, seed, "tight_budget")
+        witness, _ = agh(candidate_table(_scaled(s, 1.3)), time_budget_s=BUDGET_S, seed=seed)
+        return evaluate_plan(s, witness.to_plan()).feasible
+
+    seed = _first_seed(witness_feasible)
+    s = generate(4, 4, 2, seed, "tight_budget")
+    best, _ = agh(candidate_table(s), time_budget_s=BUDGET_S, seed=seed)
     ev = evaluate_plan(s, best.to_plan())
     assert ev.feasible, ev.violations
 
@@ -217,9 +236,14 @@ def test_repair_of_a_live_plan_respects_the_budget() -> None:
     from app.engine.agh import repair
     from app.engine.greedy import state_from_plan
 
-    s = generate(2, 2, 10, 423, "tight_budget")
-    live, _ = agh(candidate_table(s), time_budget_s=BUDGET_S, seed=423)
-    assert evaluate_plan(s, live.to_plan()).feasible
+    def live_feasible(seed: int) -> bool:
+        s = generate(2, 2, 10, seed, "tight_budget")
+        live, _ = agh(candidate_table(s), time_budget_s=BUDGET_S, seed=seed)
+        return evaluate_plan(s, live.to_plan()).feasible
+
+    seed = _first_seed(live_feasible)
+    s = generate(2, 2, 10, seed, "tight_budget")
+    live, _ = agh(candidate_table(s), time_budget_s=BUDGET_S, seed=seed)
     s2 = _scaled(s, 1.3)
     table2 = candidate_table(s2)
     st2 = repair(table2, state_from_plan(table2, live.to_plan()), Mechanisms())
