@@ -41,8 +41,9 @@ ABLATIONS = {
 def binding(ev) -> str:  # type: ignore[no-untyped-def]
     if ev.feasible:
         return ""
-    kinds = sorted({f"{v.constraint}:{v.subject}" if v.subject else v.constraint
-                    for v in ev.violations})
+    kinds = sorted(
+        {f"{v.constraint}:{v.subject}" if v.subject else v.constraint for v in ev.violations}
+    )
     return ", ".join(kinds[:3]) + (" …" if len(kinds) > 3 else "")
 
 
@@ -65,12 +66,21 @@ def run_instance(size, seed, variant, runs, budget):  # type: ignore[no-untyped-
     ev_gh = evaluate_plan(s, gh_state.to_plan())
     ev_agh = evaluate_plan(s, agh_state.to_plan())
     return {
-        "size": size, "seed": seed, "variant": variant, "candidates": table.size,
-        "gh_cost": ev_gh.cost.total, "gh_feasible": ev_gh.feasible, "gh_s": statistics.median(gh_times),
+        "size": size,
+        "seed": seed,
+        "variant": variant,
+        "candidates": table.size,
+        "gh_cost": ev_gh.cost.total,
+        "gh_feasible": ev_gh.feasible,
+        "gh_s": statistics.median(gh_times),
         "gh_binding": binding(ev_gh),
-        "agh_cost": ev_agh.cost.total, "agh_feasible": ev_agh.feasible,
-        "agh_s": statistics.median(agh_times), "agh_ttb_s": statistics.median(ttb),
-        "agh_starts": stats.starts, "agh_term": stats.termination, "agh_binding": binding(ev_agh),
+        "agh_cost": ev_agh.cost.total,
+        "agh_feasible": ev_agh.feasible,
+        "agh_s": statistics.median(agh_times),
+        "agh_ttb_s": statistics.median(ttb),
+        "agh_starts": stats.starts,
+        "agh_term": stats.termination,
+        "agh_binding": binding(ev_agh),
     }
 
 
@@ -101,8 +111,12 @@ print(json.dumps({{"before_mb": before / 1024, "peak_mb": after / 1024, "candida
 
 def table_memory() -> dict[str, float]:
     root = str(Path(__file__).resolve().parents[1])
-    out = subprocess.run([sys.executable, "-c", MEM_SNIPPET.format(root=root)],
-                         capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", MEM_SNIPPET.format(root=root)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return json.loads(out.stdout)
 
 
@@ -117,11 +131,15 @@ def main() -> None:
     seeds = range(1 if args.quick else args.seeds)
     runs = 1 if args.quick else args.runs
     print(f"# command: python bench/heuristics.py {' '.join(sys.argv[1:])}")
-    print(f"# machine: {platform.machine()}, {platform.python_implementation()} "
-          f"{platform.python_version()}, cpus={__import__('os').cpu_count()}")
+    print(
+        f"# machine: {platform.machine()}, {platform.python_implementation()} "
+        f"{platform.python_version()}, cpus={__import__('os').cpu_count()}"
+    )
     print()
-    print("| size (I,J,T) | variant | seed | D | GH $ | GH ok | GH s | AGH $ | AGH ok | "
-          "AGH s | AGH to best s | starts | end | AGH ≤ GH | binding (if infeasible) |")
+    print(
+        "| size (I,J,T) | variant | seed | D | GH $ | GH ok | GH s | AGH $ | AGH ok | "
+        "AGH s | AGH to best s | starts | end | AGH ≤ GH | binding (if infeasible) |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     rows = []
     for size in sizes:
@@ -129,29 +147,41 @@ def main() -> None:
             for seed in seeds:
                 r = run_instance(size, seed, variant, runs, args.budget)
                 rows.append(r)
-                ok = (not r["gh_feasible"] or (r["agh_feasible"]
-                      and r["agh_cost"] <= r["gh_cost"] + 1e-9))
-                print(f"| {size} | {variant} | {seed} | {r['candidates']} | {r['gh_cost']:.2f} | "
-                      f"{'yes' if r['gh_feasible'] else 'NO'} | {r['gh_s']:.3f} | "
-                      f"{r['agh_cost']:.2f} | {'yes' if r['agh_feasible'] else 'NO'} | "
-                      f"{r['agh_s']:.2f} | {r['agh_ttb_s']:.2f} | {r['agh_starts']} | "
-                      f"{r['agh_term']} | {'yes' if ok else 'NO'} | "
-                      f"{r['agh_binding'] or r['gh_binding']} |", flush=True)
+                ok = not r["gh_feasible"] or (
+                    r["agh_feasible"] and r["agh_cost"] <= r["gh_cost"] + 1e-9
+                )
+                print(
+                    f"| {size} | {variant} | {seed} | {r['candidates']} | {r['gh_cost']:.2f} | "
+                    f"{'yes' if r['gh_feasible'] else 'NO'} | {r['gh_s']:.3f} | "
+                    f"{r['agh_cost']:.2f} | {'yes' if r['agh_feasible'] else 'NO'} | "
+                    f"{r['agh_s']:.2f} | {r['agh_ttb_s']:.2f} | {r['agh_starts']} | "
+                    f"{r['agh_term']} | {'yes' if ok else 'NO'} | "
+                    f"{r['agh_binding'] or r['gh_binding']} |",
+                    flush=True,
+                )
     print()
     print("Per size (medians over instances):")
     print()
-    print("| size | GH s | AGH to best s | AGH s | GH feasible | AGH feasible | mean AGH saving vs GH |")
+    print(
+        "| size | GH s | AGH to best s | AGH s | GH feasible | AGH feasible "
+        "| mean AGH saving vs GH |"
+    )
     print("|---|---|---|---|---|---|---|")
     for size in sizes:
         rs = [r for r in rows if r["size"] == size]
         both = [r for r in rs if r["gh_feasible"] and r["agh_feasible"]]
-        saving = (statistics.mean(1 - r["agh_cost"] / r["gh_cost"] for r in both) * 100
-                  if both else float("nan"))
-        print(f"| {size} | {statistics.median(r['gh_s'] for r in rs):.3f} | "
-              f"{statistics.median(r['agh_ttb_s'] for r in rs):.2f} | "
-              f"{statistics.median(r['agh_s'] for r in rs):.2f} | "
-              f"{sum(r['gh_feasible'] for r in rs)}/{len(rs)} | "
-              f"{sum(r['agh_feasible'] for r in rs)}/{len(rs)} | {saving:.1f}% |")
+        saving = (
+            statistics.mean(1 - r["agh_cost"] / r["gh_cost"] for r in both) * 100
+            if both
+            else float("nan")
+        )
+        print(
+            f"| {size} | {statistics.median(r['gh_s'] for r in rs):.3f} | "
+            f"{statistics.median(r['agh_ttb_s'] for r in rs):.2f} | "
+            f"{statistics.median(r['agh_s'] for r in rs):.2f} | "
+            f"{sum(r['gh_feasible'] for r in rs)}/{len(rs)} | "
+            f"{sum(r['agh_feasible'] for r in rs)}/{len(rs)} | {saving:.1f}% |"
+        )
     print()
     print("Ablations (AGH with a mechanism off; GH with the same mechanism off in brackets):")
     print()
@@ -165,8 +195,10 @@ def main() -> None:
                 cells = []
                 for name in ABLATIONS:
                     feas, cost, gfeas, gcost, _ = res[name]
-                    cells.append(f"{'' if feas else 'INFEASIBLE '}${cost:.2f} "
-                                 f"[GH {'' if gfeas else 'INFEASIBLE '}${gcost:.2f}]")
+                    cells.append(
+                        f"{'' if feas else 'INFEASIBLE '}${cost:.2f} "
+                        f"[GH {'' if gfeas else 'INFEASIBLE '}${gcost:.2f}]"
+                    )
                 print(f"| {size} | {variant} | {seed} | " + " | ".join(cells) + " |", flush=True)
     print()
     print("M3 on a TP-bound instance (app.engine.instances.tp_bound_instance, hand-built):")
@@ -178,13 +210,18 @@ def main() -> None:
         ev_gh = evaluate_plan(s, greedy(table, mech=mech).to_plan())
         st, _ = agh(table, time_budget_s=1.0, seed=0, mech=mech)
         ev_agh = evaluate_plan(s, st.to_plan())
-        print(f"- {name}: GH {'feasible' if ev_gh.feasible else 'INFEASIBLE (' + binding(ev_gh) + ')'}"
-              f" ${ev_gh.cost.total:.2f}; AGH {'feasible' if ev_agh.feasible else 'INFEASIBLE'}"
-              f" ${ev_agh.cost.total:.2f}")
+        print(
+            f"- {name}: GH "
+            f"{'feasible' if ev_gh.feasible else 'INFEASIBLE (' + binding(ev_gh) + ')'}"
+            f" ${ev_gh.cost.total:.2f}; AGH {'feasible' if ev_agh.feasible else 'INFEASIBLE'}"
+            f" ${ev_agh.cost.total:.2f}"
+        )
     print()
     mem = table_memory()
-    print(f"Candidate table for (50,30,24): {mem['candidates']} candidates, process peak RSS "
-          f"{mem['peak_mb']:.0f} MB (before building: {mem['before_mb']:.0f} MB)")
+    print(
+        f"Candidate table for (50,30,24): {mem['candidates']} candidates, process peak RSS "
+        f"{mem['peak_mb']:.0f} MB (before building: {mem['before_mb']:.0f} MB)"
+    )
 
 
 if __name__ == "__main__":
