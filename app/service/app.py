@@ -1,0 +1,124 @@
+"""The app factory. `create_app(settings)` builds the FastAPI app and starts
+nothing; its lifespan opens the store, loads the state, starts the solver pools,
+the reconcile task and the audit manager, and stops them in reverse order."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+
+from app.service.audits import AuditManager
+from app.service.http import HeadAsGetMiddleware
+from app.service.idempotency import IdempotencyMiddleware
+from app.service.limits import BodyLimitMiddleware
+from app.service.metrics import HttpMetricsMiddleware, Metrics
+from app.service.pool import SolverPool
+from app.service.problems import document_problems, install_problem_handlers
+from app.service.reconcile import Reconciler
+from app.service.routers import audits, cluster, health, perf, plan, solve
+from app.service.settings import Settings
+from app.service.state import ControlPlane
+from app.service.store import Store
+
+log = logging.getLogger("llm_allocator.service")
+
+DESCRIPTION = """\
+Plans an LLM-serving fleet (model, GPU type, precision, TP/PP, replicas, routing)
+under SLO, accuracy, budget and availability constraints, and re-plans whenever
+demand or GPU availability changes.
+
+* Writes (`PUT /v1/cluster`, `POST /v1/cluster/*`) bump the spec's `generation`
+  and answer at once; a background reconciler re-plans the latest spec with AGH.
+* `GET /v1/plan` serves the live plan, its conditions and the diff against the
+  previous plan; long-poll with `?wait_for_generation=N`.
+* Errors are RFC 9457 problem documents naming the offending field.
+* With a token configured, writes, solves and audits need `Authorization: Bearer`.
+"""
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings: Settings = app.state.settings
+    metrics: Metrics = app.state.metrics
+    store = Store(settings.db_path)
+    store.open()  # StoreError: refuse to start, with the reason
+    reconcile_pool = SolverPool("reconcile", 1, settings.solver_start_method)
+    whatif_pool = SolverPool(
+        "whatif", settings.whatif_workers, settings.solver_start_method, lazy=True
+    )
+    cp = ControlPlane(store, settings, metrics)
+    audit_manager = AuditManager(cp, settings, metrics)
+    reconciler = Reconciler(cp, reconcile_pool, settings, metrics)
+    try:
+        await cp.load()
+        reconcile_pool.start()
+        whatif_pool.start()
+        await audit_manager.start()
+        cp.on_spec_change = reconciler.wake
+        reconciler.start()
+        app.state.store = store
+        app.state.control_plane = cp
+        app.state.audits = audit_manager
+        app.state.whatif_pool = whatif_pool
+        app.state.reconciler = reconciler
+        app.state.stopping = False
+        log.info(
+            "serving generation %d (plan %s) from %s",
+            cp.cluster.generation,
+            cp.plan.version if cp.plan else "pending",
+            settings.db_path,
+        )
+        yield
+    finally:
+        app.state.stopping = True
+        cp.close()
+        await reconciler.stop()
+        await audit_manager.close()
+        reconcile_pool.close()
+        whatif_pool.close()
+        for name in ("control_plane", "audits", "whatif_pool", "reconciler", "store"):
+            setattr(app.state, name, None)
+        store.close()
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    app = FastAPI(
+        title="llm-allocator",
+        version="0.1.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.metrics = Metrics()
+    app.state.whatif_busy = {"n": 0}
+    app.state.stopping = False
+    install_problem_handlers(app)
+    generate_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = document_problems(generate_openapi())
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    for router in (
+        cluster.router,
+        plan.router,
+        solve.router,
+        audits.router,
+        perf.router,
+        health.router,
+    ):
+        app.include_router(router)
+    # Added innermost first: metrics sees everything (413s included), the body
+    # limit runs before anything reads the body, idempotency wraps the routes.
+    app.add_middleware(IdempotencyMiddleware)
+    app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(HeadAsGetMiddleware)
+    app.add_middleware(HttpMetricsMiddleware, metrics=app.state.metrics)
+    return app

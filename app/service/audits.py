@@ -1,0 +1,328 @@
+"""Exact MILP audits as jobs: create, poll, cancel; bounded in number and age.
+
+Each audit runs in a process of its own (spawned), so building the Pyomo model
+never holds the service's GIL, and a hard kill (past the time limit plus a
+grace, or when a cancel is not honoured) takes CBC with it (the child leads its
+own process group). Cancel: a cross-process Event reaches the child, which sets
+the threading.Event that `audit_documents` watches; the engine then kills CBC
+within a second and returns what it has.
+
+Admission: at most `max_concurrent_audits` run at once; up to
+`max_queued_audits` more wait in FIFO order; beyond that POST answers 429 with
+Retry-After. Retention: finished audits beyond the newest
+`audit_retention_count`, or older than `audit_retention_age_s`, are deleted
+(checked at start-up and on each new audit). States: queued -> running ->
+succeeded | failed | cancelled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import multiprocessing
+import os
+import signal
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from multiprocessing.process import BaseProcess
+from multiprocessing.synchronize import Event as MpEvent
+from typing import Any
+
+from app.service.metrics import Metrics
+from app.service.problems import ProblemError, field_problem
+from app.service.schemas import AuditCreate
+from app.service.settings import Settings
+from app.service.state import ControlPlane
+from app.service.store import AuditRow
+from app.service.worker import audit_child, is_finite_number
+
+log = logging.getLogger("llm_allocator.service")
+
+CANCEL_GRACE_S = 5.0  # the engine promises CBC is dead within 1 s of a cancel
+KILL_GRACE_S = 30.0
+SHUTDOWN_GRACE_S = 3.0  # at shutdown, how long cancelled audits get to stop CBC
+
+
+def certified_gap(result: dict[str, Any] | None) -> float | None:
+    """The audited plan's gap to the proven bound, wherever the engine's audit
+    document puts it."""
+    if not result:
+        return None
+    for path in (
+        ("certified_gap",),
+        ("reference_gap",),
+        ("reference", "certified_gap"),
+        ("reference", "gap"),
+        ("plan_gap",),
+    ):
+        v: Any = result
+        for key in path:
+            v = v.get(key) if isinstance(v, dict) else None
+        if is_finite_number(v):
+            return float(v)
+    return None
+
+
+@dataclass(slots=True)
+class _Job:
+    id: str
+    cancel: MpEvent
+    state: str = "queued"
+    cancel_requested: bool = False
+    task: asyncio.Task[None] | None = None
+    process: BaseProcess | None = None
+    finished: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class AuditManager:
+    def __init__(self, state: ControlPlane, settings: Settings, metrics: Metrics) -> None:
+        self.state = state
+        self.store = state.store
+        self.settings = settings
+        self.metrics = metrics
+        self._ctx: Any = multiprocessing.get_context(settings.solver_start_method)
+        self._slots = asyncio.Semaphore(settings.max_concurrent_audits)
+        self._jobs: dict[str, _Job] = {}
+        self._waiters = ThreadPoolExecutor(
+            max_workers=settings.max_concurrent_audits, thread_name_prefix="audit-wait"
+        )
+        self._closing = False
+
+    async def start(self) -> None:
+        n = await self.store.call(self.store.fail_interrupted_audits)
+        if n:
+            log.warning("%d audit(s) interrupted by the last shutdown marked failed", n)
+        await self._prune()
+
+    async def _prune(self) -> None:
+        s = self.settings
+        await self.store.call(
+            self.store.prune_audits, s.audit_retention_count, s.audit_retention_age_s
+        )
+        self.metrics.set_audit_counts(await self.store.call(self.store.count_audits_by_state))
+
+    def is_cancel_requested(self, audit_id: str) -> bool:
+        job = self._jobs.get(audit_id)
+        return bool(job and job.cancel_requested)
+
+    # -- create ----------------------------------------------------------------------
+
+    async def create(self, req: AuditCreate) -> AuditRow:
+        s = self.settings
+        if len(self._jobs) >= s.max_concurrent_audits + s.max_queued_audits:
+            raise ProblemError(
+                429,
+                "too-many-audits",
+                f"{len(self._jobs)} audits are queued or running (limit "
+                f"{s.max_concurrent_audits} running + {s.max_queued_audits} queued); "
+                "retry later or cancel one",
+                headers={"Retry-After": "10"},
+            )
+        time_limit = req.time_limit_s or min(s.audit_default_time_limit_s, s.audit_max_time_limit_s)
+        if time_limit > s.audit_max_time_limit_s:
+            raise field_problem(
+                "time_limit_s", f"must be <= {s.audit_max_time_limit_s} (service setting)"
+            )
+        if req.plan_version is not None:
+            row = await self.store.call(self.store.get_plan, req.plan_version)
+            if row is None:
+                raise field_problem(
+                    "plan_version",
+                    f"plan version {req.plan_version} does not exist (or was pruned)",
+                )
+        else:
+            row = self.state.plan
+        spec = row.spec if row else self.state.cluster.spec
+        plan_doc = row.plan if row else None
+        request_doc = {
+            "time_limit_s": time_limit,
+            "relative_gap": req.relative_gap,
+            "threads": req.threads,
+            "plan_version": row.version if row else None,
+        }
+        audit_id = uuid.uuid4().hex
+        created = await self.store.call(
+            self.store.insert_audit,
+            audit_id,
+            request_doc,
+            row.version if row else None,
+            row.observed_generation if row else self.state.cluster.generation,
+        )
+        job = _Job(audit_id, self._ctx.Event())
+        self._jobs[audit_id] = job
+        job.task = asyncio.create_task(
+            self._run(job, spec, plan_doc, time_limit, req.relative_gap, req.threads),
+            name=f"audit-{audit_id}",
+        )
+        await self._prune()
+        return created
+
+    # -- run ---------------------------------------------------------------------------
+
+    async def _run(
+        self,
+        job: _Job,
+        spec: dict[str, Any],
+        plan: dict[str, Any] | None,
+        time_limit_s: float,
+        relative_gap: float,
+        threads: int,
+    ) -> None:
+        try:
+            async with self._slots:
+                if job.cancel_requested:
+                    await self._finish(job, "cancelled", None, "cancelled while queued")
+                    return
+                job.state = "running"
+                await self.store.call(self.store.mark_audit_running, job.id)
+                self.metrics.set_audit_counts(
+                    await self.store.call(self.store.count_audits_by_state)
+                )
+                loop = asyncio.get_running_loop()
+                msg = await loop.run_in_executor(
+                    self._waiters,
+                    self._run_process,
+                    job,
+                    spec,
+                    plan,
+                    time_limit_s,
+                    relative_gap,
+                    threads,
+                )
+            if self._closing:
+                await self._finish(job, "failed", None, "interrupted by shutdown")
+            elif job.cancel_requested:
+                result = msg.get("result") if msg.get("ok") else None
+                await self._finish(job, "cancelled", result, "cancelled by request")
+            elif msg.get("ok"):
+                await self._finish(job, "succeeded", msg["result"], None)
+            else:
+                await self._finish(job, "failed", None, msg.get("message", "audit failed"))
+        except asyncio.CancelledError:
+            if job.cancel_requested and not self._closing:
+                # A user cancel of a queued audit (cancel() cancels the waiting task).
+                await self._finish(job, "cancelled", None, "cancelled while queued")
+                return
+            # Shutdown.
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._finish(job, "failed", None, "interrupted by shutdown"))
+            raise
+        except Exception as exc:
+            log.exception("audit %s failed", job.id)
+            await self._finish(job, "failed", None, f"internal error: {exc}")
+        finally:
+            self._jobs.pop(job.id, None)
+            job.finished.set()
+
+    async def _finish(
+        self, job: _Job, state: str, result: dict[str, Any] | None, error: str | None
+    ) -> None:
+        job.state = state
+        await self.store.call(self.store.finish_audit, job.id, state, result, error)
+        self.metrics.set_audit_counts(await self.store.call(self.store.count_audits_by_state))
+
+    def _run_process(
+        self,
+        job: _Job,
+        spec: dict[str, Any],
+        plan: dict[str, Any] | None,
+        time_limit_s: float,
+        relative_gap: float,
+        threads: int,
+    ) -> dict[str, Any]:
+        """Runs on a waiter thread: start the audit process and wait for its one
+        message, enforcing the hard limit and the cancel grace."""
+        recv, send = self._ctx.Pipe(duplex=False)
+        proc = self._ctx.Process(
+            target=audit_child,
+            args=(send, job.cancel, spec, plan, time_limit_s, relative_gap, threads),
+            name=f"audit-{job.id[:8]}",
+        )
+        proc.start()
+        job.process = proc
+        send.close()
+        hard_deadline = time.monotonic() + time_limit_s + KILL_GRACE_S
+        cancel_deadline: float | None = None
+        msg: dict[str, Any] | None = None
+        try:
+            while True:
+                if recv.poll(0.2):
+                    try:
+                        msg = recv.recv()
+                    except EOFError:
+                        msg = None
+                    break
+                if not proc.is_alive():
+                    if recv.poll(0):
+                        with contextlib.suppress(EOFError):
+                            msg = recv.recv()
+                    break
+                now = time.monotonic()
+                if job.cancel_requested and cancel_deadline is None:
+                    cancel_deadline = now + CANCEL_GRACE_S
+                if now > hard_deadline or (cancel_deadline is not None and now > cancel_deadline):
+                    log.error("audit %s did not stop in time; killing it", job.id)
+                    break
+        finally:
+            _kill_group(proc)
+            proc.join(timeout=5)
+            recv.close()
+            job.process = None
+        if msg is None:
+            code = proc.exitcode
+            return {
+                "ok": False,
+                "kind": "error",
+                "message": f"audit process ended without a result (exit code {code})",
+            }
+        return msg
+
+    # -- read / cancel -------------------------------------------------------------------
+
+    async def cancel(self, audit_id: str) -> tuple[AuditRow | None, bool]:
+        """Request cancellation. Returns the record and whether a cancel was
+        requested (False: the audit had already finished)."""
+        job = self._jobs.get(audit_id)
+        if job is not None:
+            job.cancel_requested = True
+            job.cancel.set()
+            if job.state == "queued" and job.task is not None:
+                job.task.cancel()  # it waits for a slot: take it out of the queue now
+                await job.finished.wait()
+        row = await self.store.call(self.store.get_audit, audit_id)
+        return row, job is not None
+
+    async def close(self) -> None:
+        """Cancel every audit, give the engine a moment to stop CBC itself (CBC
+        runs in its own session, out of reach of our process-group kill), then
+        kill what is left."""
+        self._closing = True
+        jobs = list(self._jobs.values())
+        for job in jobs:
+            job.cancel_requested = True
+            job.cancel.set()
+        deadline = time.monotonic() + SHUTDOWN_GRACE_S
+        while any(j.process is not None for j in jobs) and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        for job in jobs:
+            if job.process is not None:
+                _kill_group(job.process)
+            if job.task is not None:
+                job.task.cancel()
+        for job in jobs:
+            if job.task is not None:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await job.task
+        self._waiters.shutdown(wait=True)
+
+
+def _kill_group(proc: BaseProcess) -> None:
+    if proc.pid is None or proc.exitcode is not None:
+        return
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    with contextlib.suppress(Exception):
+        proc.kill()

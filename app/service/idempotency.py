@@ -1,0 +1,175 @@
+"""`Idempotency-Key` on POST requests (draft-ietf-httpapi-idempotency-key-header).
+
+The first successful (2xx) response to a key is stored in SQLite with an expiry
+(`idempotency_ttl_s`) and replayed for a retry with the same key and the same
+body (the replay carries `Idempotent-Replayed: true`). The same key with a
+different body is a 422 problem; a retry while the first request is still being
+processed is a 409 problem. Error responses are not stored: a client may fix the
+cause and retry with the same key. Keys are scoped per credential, method and
+path, so a key cannot replay another client's response.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+import time
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.service.problems import problem_response
+from app.service.store import Store, StoredResponse
+
+log = logging.getLogger("llm_allocator.service")
+
+HEADER = b"idempotency-key"
+_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
+_KEEP_HEADERS = {"content-type", "location", "etag", "retry-after"}
+_PURGE_EVERY_S = 600.0
+
+
+def body_fingerprint(body: bytes) -> str:
+    """Hash of the body's JSON meaning (key order and whitespace do not matter);
+    raw bytes if it is not JSON."""
+    try:
+        canonical = json.dumps(json.loads(body), sort_keys=True, separators=(",", ":"))
+        data = canonical.encode()
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        data = body
+    return hashlib.sha256(data).hexdigest()
+
+
+class IdempotencyMiddleware:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self._in_flight: set[str] = set()
+        self._last_purge = 0.0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers", []))
+        raw_key = headers.get(HEADER)
+        if raw_key is None:
+            await self.app(scope, receive, send)
+            return
+        path = scope.get("path", "")
+        key = raw_key.decode("latin-1")
+        if not _KEY.match(key):
+            await problem_response(
+                400,
+                "validation",
+                "Invalid input",
+                "Idempotency-Key must be 1-255 visible ASCII characters",
+                errors=[("Idempotency-Key", "must be 1-255 visible ASCII characters")],
+                instance=path,
+            )(scope, receive, send)
+            return
+        store: Store | None = getattr(scope["app"].state, "store", None)
+        if store is None:  # not started (no lifespan): nothing to remember with
+            await self.app(scope, receive, send)
+            return
+
+        # The body limit middleware has already read the body; read it again here.
+        chunks: list[bytes] = []
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunks.append(message.get("body", b""))
+            more = message.get("more_body", False)
+        body = b"".join(chunks)
+        fingerprint = body_fingerprint(body)
+        principal = hashlib.sha256(headers.get(b"authorization", b"")).hexdigest()[:16]
+        slot = f"{principal}|POST|{path}|{key}"
+
+        stored = await store.call(store.get_response, slot)
+        if stored is not None:
+            if stored.body_hash != fingerprint:
+                await problem_response(
+                    422,
+                    "idempotency-key-reused",
+                    "Idempotency key reused",
+                    "this Idempotency-Key was used with a different request body",
+                    errors=[("Idempotency-Key", "already used with a different body")],
+                    instance=path,
+                )(scope, receive, send)
+                return
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": stored.status,
+                    "headers": [(k.encode(), v.encode()) for k, v in stored.headers.items()]
+                    + [(b"idempotent-replayed", b"true")],
+                }
+            )
+            await send({"type": "http.response.body", "body": stored.body})
+            return
+        if slot in self._in_flight:
+            await problem_response(
+                409,
+                "idempotency-key-in-use",
+                "Request in progress",
+                "a request with this Idempotency-Key is still being processed; retry later",
+                instance=path,
+                headers={"Retry-After": "1"},
+            )(scope, receive, send)
+            return
+
+        self._in_flight.add(slot)
+        start: Message | None = None
+        out_body: list[bytes] = []
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        async def capture(message: Message) -> None:
+            # Hold the response back: the key is stored before the client sees the
+            # answer, so an acknowledged request is never executed twice.
+            nonlocal start
+            if message["type"] == "http.response.start":
+                start = message
+            elif message["type"] == "http.response.body":
+                out_body.append(message.get("body", b""))
+
+        try:
+            await self.app(scope, replay, capture)
+            if start is None:
+                return
+            status = int(start["status"])
+            if 200 <= status < 300:
+                kept = {
+                    k.decode("latin-1").lower(): v.decode("latin-1")
+                    for k, v in start.get("headers", [])
+                    if k.decode("latin-1").lower() in _KEEP_HEADERS
+                }
+                ttl = scope["app"].state.settings.idempotency_ttl_s
+                try:
+                    await store.call(
+                        store.put_response,
+                        slot,
+                        StoredResponse(fingerprint, status, kept, b"".join(out_body)),
+                        ttl,
+                    )
+                except Exception:  # the change itself is done; losing the key is minor
+                    log.exception("could not store the idempotency key")
+                await self._maybe_purge(store)
+            await send(start)
+            await send({"type": "http.response.body", "body": b"".join(out_body)})
+        finally:
+            self._in_flight.discard(slot)
+
+    async def _maybe_purge(self, store: Store) -> None:
+        now = time.monotonic()
+        if now - self._last_purge > _PURGE_EVERY_S:
+            self._last_purge = now
+            await store.call(store.purge_expired_responses)

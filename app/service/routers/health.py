@@ -1,0 +1,50 @@
+"""Liveness, readiness and Prometheus metrics (at the root, not under /v1)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from app.service.deps import MetricsDep
+from app.service.schemas import Health
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz", response_model=Health, summary="Liveness: the process answers")
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get(
+    "/readyz",
+    response_model=Health,
+    summary="Readiness: started, database open, a plan exists",
+    responses={503: {"model": Health, "description": "not ready"}},
+)
+async def readyz(request: Request) -> Response:
+    """503 until the first plan is live (the first solve takes about
+    `time_budget_s` after start) and while shutting down."""
+    state = request.app.state
+    cp = getattr(state, "control_plane", None)
+    checks = {
+        "started": "ok" if cp is not None and not getattr(state, "stopping", False) else "no",
+        "database": "ok" if getattr(state, "store", None) is not None else "no",
+        "plan": "ok" if cp is not None and cp.plan is not None else "no",
+    }
+    ready = all(v == "ok" for v in checks.values())
+    return JSONResponse(
+        {"status": "ok" if ready else "not ready", "checks": checks},
+        status_code=200 if ready else 503,
+    )
+
+
+@router.get(
+    "/metrics",
+    summary="Prometheus metrics",
+    response_class=Response,
+    responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format"}},
+)
+async def metrics(metrics: MetricsDep) -> Response:
+    return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)

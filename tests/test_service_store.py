@@ -1,0 +1,130 @@
+"""The SQLite store: refusal of unusable databases, retention, expiry."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from service_support import ROOT
+
+from app.service.store import Store, StoredResponse, StoreError
+
+
+def test_creates_schema_with_wal_and_full_sync(tmp_path: Path) -> None:
+    store = Store(tmp_path / "a.db")
+    store.open()
+    try:
+        conn = store.conn
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
+    finally:
+        store.close()
+
+
+def test_refuses_a_corrupt_file(tmp_path: Path) -> None:
+    path = tmp_path / "bad.db"
+    path.write_bytes(b"this is not a database at all" * 200)
+    with pytest.raises(StoreError, match="corrupt or not an SQLite database"):
+        Store(path).open()
+
+
+def test_refuses_a_newer_schema(tmp_path: Path) -> None:
+    path = tmp_path / "new.db"
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA user_version = 99")
+    conn.close()
+    with pytest.raises(StoreError, match="schema version 99, newer"):
+        Store(path).open()
+
+
+def test_refuses_a_foreign_database(tmp_path: Path) -> None:
+    path = tmp_path / "other.db"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE t (x)")
+    conn.commit()
+    conn.close()
+    with pytest.raises(StoreError, match="belongs to something else"):
+        Store(path).open()
+
+
+def test_refuses_a_database_in_use(tmp_path: Path) -> None:
+    first = Store(tmp_path / "a.db")
+    first.open()
+    try:
+        with pytest.raises(StoreError, match="in use by another"):
+            Store(tmp_path / "a.db").open()
+    finally:
+        first.close()
+    second = Store(tmp_path / "a.db")
+    second.open()  # released on close
+    second.close()
+
+
+def test_serve_exits_with_a_message_on_a_corrupt_database(tmp_path: Path) -> None:
+    path = tmp_path / "bad.db"
+    path.write_bytes(b"garbage" * 1000)
+    code = f"from app.service.server import serve; serve(port=0, db={str(path)!r})"
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 1
+    assert "error: database" in out.stderr and "corrupt" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_plans_pruned_and_paged(tmp_path: Path) -> None:
+    store = Store(tmp_path / "a.db")
+    store.open()
+    try:
+        for g in range(1, 8):
+            store.insert_plan(g, {}, {"g": g}, {}, {}, {"actions": []}, keep=5)
+        versions = [r.version for r in store.list_plans(100, None)]
+        assert versions == [7, 6, 5, 4, 3]
+        assert [r.version for r in store.list_plans(2, 6)] == [5, 4]
+        assert store.latest_plan().plan == {"g": 7}  # type: ignore[union-attr]
+        assert store.get_plan(1) is None
+    finally:
+        store.close()
+
+
+def test_audits_interrupted_and_retention(tmp_path: Path) -> None:
+    store = Store(tmp_path / "a.db")
+    store.open()
+    try:
+        store.insert_audit("a1", {}, None, 1)
+        store.insert_audit("a2", {}, None, 1)
+        store.mark_audit_running("a2")
+        for k in range(5):
+            store.insert_audit(f"f{k}", {}, None, 1)
+            store.finish_audit(f"f{k}", "succeeded", {"x": k}, None)
+        assert store.fail_interrupted_audits() == 2
+        a2 = store.get_audit("a2")
+        assert a2 is not None and a2.state == "failed" and a2.error == "interrupted by restart"
+        store.insert_audit("q", {}, None, 1)  # queued: never pruned
+        store.prune_audits(keep=3, max_age_s=3600)
+        left = {r.id for _, r in store.list_audits(100, None)}
+        assert left == {"q", "f4", "f3", "f2"}  # the newest 3 finished + the queued one
+        store.prune_audits(keep=100, max_age_s=0)  # everything finished is too old
+        assert {r.id for _, r in store.list_audits(100, None)} == {"q"}
+    finally:
+        store.close()
+
+
+def test_idempotency_keys_expire(tmp_path: Path) -> None:
+    store = Store(tmp_path / "a.db")
+    store.open()
+    try:
+        store.put_response("k1", StoredResponse("h", 202, {"location": "/x"}, b"{}"), ttl_s=60)
+        store.put_response("k2", StoredResponse("h", 202, {}, b"{}"), ttl_s=0.01)
+        time.sleep(0.05)
+        got = store.get_response("k1")
+        assert got is not None and got.headers == {"location": "/x"} and got.status == 202
+        assert store.get_response("k2") is None
+        assert store.purge_expired_responses() == 1
+    finally:
+        store.close()
