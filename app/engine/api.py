@@ -39,6 +39,7 @@ __all__ = [
     "audit_documents",
     "demo_scenario_document",
     "evaluate_documents",
+    "explain_documents",
     "normalize_scenario",
     "solve_documents",
 ]
@@ -129,3 +130,13 @@ def plan_document_for(scenario_doc: Any, plan_doc: Any) -> dict[str, Any]:
     scenario = parse_scenario(scenario_doc)
     plan = plan_from_document(plan_doc)
     return plan_document(scenario, plan, evaluate_plan(scenario, plan))
+
+
+def explain_documents(scenario_doc: Any, plan_doc: Any) -> dict[str, Any]:
+    """Why the plan is what it is: per query type its routes, its cheapest
+    alternatives, the constraints that bind, and why demand is unmet when it is."""
+    from app.engine.explain import explain_plan
+
+    scenario = parse_scenario(scenario_doc)
+    plan = plan_from_document(plan_doc)
+    return explain_plan(scenario, plan)

@@ -17,7 +17,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from app.engine.domain import GPU, Model, Policy, Precision, QueryType, Scenario
 from app.engine.errors import ScenarioError
 
-_CONFIG = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True)
+# strict: no bool-as-number or str-as-number coercion (JSON ints are still floats).
+_CONFIG = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True, strict=True)
+
+# Upper bounds keep every derived quantity finite (a GPU count of 1e30 would
+# overflow integer arithmetic in the solvers); they are far beyond real fleets.
+MAX_RATE = 1e6  # requests/s per query type
+MAX_TOKENS = 1e7
+MAX_COUNT = 1_000_000  # GPUs of one type
+MAX_MONEY = 1e9
 
 Fraction = Field(ge=0.0, le=1.0)
 
@@ -26,16 +34,30 @@ class QueryTypeSpec(BaseModel):
     model_config = _CONFIG
 
     id: str = Field(min_length=1, max_length=128, examples=["code"])
-    arrival_rate: float = Field(ge=0.0, description="requests/s", examples=[2.6])
-    input_tokens: float = Field(gt=0.0, description="mean prompt tokens", examples=[1469])
-    output_tokens: float = Field(gt=0.0, description="mean generated tokens", examples=[13])
-    ttft_s: float = Field(gt=0.0, description="time-to-first-token SLO, s", examples=[1.0])
-    tpot_s: float = Field(gt=0.0, description="time-per-output-token SLO, s", examples=[0.05])
-    e2e_s: float | None = Field(default=None, gt=0.0, description="optional end-to-end SLO, s")
+    arrival_rate: float = Field(ge=0.0, le=MAX_RATE, description="requests/s", examples=[2.6])
+    input_tokens: float = Field(
+        gt=0.0, le=MAX_TOKENS, description="mean prompt tokens", examples=[1469]
+    )
+    output_tokens: float = Field(
+        gt=0.0, le=MAX_TOKENS, description="mean generated tokens", examples=[13]
+    )
+    ttft_s: float = Field(
+        gt=0.0, le=86400.0, description="time-to-first-token SLO, s", examples=[1.0]
+    )
+    tpot_s: float = Field(
+        gt=0.0, le=3600.0, description="time-per-output-token SLO, s", examples=[0.05]
+    )
+    e2e_s: float | None = Field(
+        default=None, gt=0.0, le=864000.0, description="optional end-to-end SLO, s"
+    )
     max_error_rate: float = Field(gt=0.0, le=1.0, description="bound on traffic-weighted error")
     max_unmet_fraction: float = Field(default=0.0, ge=0.0, le=1.0)
-    unmet_penalty: float = Field(ge=0.0, description="$ per dropped request", examples=[0.01])
-    delay_penalty: float | None = Field(default=None, ge=0.0, description="$ per request-second")
+    unmet_penalty: float = Field(
+        ge=0.0, le=MAX_MONEY, description="$ per dropped request", examples=[0.01]
+    )
+    delay_penalty: float | None = Field(
+        default=None, ge=0.0, le=MAX_MONEY, description="$ per request-second"
+    )
     task: str | None = Field(
         default=None, max_length=128, description="key for model error rates", examples=["code"]
     )
@@ -45,16 +67,16 @@ class ModelSpec(BaseModel):
     model_config = _CONFIG
 
     id: str = Field(min_length=1, max_length=128, examples=["Llama-3.1-8B"])
-    params_b: float = Field(gt=0.0, description="total parameters, billions")
-    active_params_b: float = Field(gt=0.0, description="parameters used per token (MoE)")
+    params_b: float = Field(gt=0.0, le=1e5, description="total parameters, billions")
+    active_params_b: float = Field(gt=0.0, le=1e5, description="parameters used per token (MoE)")
     layers: int = Field(ge=1, le=1024)
-    hidden: int = Field(ge=1)
-    intermediate: int | None = Field(default=None, ge=1)
-    heads: int = Field(ge=1)
-    kv_heads: int = Field(ge=1)
-    head_dim: int = Field(ge=1)
-    vocab: int = Field(ge=1)
-    max_context: int = Field(ge=1)
+    hidden: int = Field(ge=1, le=1_000_000)
+    intermediate: int | None = Field(default=None, ge=1, le=10_000_000)
+    heads: int = Field(ge=1, le=100_000)
+    kv_heads: int = Field(ge=1, le=100_000)
+    head_dim: int = Field(ge=1, le=100_000)
+    vocab: int = Field(ge=1, le=100_000_000)
+    max_context: int = Field(ge=1, le=1_000_000_000)
     error_rates: dict[str, float] = Field(
         description="task or query-type id -> error fraction at 16-bit precision",
         examples=[{"general": 0.33, "code": 0.27}],
@@ -81,17 +103,17 @@ class GPUSpec(BaseModel):
     model_config = _CONFIG
 
     id: str = Field(min_length=1, max_length=128, examples=["H100-SXM"])
-    memory_gb: float = Field(gt=0.0)
-    memory_bandwidth_gbps: float = Field(gt=0.0)
+    memory_gb: float = Field(gt=0.0, le=1e6)
+    memory_bandwidth_gbps: float = Field(gt=0.0, le=1e7)
     tflops: dict[str, float] = Field(
         description="compute precision (bf16, fp8, int8) -> dense TFLOPS",
         examples=[{"bf16": 989, "fp8": 1979, "int8": 1979}],
     )
-    intra_node_gbps: float = Field(gt=0.0, description="per-GPU link within a node, GB/s")
-    inter_node_gbps: float = Field(gt=0.0, description="per-GPU link across nodes, GB/s")
+    intra_node_gbps: float = Field(gt=0.0, le=1e7, description="per-GPU link within a node, GB/s")
+    inter_node_gbps: float = Field(gt=0.0, le=1e7, description="per-GPU link across nodes, GB/s")
     gpus_per_node: int = Field(ge=1, le=64)
-    price_per_hour: float = Field(ge=0.0, description="$ per GPU-hour")
-    available: int = Field(ge=0, description="GPUs that may be rented now")
+    price_per_hour: float = Field(ge=0.0, le=MAX_MONEY, description="$ per GPU-hour")
+    available: int = Field(ge=0, le=MAX_COUNT, description="GPUs that may be rented now")
 
     @field_validator("tflops")
     @classmethod
@@ -99,8 +121,8 @@ class GPUSpec(BaseModel):
         if not v:
             raise ValueError("must name at least one compute precision")
         for key, t in v.items():
-            if t <= 0:
-                raise ValueError(f"tflops[{key!r}] must be > 0")
+            if not 0 < t <= 1e7:
+                raise ValueError(f"tflops[{key!r}] must be > 0 and <= 1e7")
         return v
 
 
@@ -118,11 +140,13 @@ class PolicySpec(BaseModel):
     model_config = _CONFIG
 
     horizon_h: float = Field(default=1.0, gt=0.0, le=24.0 * 366)
-    budget: float | None = Field(default=None, ge=0.0, description="$ per horizon")
+    budget: float | None = Field(default=None, ge=0.0, le=MAX_MONEY, description="$ per horizon")
     max_utilization: float = Field(default=0.8, gt=0.0, le=1.0)
-    storage_capacity_gb: float | None = Field(default=None, ge=0.0)
-    storage_price_per_gb_h: float = Field(default=0.0, ge=0.0)
-    change_cost_per_gpu: float = Field(default=0.0, ge=0.0, description="$ per GPU added/removed")
+    storage_capacity_gb: float | None = Field(default=None, ge=0.0, le=1e12)
+    storage_price_per_gb_h: float = Field(default=0.0, ge=0.0, le=MAX_MONEY)
+    change_cost_per_gpu: float = Field(
+        default=0.0, ge=0.0, le=MAX_MONEY, description="$ per GPU added/removed"
+    )
     tp_options: list[Literal[1, 2, 4, 8]] = Field(default=[1, 2, 4, 8], min_length=1)
     pp_options: list[Literal[1, 2, 4]] = Field(default=[1, 2, 4], min_length=1)
 
