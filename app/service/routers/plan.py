@@ -3,6 +3,7 @@ history; long-polling for the plan of a given generation."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request, Response
@@ -114,6 +115,40 @@ async def plan_history(
         else None
     )
     return json_with_etag(request, {"items": items, "next": nxt})
+
+
+_EXPLAINED_MAX = 16  # explanations kept per app (plan versions are immutable)
+
+
+@router.get(
+    "/explain",
+    summary="Why the live plan is what it is",
+    responses={304: {"description": "Not Modified (If-None-Match)"}, **problem_responses(404)},
+)
+async def explain_plan(request: Request, cp: ControlPlaneDep) -> Response:
+    """For each query type: where its traffic went, its cheapest feasible
+    candidates ($ per request at the policy's headroom) and whether they are used,
+    how many candidates meet its SLOs and accuracy bound, the constraints that bind
+    (availability of a GPU type, budget, storage, accuracy) and why demand is unmet
+    when it is. Derived from the live plan and the spec it was made for."""
+    from app.engine.api import explain_documents
+
+    row = cp.plan
+    if row is None:
+        raise ProblemError(404, "not-found", "no plan has been computed yet")
+    cache: dict[int, dict[str, Any]] = request.app.state.__dict__.setdefault("explained", {})
+    body = cache.get(row.version)
+    if body is None:
+        explanation = await asyncio.to_thread(explain_documents, row.spec, row.plan)
+        body = {
+            "version": row.version,
+            "observed_generation": row.observed_generation,
+            **explanation,
+        }
+        if len(cache) >= _EXPLAINED_MAX:
+            cache.pop(next(iter(cache)))
+        cache[row.version] = body
+    return json_with_etag(request, body)
 
 
 @router.get(
