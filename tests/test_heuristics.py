@@ -140,8 +140,11 @@ def test_warm_start_on_unchanged_scenario_keeps_the_plan(
     assert stats.warm_start_used or better(second.score(), first.score())
     if ev1.feasible:
         assert ev2.feasible
-        assert ev2.cost.change_cost == 0.0
+        # Never worse than keeping the live plan; it moves only when the move pays
+        # for its own change cost.
         assert ev2.objective <= ev1.objective * (1 + 1e-9) + 1e-9
+        if ev2.cost.change_cost > 0:
+            assert ev2.objective < ev1.objective
 
 
 def _scaled(s: Scenario, factor: float) -> Scenario:

@@ -241,10 +241,13 @@ class Greedy:
         self.banned = banned  # (D,) bool: candidates a repair move may not use
         self.up = table.tp_upgrade if mech.m3 else None
 
-    def insert(self, st: AllocationState, i: int, allow_new: bool = True) -> None:
-        """Serve what remains of type i: repeatedly take the best option."""
+    def insert(
+        self, st: AllocationState, i: int, allow_new: bool = True, leave: float = 0.0
+    ) -> None:
+        """Serve what remains of type i, except a share `leave` of its demand:
+        repeatedly take the best option."""
         for _ in range(4 * st.D + 8):
-            rem = st.remaining(i)
+            rem = st.remaining(i) - leave
             if rem <= 1e-9:
                 return
             opt = self._best_option(st, i, rem, allow_new)
@@ -519,6 +522,27 @@ def greedy(
     for i in order:
         if not servable[i]:
             st.u[i] = 1.0  # phase 1: no path; reported as unmet (and infeasible if ζ < 1)
+    if (table.max_unmet > 0).any() and (
+        table.scenario.policy.budget is not None or mech.m1
+    ):
+        # Caps on unmet demand are hard, penalties soft: when scarce money or GPUs
+        # may run out, first serve every type's mandatory share (1 − ζ), then the rest.
+        for i in order:
+            if servable[i] and table.max_unmet[i] > 0:
+                g.insert(st, i, leave=float(table.max_unmet[i]))
+    rest = order
+    if table.scenario.policy.budget is not None:
+        # With a budget, the optional shares go first to the types that avoid the
+        # most penalty per $ of capacity (a knapsack's greedy order).
+        with np.errstate(divide="ignore", invalid="ignore"):
+            unit = np.where(table.feasible, table.load * table.replica_cost, np.inf).min(
+                axis=1, initial=np.inf
+            ) / table.scenario.policy.max_utilization
+            value = np.where(unit > 0, table.unmet_cost / unit, np.inf)
+        rank = {i: k for k, i in enumerate(order)}
+        rest = sorted(order, key=lambda i: (-value[i], rank[i]))
+    for i in rest:
+        if not servable[i]:
             continue
         g.insert(st, i)
         rem = st.remaining(i)
