@@ -82,23 +82,37 @@ def solve(
     if algorithm == "milp":
         from app.engine.milp import solve_milp
 
-        res = solve_milp(scenario, time_limit_s=time_budget_s, current=current, table=table)
+        # GH's plan is CBC's first incumbent, so a time-limited solve still returns
+        # a plan; the MILP's answer is reported whatever it is (never relabelled).
+        warm = greedy(table, mech=mechanisms, current=current).to_plan()
+        res = solve_milp(
+            scenario,
+            time_limit_s=max(0.1, time_budget_s - (time.monotonic() - t0)),
+            current=current,
+            table=table,
+            warm_start=warm,
+        )
+        # No solution (infeasible, or the limit hit before a first incumbent): an
+        # all-unmet plan, so the reported cost is what serving nothing would cost.
+        plan = res.plan or Plan.build([], [], {q.id: 1.0 for q in scenario.query_types})
+        ev = res.evaluation or evaluate_plan(scenario, plan, current=current, profile=profile)
         wall = time.monotonic() - t0
+        extra = {k: v for k, v in res.to_document().items() if k not in ("plan", "evaluation")}
         return SolveOutcome(
             "milp",
-            res.plan,
-            res.evaluation,
+            plan,
+            ev,
             scenario,
             res.termination,
             wall,
             0,
             1,
-            False,
+            res.warm_start_used,
             seed,
             time_budget_s,
             wall,
             table.size,
-            extra={k: v for k, v in res.to_document().items() if k not in ("plan", "evaluation")},
+            extra=extra,
         )
     if algorithm == "gh":
         st = greedy(table, mech=mechanisms, current=current)

@@ -1,0 +1,831 @@
+"""The exact MILP of SPEC §1.3–1.5 in Pyomo, solved by CBC under a hard wall-clock
+limit (or, optionally, HiGHS), and the audit that certifies a live plan's gap.
+
+Formulation, on the candidate table (variables only for feasible (i, d) pairs):
+
+* r_d ∈ ℤ≥0, r_d ≤ R_d — replicas. R_d = max_replicas_d (what availability allows),
+  tightened to the replicas that could ever carry load (ceil(Σ_i load_id /
+  max_utilization)) but never below the live plan's count (keeping an idle replica
+  can be cheaper than paying the change cost to stop it);
+* x_id ∈ [0, min(1, max_util·R_d/load_id)] — routing; u_i ∈ [0, ζ_i] — unmet;
+* z_d ∈ {0,1} — active; created only when something depends on it (storage price,
+  storage capacity): r_d ≤ R_d·z_d and z_d ≤ r_d, so z_d = 1 exactly when r_d ≥ 1;
+* a_d ≥ |r_d − r_d^cur| — only for live deployments when a change cost applies
+  (for every other candidate |r_d − 0| = r_d).
+
+Constraints (rows that can never bind are not written: the accuracy row of a type
+whose every feasible pair already meets ε_i, an availability row whose GPUs'
+R_d already fit):
+
+1. coverage  Σ_d x_id + u_i = 1
+2. capacity  Σ_i load_id·x_id ≤ max_utilization·r_d
+3. availability  Σ_{d on g} gpus_per_replica_d·r_d ≤ available_g
+4. accuracy  Σ_d e_id·x_id ≤ ε_i·(1 − u_i)
+5. budget  Σ replica_cost·r + Σ storage_cost·z ≤ δ      (if set)
+6. storage  Σ weight_gb·z ≤ capacity                   (if set)
+
+Objective: exactly the evaluator's `cost.total` — rental + storage + unmet penalty +
+delay penalty + change cost (live deployments absent from the table are stopped
+for sure: a constant).
+
+The solver's numbers are never trusted: the solution is turned into a `Plan`
+(replicas rounded, routing fractions < 1e-9 dropped, coverage drift renormalised)
+and priced and checked by `evaluate_plan`. A time-limited incumbent is reported as
+termination `time_limit`, solution status `feasible` — never optimal.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pyomo.environ as pyo
+from pyomo.core.expr.numeric_expr import LinearExpression
+
+from app.engine.candidates import CandidateTable, candidate_table
+from app.engine.domain import Scenario
+from app.engine.evaluate import Evaluation, evaluate_plan, plan_document
+from app.engine.perf import DEFAULT_PROFILE, EngineProfile
+from app.engine.plan import Deployment, Plan, Route
+
+Termination = Literal["optimal", "time_limit", "infeasible", "unbounded", "cancelled", "error"]
+SolutionStatus = Literal["optimal", "feasible", "none"]
+BACKENDS = ("cbc", "highs")
+
+# Routing fractions below this are solver noise and dropped from the plan.
+MIN_FRACTION = 1e-9
+# Coverage drift up to this much is renormalised away; more is left for the
+# evaluator to report (it would mean a solver bug, not rounding).
+MAX_DRIFT = 1e-4
+
+
+# --------------------------------------------------------------------------------------
+# Model
+
+
+@dataclass
+class MilpModel:
+    """A built Pyomo model plus the index maps that tie it to the candidate table."""
+
+    model: pyo.ConcreteModel
+    table: CandidateTable
+    pair_i: np.ndarray  # (P,) query-type index of pair k
+    pair_d: np.ndarray  # (P,) candidate index of pair k
+    r_ub: np.ndarray  # (D,) replica upper bounds
+    r_cur: np.ndarray  # (D,) live plan's replicas (0 where none)
+    change_const: float  # $ of stopping live deployments absent from the table
+    relaxed: bool
+    has_z: bool
+    build_s: float = 0.0
+
+    @property
+    def n_vars(self) -> int:
+        return sum(len(v) for v in self.model.component_objects(pyo.Var, descend_into=False))
+
+    @property
+    def n_constraints(self) -> int:
+        return sum(len(c) for c in self.model.component_objects(pyo.Constraint))
+
+
+def _lin(coefs: list[float], variables: list[Any], constant: float = 0.0) -> LinearExpression:
+    return LinearExpression(constant=constant, linear_coefs=coefs, linear_vars=variables)
+
+
+def build_model(
+    table: CandidateTable, current: Plan | None = None, relax: bool = False
+) -> MilpModel:
+    """The §1 MILP over `table` (its LP relaxation with `relax=True`)."""
+    t0 = time.monotonic()
+    s = table.scenario
+    pol = s.policy
+    I, D = table.feasible.shape
+    pair_i, pair_d = np.nonzero(table.feasible)  # row-major: pairs of type i contiguous
+    P = len(pair_i)
+    mu_max = pol.max_utilization
+    load = table.load[pair_i, pair_d]
+    gpr = table.gpus_per_replica.astype(np.float64)
+
+    # Live plan, by deployment id.
+    cc = pol.change_cost_per_gpu if current is not None else 0.0
+    r_cur = np.zeros(D, dtype=np.int64)
+    change_const = 0.0
+    if current is not None and cc > 0:
+        for dep in current.deployments:
+            k = table.index.get(dep.id)
+            if k is None:
+                change_const += cc * dep.gpus
+            else:
+                r_cur[k] = dep.replicas
+
+    # Replica bounds: never more than availability allows, nor more than could ever
+    # carry load (unless the live plan already runs more).
+    total_load = np.zeros(D)
+    np.add.at(total_load, pair_d, load)
+    useful = np.ceil(total_load / mu_max - 1e-9).astype(np.int64)
+    r_ub = np.minimum(table.max_replicas, np.maximum(useful, r_cur)).astype(np.int64)
+    x_ub = np.minimum(1.0, mu_max * r_ub[pair_d] / load)
+
+    has_z = pol.storage_capacity_gb is not None or bool(np.any(table.storage_cost > 0))
+
+    m = pyo.ConcreteModel(name="llm_allocation")
+    r_ub_l = r_ub.tolist()
+    m.r = pyo.Var(
+        range(D),
+        domain=pyo.NonNegativeReals if relax else pyo.NonNegativeIntegers,
+        bounds=lambda _m, d: (0, r_ub_l[d]),
+    )
+    x_ub_l = x_ub.tolist()
+    m.x = pyo.Var(range(P), domain=pyo.NonNegativeReals, bounds=lambda _m, k: (0.0, x_ub_l[k]))
+    umax = table.max_unmet.tolist()
+    m.u = pyo.Var(range(I), domain=pyo.NonNegativeReals, bounds=lambda _m, i: (0.0, umax[i]))
+    rs, xs, us = list(m.r.values()), list(m.x.values()), list(m.u.values())
+    zs: list[Any] = []
+    if has_z:
+        m.z = pyo.Var(range(D), domain=pyo.UnitInterval if relax else pyo.Binary)
+        zs = list(m.z.values())
+    live = np.flatnonzero(r_cur > 0) if cc > 0 else np.zeros(0, dtype=np.int64)
+    live_l = live.tolist()
+    m.a = pyo.Var(range(len(live_l)), domain=pyo.NonNegativeReals)
+    a_s = list(m.a.values())
+
+    # Index lists: pairs of each type (contiguous) and of each candidate.
+    starts = np.searchsorted(pair_i, np.arange(I + 1))
+    by_i = [list(range(starts[i], starts[i + 1])) for i in range(I)]
+    order = np.argsort(pair_d, kind="stable")
+    dstarts = np.searchsorted(pair_d[order], np.arange(D + 1))
+    by_d = [order[dstarts[d] : dstarts[d + 1]].tolist() for d in range(D)]
+    load_l = load.tolist()
+
+    # 1. coverage
+    m.coverage = pyo.Constraint(
+        range(I),
+        rule=lambda _m, i: (
+            1.0,
+            _lin([1.0] * (len(by_i[i]) + 1), [xs[k] for k in by_i[i]] + [us[i]]),
+            1.0,
+        ),
+    )
+    # 2. capacity
+    m.capacity = pyo.Constraint(
+        range(D),
+        rule=lambda _m, d: (
+            None,
+            _lin([load_l[k] for k in by_d[d]] + [-mu_max], [xs[k] for k in by_d[d]] + [rs[d]]),
+            0.0,
+        ),
+    )
+    # 3. availability (only GPU types whose candidates could exceed it)
+    avail_rows = []
+    for g in range(len(s.gpus)):
+        on = np.flatnonzero(table.gpu == g)
+        if on.size and float((gpr[on] * r_ub[on]).sum()) > table.gpu_available[g]:
+            avail_rows.append((g, on.tolist()))
+    m.availability = pyo.Constraint(
+        range(len(avail_rows)),
+        rule=lambda _m, k: (
+            None,
+            _lin([float(gpr[d]) for d in avail_rows[k][1]], [rs[d] for d in avail_rows[k][1]]),
+            float(table.gpu_available[avail_rows[k][0]]),
+        ),
+    )
+    # 4. accuracy (only types that have some pair above their bound)
+    err = table.pairs.error[pair_i, pair_d]
+    eps = table.max_error
+    acc_types = [i for i in range(I) if by_i[i] and float(err[by_i[i]].max()) > eps[i]]
+    err_l = err.tolist()
+    m.accuracy = pyo.Constraint(
+        acc_types,
+        rule=lambda _m, i: (
+            None,
+            _lin(
+                [err_l[k] for k in by_i[i]] + [float(eps[i])],
+                [xs[k] for k in by_i[i]] + [us[i]],
+            ),
+            float(eps[i]),
+        ),
+    )
+    # 5. budget, 6. storage
+    rc = table.replica_cost.tolist()
+    sc = table.storage_cost.tolist()
+    if pol.budget is not None:
+        m.budget = pyo.Constraint(
+            expr=(None, _lin(rc + (sc if has_z else []), rs + zs), float(pol.budget))
+        )
+    if pol.storage_capacity_gb is not None:
+        m.storage = pyo.Constraint(
+            expr=(None, _lin(table.weight_gb.tolist(), zs), float(pol.storage_capacity_gb))
+        )
+    # 7. linking
+    if has_z:
+        m.link_up = pyo.Constraint(
+            range(D), rule=lambda _m, d: (None, _lin([1.0, -float(r_ub_l[d])], [rs[d], zs[d]]), 0.0)
+        )
+        m.link_down = pyo.Constraint(
+            range(D), rule=lambda _m, d: (None, _lin([1.0, -1.0], [zs[d], rs[d]]), 0.0)
+        )
+    # a_d ≥ |r_d − r_cur_d| for live deployments
+    cur_l = [float(r_cur[d]) for d in live_l]
+    m.change_up = pyo.Constraint(
+        range(len(live_l)),
+        rule=lambda _m, k: (None, _lin([1.0, -1.0], [rs[live_l[k]], a_s[k]]), cur_l[k]),
+    )
+    m.change_down = pyo.Constraint(
+        range(len(live_l)),
+        rule=lambda _m, k: (None, _lin([-1.0, -1.0], [rs[live_l[k]], a_s[k]]), -cur_l[k]),
+    )
+
+    # Objective: the evaluator's cost.total.
+    r_coef = table.replica_cost.copy()
+    if cc > 0:
+        not_live = np.ones(D, dtype=bool)
+        not_live[live] = False
+        r_coef[not_live] += cc * gpr[not_live]
+    delay = table.delay_cost[pair_i, pair_d]
+    coefs = r_coef.tolist() + table.unmet_cost.tolist()
+    variables = rs + us
+    nz = np.flatnonzero(delay != 0.0)
+    if nz.size:
+        coefs += delay[nz].tolist()
+        variables += [xs[k] for k in nz.tolist()]
+    if has_z:
+        coefs += sc
+        variables += zs
+    if live.size:
+        coefs += (cc * gpr[live]).tolist()
+        variables += a_s
+    m.cost = pyo.Objective(expr=_lin(coefs, variables, change_const), sense=pyo.minimize)
+
+    return MilpModel(
+        model=m,
+        table=table,
+        pair_i=pair_i,
+        pair_d=pair_d,
+        r_ub=r_ub,
+        r_cur=r_cur,
+        change_const=change_const,
+        relaxed=relax,
+        has_z=has_z,
+        build_s=time.monotonic() - t0,
+    )
+
+
+# --------------------------------------------------------------------------------------
+# Writing, solving, reading back
+
+
+@dataclass
+class WrittenModel:
+    """The LP file of a model and the LP column names of each variable family
+    (None where a variable does not appear in the file: its value is 0)."""
+
+    path: Path
+    r: list[str | None]
+    x: list[str | None]
+    u: list[str | None]
+    z: list[str | None]
+    write_s: float
+
+
+def write_lp(mm: MilpModel, path: Path) -> WrittenModel:
+    """Write the model in LP format with short generated labels (x1, c_e_x2_, …:
+    fast, and no quoting issues with deployment ids) and keep the symbol map."""
+    t0 = time.monotonic()
+    m = mm.model
+    _, smap_id = m.write(str(path), io_options={"symbolic_solver_labels": False})
+    by_obj = m.solutions.symbol_map[smap_id].byObject
+
+    def names(var: Any) -> list[str | None]:
+        return [by_obj.get(id(v)) for v in var.values()]
+
+    z = names(m.z) if mm.has_z else []
+    return WrittenModel(path, names(m.r), names(m.x), names(m.u), z, time.monotonic() - t0)
+
+
+@dataclass(frozen=True)
+class SolverOutcome:
+    """What a backend returns (before the evaluator has looked at anything)."""
+
+    termination: str
+    has_solution: bool
+    objective: float | None
+    bound: float | None
+    values: dict[str, float] = field(default_factory=dict)
+    mipstart_used: bool = False
+    wall_s: float = 0.0
+    message: str = ""
+    solver: str = "cbc"
+    version: str = ""
+    incumbent: float | None = None  # best incumbent the solver mentioned (log only)
+
+
+@dataclass(frozen=True)
+class Solution:
+    r: np.ndarray  # (D,)
+    x: np.ndarray  # (P,)
+    u: np.ndarray  # (I,)
+    z: np.ndarray  # (D,) (zeros when the model has no z)
+
+
+def _values(names: list[str | None], values: dict[str, float]) -> np.ndarray:
+    return np.array([values.get(n, 0.0) if n is not None else 0.0 for n in names])
+
+
+def read_solution(mm: MilpModel, wm: WrittenModel, values: dict[str, float]) -> Solution:
+    """Variable values by family, also loaded into the Pyomo model."""
+    sol = Solution(
+        _values(wm.r, values),
+        _values(wm.x, values),
+        _values(wm.u, values),
+        _values(wm.z, values) if mm.has_z else np.zeros(len(wm.r)),
+    )
+    m = mm.model
+    for var, arr in ((m.r, sol.r), (m.x, sol.x), (m.u, sol.u)):
+        for v, val in zip(var.values(), arr.tolist(), strict=True):
+            v.set_value(val, skip_validation=True)
+    if mm.has_z:
+        for v, val in zip(m.z.values(), sol.z.tolist(), strict=True):
+            v.set_value(val, skip_validation=True)
+    return sol
+
+
+def solution_to_plan(mm: MilpModel, sol: Solution) -> Plan:
+    """Replicas rounded to integers, routing < MIN_FRACTION (or onto a deployment
+    whose replicas round to 0) dropped, and each type's routing rescaled so routed
+    + unmet = 1 exactly when the drift is solver-tolerance sized."""
+    t = mm.table
+    s = t.scenario
+    r = np.maximum(0, np.rint(sol.r)).astype(np.int64)
+    x = np.where((sol.x >= MIN_FRACTION) & (r[mm.pair_d] > 0), sol.x, 0.0)
+    u = np.clip(sol.u, 0.0, t.max_unmet)
+    u = np.where(u < MIN_FRACTION, 0.0, u)
+    I = len(s.query_types)
+    served = np.zeros(I)
+    np.add.at(served, mm.pair_i, x)
+    target = 1.0 - u
+    scale = np.ones(I)
+    ok = (served > 0) & (np.abs(served - target) <= MAX_DRIFT)
+    scale[ok] = target[ok] / served[ok]
+    x = x * scale[mm.pair_i]
+    deployments = [
+        Deployment(
+            s.models[t.model[d]].id,
+            s.gpus[t.gpu[d]].id,
+            s.precisions[t.precision[d]].id,
+            int(t.tp[d]),
+            int(t.pp[d]),
+            int(r[d]),
+        )
+        for d in np.flatnonzero(r > 0).tolist()
+    ]
+    ids = t.ids
+    routes = [
+        Route(s.query_types[i].id, ids[d], float(x[k]))
+        for k, (i, d) in enumerate(zip(mm.pair_i.tolist(), mm.pair_d.tolist(), strict=True))
+        if x[k] > 0.0
+    ]
+    unmet = {s.query_types[i].id: float(u[i]) for i in range(I) if u[i] > 0.0}
+    return Plan.build(deployments, routes, unmet)
+
+
+def plan_replicas(table: CandidateTable, plan: Plan) -> np.ndarray:
+    """A plan's replica vector over the table (deployments not in it ignored)."""
+    r = np.zeros(table.size, dtype=np.int64)
+    for dep in plan.deployments:
+        k = table.index.get(dep.id)
+        if k is not None:
+            r[k] = dep.replicas
+    return r
+
+
+def write_mipstart(mm: MilpModel, wm: WrittenModel, warm: Plan, path: Path) -> int:
+    """CBC MIP-start file (solution-file rows `index name value`) with the warm
+    plan's integer variables; CBC completes the continuous ones by an LP. Returns
+    the number of values written (0: nothing usable)."""
+    r = np.minimum(plan_replicas(mm.table, warm), mm.r_ub)
+    rows: list[str] = []
+    for d in np.flatnonzero(r > 0).tolist():
+        if wm.r[d] is not None:
+            rows.append(f"{len(rows)} {wm.r[d]} {int(r[d])}")
+        if mm.has_z and wm.z[d] is not None:
+            rows.append(f"{len(rows)} {wm.z[d]} 1")
+    if rows:
+        path.write_text("\n".join(rows) + "\n")
+    return len(rows)
+
+
+# --------------------------------------------------------------------------------------
+# Result
+
+
+@dataclass(frozen=True)
+class MilpResult:
+    """Outcome of an exact solve. `termination` says why the solver stopped,
+    `solution_status` what it returned; `objective` is the evaluator's cost of the
+    extracted plan (`solver_objective` is the solver's own figure, for reference);
+    `bound` the best proven lower bound. A time-limited incumbent is termination
+    `time_limit`, status `feasible`, never optimal."""
+
+    termination: str
+    solution_status: str
+    objective: float | None
+    solver_objective: float | None
+    bound: float | None
+    relative_gap: float | None
+    wall_s: float
+    solver: str
+    solver_version: str
+    plan: Plan | None
+    evaluation: Evaluation | None
+    feasible: bool
+    scenario: Scenario = field(repr=False)
+    reference_cost: float | None = None
+    reference_feasible: bool | None = None
+    reference_gap: float | None = None
+    warm_start_used: bool = False
+    time_limit_s: float = 0.0
+    relative_gap_target: float = 1e-4
+    threads: int = 1
+    build_s: float = 0.0
+    solve_s: float = 0.0
+    candidates: int = 0
+    variables: int = 0
+    constraints: int = 0
+    message: str = ""
+
+    def to_document(self) -> dict[str, Any]:
+        return {
+            "termination": self.termination,
+            "solution_status": self.solution_status,
+            "objective": _json_num(self.objective),
+            "solver_objective": _json_num(self.solver_objective),
+            "bound": _json_num(self.bound),
+            "relative_gap": _json_num(self.relative_gap),
+            "feasible": self.feasible,
+            "reference_cost": _json_num(self.reference_cost),
+            "reference_feasible": self.reference_feasible,
+            "reference_gap": _json_num(self.reference_gap),
+            "wall_s": self.wall_s,
+            "build_s": self.build_s,
+            "solve_s": self.solve_s,
+            "solver": self.solver,
+            "solver_version": self.solver_version,
+            "warm_start_used": self.warm_start_used,
+            "time_limit_s": self.time_limit_s,
+            "relative_gap_target": self.relative_gap_target,
+            "threads": self.threads,
+            "candidates": self.candidates,
+            "variables": self.variables,
+            "constraints": self.constraints,
+            "message": self.message,
+            "plan": (
+                plan_document(self.scenario, self.plan, self.evaluation)
+                if self.plan is not None and self.evaluation is not None
+                else None
+            ),
+            "evaluation": self.evaluation.to_document() if self.evaluation is not None else None,
+        }
+
+
+def _message(termination: str, outcome: SolverOutcome | None) -> str:
+    said = outcome.message if outcome is not None else ""
+    if termination == "infeasible":
+        return (
+            "infeasible: no plan meets every constraint (allow unmet demand, or raise "
+            f"availability, budget or storage); solver: {said}"
+        )
+    return said
+
+
+def _json_num(v: float | None) -> float | None:
+    return v if v is not None and math.isfinite(v) else None
+
+
+def _gap(cost: float, bound: float) -> float:
+    """Relative gap (cost − bound)/|cost|, 0 when both are ~0, never negative."""
+    if abs(cost) < 1e-9:
+        return 0.0 if bound >= cost - 1e-9 else math.inf
+    return max(0.0, (cost - bound) / abs(cost))
+
+
+# --------------------------------------------------------------------------------------
+# Public entry points
+
+
+def solve_milp(
+    scenario: Scenario,
+    time_limit_s: float,
+    relative_gap: float = 1e-4,
+    threads: int = 1,
+    cancel: threading.Event | None = None,
+    backend: str = "cbc",
+    current: Plan | None = None,
+    warm_start: Plan | None = None,
+    table: CandidateTable | None = None,
+    profile: EngineProfile = DEFAULT_PROFILE,
+    on_process: Callable[[Any], None] | None = None,
+) -> MilpResult:
+    """Solve the §1 MILP. `time_limit_s` bounds the whole call (model building
+    included): the solver gets what remains and is killed `GRACE_S` after the
+    limit whatever it is doing. `cancel` kills it within a second. `current` is
+    the live plan (change cost); `warm_start` a plan handed to the solver as its
+    first incumbent. `on_process` receives the solver's Popen (for tests)."""
+    return _run(
+        scenario,
+        None,
+        time_limit_s,
+        relative_gap,
+        threads,
+        cancel,
+        backend,
+        current,
+        warm_start,
+        table,
+        profile,
+        on_process,
+    )
+
+
+def audit(
+    scenario: Scenario,
+    reference: Plan | None,
+    time_limit_s: float,
+    relative_gap: float = 1e-4,
+    threads: int = 1,
+    cancel: threading.Event | None = None,
+    backend: str = "cbc",
+    current: Plan | None = None,
+    warm_start: Plan | None = None,
+    table: CandidateTable | None = None,
+    profile: EngineProfile = DEFAULT_PROFILE,
+    on_process: Callable[[Any], None] | None = None,
+) -> MilpResult:
+    """Exact audit of a reference plan (e.g. the live AGH plan): solve the MILP and
+    report the reference's evaluator cost and its certified gap to the proven
+    bound, `(cost_ref − bound) / cost_ref`. Unless `warm_start` is given, a
+    feasible reference is the solver's warm start (its first incumbent), so even a
+    time-limited audit returns a plan no worse than the reference."""
+    return _run(
+        scenario,
+        reference,
+        time_limit_s,
+        relative_gap,
+        threads,
+        cancel,
+        backend,
+        current,
+        warm_start,
+        table,
+        profile,
+        on_process,
+    )
+
+
+def _run(
+    scenario: Scenario,
+    reference: Plan | None,
+    time_limit_s: float,
+    relative_gap: float,
+    threads: int,
+    cancel: threading.Event | None,
+    backend: str,
+    current: Plan | None,
+    warm_start: Plan | None,
+    table: CandidateTable | None,
+    profile: EngineProfile,
+    on_process: Callable[[Any], None] | None,
+) -> MilpResult:
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, not {backend!r}")
+    if not (time_limit_s > 0 and math.isfinite(time_limit_s)):
+        raise ValueError("time_limit_s must be a positive finite number")
+    t0 = time.monotonic()
+    deadline = t0 + time_limit_s
+    solver_name = backend
+    version = _backend_version(backend)
+
+    ref_cost = ref_feasible = ref_eval = None
+    if reference is not None:
+        ref_eval = evaluate_plan(scenario, reference, current=current, profile=profile)
+        ref_cost, ref_feasible = ref_eval.cost.total, ref_eval.feasible
+        if warm_start is None and ref_feasible:
+            warm_start = reference
+
+    def finish(
+        termination: str,
+        outcome: SolverOutcome | None = None,
+        plan: Plan | None = None,
+        ev: Evaluation | None = None,
+        mm: MilpModel | None = None,
+        build_s: float = 0.0,
+        message: str = "",
+    ) -> MilpResult:
+        bound = outcome.bound if outcome is not None else None
+        if termination in ("infeasible", "unbounded", "error"):
+            bound = None  # whatever the log printed last is not a bound on anything
+        objective = ev.cost.total if ev is not None else None
+        if plan is None:
+            status = "none"
+        elif termination == "optimal":
+            status = "optimal"
+        else:
+            status = "feasible"
+        if outcome is not None and outcome.has_solution and outcome.objective is not None:
+            # A lower bound never exceeds the solver's own incumbent value.
+            bound = outcome.objective if bound is None else min(bound, outcome.objective)
+        gap = _gap(objective, bound) if objective is not None and bound is not None else None
+        ref_gap = _gap(ref_cost, bound) if ref_cost is not None and bound is not None else None
+        return MilpResult(
+            termination=termination,
+            solution_status=status,
+            objective=objective,
+            solver_objective=outcome.objective if outcome is not None else None,
+            bound=bound,
+            relative_gap=gap,
+            wall_s=time.monotonic() - t0,
+            solver=solver_name,
+            solver_version=version,
+            plan=plan,
+            evaluation=ev,
+            feasible=bool(ev is not None and ev.feasible),
+            scenario=scenario,
+            reference_cost=ref_cost,
+            reference_feasible=ref_feasible,
+            reference_gap=ref_gap,
+            warm_start_used=bool(outcome is not None and outcome.mipstart_used),
+            time_limit_s=time_limit_s,
+            relative_gap_target=relative_gap,
+            threads=threads,
+            build_s=build_s,
+            solve_s=outcome.wall_s if outcome is not None else 0.0,
+            candidates=mm.table.size if mm is not None else 0,
+            variables=mm.n_vars if mm is not None else 0,
+            constraints=mm.n_constraints if mm is not None else 0,
+            message=message or _message(termination, outcome),
+        )
+
+    if cancel is not None and cancel.is_set():
+        return finish("cancelled", message="cancelled before the solver started")
+    if table is None:
+        table = candidate_table(scenario, profile)
+    mm = build_model(table, current=current)
+    with tempfile.TemporaryDirectory(prefix="llm-allocator-milp-") as tmp:
+        wm = write_lp(mm, Path(tmp) / "model.lp")
+        build_s = time.monotonic() - t0
+        if cancel is not None and cancel.is_set():
+            return finish("cancelled", mm=mm, build_s=build_s, message="cancelled while building")
+        remaining = deadline - time.monotonic()
+        if remaining <= 0.05:
+            return finish(
+                "time_limit",
+                mm=mm,
+                build_s=build_s,
+                message=f"time limit spent building the model ({build_s:.2f} s)",
+            )
+        mipstart = None
+        if warm_start is not None and write_mipstart(mm, wm, warm_start, Path(tmp) / "start.sol"):
+            mipstart = Path(tmp) / "start.sol"
+        outcome = _solve_backend(
+            backend,
+            wm.path,
+            remaining,
+            relative_gap,
+            threads,
+            cancel,
+            mipstart,
+            deadline,
+            on_process,
+        )
+        solver_name = outcome.solver or backend
+        version = outcome.version or version
+        if outcome.has_solution and outcome.termination != "cancelled":
+            sol = read_solution(mm, wm, outcome.values)
+        else:
+            sol = None
+    if sol is None:
+        if outcome.termination == "time_limit" and outcome.mipstart_used and warm_start is not None:
+            # Killed before writing its solution file: the warm start, which the
+            # solver had accepted as an incumbent, is the best plan we hold.
+            ev = evaluate_plan(scenario, warm_start, current=current, profile=profile)
+            if ev.feasible:
+                return finish(
+                    "time_limit",
+                    outcome,
+                    warm_start,
+                    ev,
+                    mm,
+                    build_s,
+                    message=outcome.message + "; returning the warm start (the solver's "
+                    "accepted incumbent)",
+                )
+        return finish(outcome.termination, outcome, mm=mm, build_s=build_s)
+    plan = solution_to_plan(mm, sol)
+    ev = evaluate_plan(scenario, plan, current=current, profile=profile)
+    return finish(outcome.termination, outcome, plan, ev, mm, build_s)
+
+
+def _backend_version(backend: str) -> str:
+    if backend == "cbc":
+        from app.engine.cbc import cbc_version
+
+        return cbc_version()
+    from app.engine.highs_backend import highs_version
+
+    return highs_version()
+
+
+def _solve_backend(
+    backend: str,
+    lp_path: Path,
+    time_limit_s: float,
+    relative_gap: float,
+    threads: int,
+    cancel: threading.Event | None,
+    mipstart: Path | None,
+    deadline: float,
+    on_process: Callable[[Any], None] | None,
+) -> SolverOutcome:
+    from app.engine.cbc import GRACE_S
+
+    hard = deadline + GRACE_S
+    if backend == "highs":
+        from app.engine.highs_backend import run_highs
+
+        return run_highs(
+            lp_path, time_limit_s, relative_gap, threads, cancel, mipstart, hard, on_process
+        )
+    from app.engine.cbc import cbc_seconds, cbc_version, run_cbc
+
+    out = run_cbc(
+        lp_path,
+        cbc_seconds(time_limit_s),
+        relative_gap,
+        threads,
+        cancel,
+        mipstart,
+        hard,
+        on_process,
+    )
+    return SolverOutcome(
+        out.termination,
+        out.has_solution,
+        out.objective,
+        out.bound,
+        out.values,
+        out.mipstart_used,
+        out.wall_s,
+        out.message,
+        "cbc",
+        cbc_version(),
+        out.incumbent,
+    )
+
+
+# --------------------------------------------------------------------------------------
+# LP relaxation (LPR baseline, bound checks)
+
+
+@dataclass(frozen=True)
+class LpRelaxation:
+    """The LP relaxation's optimum (a lower bound on the MILP) and its solution,
+    or `status` != "optimal" and no values."""
+
+    status: str  # optimal | infeasible | time_limit | cancelled | error | ...
+    bound: float | None
+    model: MilpModel
+    solution: Solution | None
+    wall_s: float
+
+
+def lp_relaxation(
+    scenario: Scenario,
+    time_limit_s: float = 60.0,
+    current: Plan | None = None,
+    cancel: threading.Event | None = None,
+    table: CandidateTable | None = None,
+    profile: EngineProfile = DEFAULT_PROFILE,
+) -> LpRelaxation:
+    """Solve the LP relaxation of the §1 MILP (integrality of r and z dropped) with
+    CBC under the same hard wall-clock guard."""
+    from app.engine.cbc import run_cbc
+
+    t0 = time.monotonic()
+    if table is None:
+        table = candidate_table(scenario, profile)
+    mm = build_model(table, current=current, relax=True)
+    with tempfile.TemporaryDirectory(prefix="llm-allocator-lp-") as tmp:
+        wm = write_lp(mm, Path(tmp) / "model.lp")
+        remaining = max(0.1, time_limit_s - (time.monotonic() - t0))
+        out = run_cbc(wm.path, remaining, 0.0, 1, cancel)
+        sol = read_solution(mm, wm, out.values) if out.has_solution else None
+    status = out.termination
+    bound = out.objective if status == "optimal" else None
+    return LpRelaxation(
+        status, bound, mm, sol if status == "optimal" else None, time.monotonic() - t0
+    )
