@@ -1,6 +1,6 @@
 """Service settings, read from the environment (prefix `LLM_ALLOCATOR_`).
 
-Every time limit is named `*_s` and is in seconds. The table in docs/service.md
+Every time limit is named `*_s` and is in seconds. The table in README.md (section "Settings")
 lists them all; the defaults suit a single small fleet on a laptop or one pod.
 """
 
