@@ -145,7 +145,7 @@ class LocalSearch:
         if on.size == 0:
             return None
         xs = st.x[on, d]
-        feas = t.feasible[on].all(axis=0)
+        feas = np.asarray(t.feasible[on].all(axis=0), dtype=bool)
         feas[d] = False
         if not feas.any():
             return None
@@ -262,8 +262,8 @@ class LocalSearch:
                 touched.add(int(a))
         if not touched:
             return None
-        for a in touched:
-            new.fit_replicas(a)
+        for src in touched:
+            new.fit_replicas(src)
         new.fit_replicas(d)
         if self.mech.m1 and new.gpu_used[t.gpu[d]] > t.gpu_available[t.gpu[d]]:
             return None
@@ -349,16 +349,16 @@ def repair(table: CandidateTable, st: AllocationState, mech: Mechanisms) -> Allo
                         st.route(int(i), d, -float(st.x[i, d]) * share)
             if st.spend <= st.budget + 1e-9:
                 break
-    for i in range(st.I):
-        if st.acc_slack[i] < -1e-12:
-            for d in np.flatnonzero(st.x[i] > 0):
-                st.route(i, d, -float(st.x[i, d]))
-    for i in type_order(table, "lambda_desc"):
-        if table.feasible[i].any():
-            g.insert(st, i)
-        rem = st.remaining(i)
+    for q in range(st.I):
+        if st.acc_slack[q] < -1e-12:
+            for d in np.flatnonzero(st.x[q] > 0):
+                st.route(q, d, -float(st.x[q, d]))
+    for t_i in type_order(table, "lambda_desc"):
+        if table.feasible[t_i].any():
+            g.insert(st, t_i)
+        rem = st.remaining(t_i)
         if rem > 1e-9:
-            st.u[i] += rem
+            st.u[t_i] += rem
     for d in np.flatnonzero(st.r > 0):
         st.fit_replicas(d)
     return st

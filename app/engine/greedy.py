@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -33,6 +34,9 @@ from app.engine.candidates import CandidateTable
 from app.engine.plan import Deployment, Plan, Route
 
 EPS = 1e-9
+
+# Indices arrive both as Python ints and as numpy integers (from np.flatnonzero).
+Index = int | np.integer[Any]
 # Routing fractions below this are dropped when a plan is emitted.
 MIN_FRACTION = 1e-7
 
@@ -89,7 +93,7 @@ class AllocationState:
         return new
 
     # ---- mutation -------------------------------------------------------
-    def set_replicas(self, d: int, r: int) -> None:
+    def set_replicas(self, d: Index, r: Index) -> None:
         t = self.t
         old = int(self.r[d])
         if r == old:
@@ -102,7 +106,7 @@ class AllocationState:
             self.storage_used += sign * t.weight_gb[d]
         self.r[d] = r
 
-    def route(self, i: int, d: int, frac: float) -> None:
+    def route(self, i: Index, d: Index, frac: float) -> None:
         """Add `frac` (may be negative) of type i's demand to deployment d."""
         self.x[i, d] += frac
         if abs(self.x[i, d]) < 1e-15:
@@ -111,7 +115,7 @@ class AllocationState:
         self.acc_slack[i] += frac * self.acc_gain[i, d]
         self.delay_spend += frac * self.t.delay_cost[i, d]
 
-    def fit_replicas(self, d: int) -> None:
+    def fit_replicas(self, d: Index) -> None:
         """Shrink (or grow) d's replicas to the fewest that carry its load."""
         need = self.replicas_for(self.used[d])
         self.set_replicas(d, need)
@@ -135,7 +139,7 @@ class AllocationState:
     def objective(self) -> float:
         return self.spend + self.unmet_spend() + self.delay_spend + self.change_cost()
 
-    def remaining(self, i: int) -> float:
+    def remaining(self, i: Index) -> float:
         return max(0.0, 1.0 - float(self.x[i].sum()) - float(self.u[i]))
 
     def shortfall(self) -> float:
@@ -186,10 +190,10 @@ class AllocationState:
             routes.append(Route(s.query_types[i].id, t.ids[d], float(self.x[i, d])))
         unmet = {s.query_types[i].id: float(self.u[i]) for i in range(self.I) if self.u[i] > 0}
         # Tiny fractions dropped above go to unmet accounting only if they matter.
-        for i in range(self.I):
-            dropped = float(self.x[i][(self.x[i] > 0) & (self.x[i] <= MIN_FRACTION)].sum())
+        for k in range(self.I):
+            dropped = float(self.x[k][(self.x[k] > 0) & (self.x[k] <= MIN_FRACTION)].sum())
             if dropped > 0:
-                q = s.query_types[i].id
+                q = s.query_types[k].id
                 unmet[q] = unmet.get(q, 0.0) + dropped
         return Plan.build(deps, routes, unmet)
 
@@ -242,7 +246,7 @@ class Greedy:
         self.up = table.tp_upgrade if mech.m3 else None
 
     def insert(
-        self, st: AllocationState, i: int, allow_new: bool = True, leave: float = 0.0
+        self, st: AllocationState, i: Index, allow_new: bool = True, leave: float = 0.0
     ) -> None:
         """Serve what remains of type i, except a share `leave` of its demand:
         repeatedly take the best option."""
@@ -256,7 +260,7 @@ class Greedy:
             self._apply(st, i, opt)
 
     def _best_option(
-        self, st: AllocationState, i: int, rem: float, allow_new: bool
+        self, st: AllocationState, i: Index, rem: float, allow_new: bool
     ) -> _Option | None:
         t, m = self.t, self.mech
         feas = t.feasible[i].copy()
@@ -351,7 +355,7 @@ class Greedy:
     def _blend_option(
         self,
         st: AllocationState,
-        i: int,
+        i: Index,
         rem: float,
         load: np.ndarray,
         spare: np.ndarray,
@@ -390,7 +394,7 @@ class Greedy:
         return _Option("use", a, float(share[a]), float(cost_a[a])), float(ratio[a])
 
     def _option_cost(
-        self, st: AllocationState, i: int, k_new: np.ndarray, cover: np.ndarray
+        self, st: AllocationState, i: Index, k_new: np.ndarray, cover: np.ndarray
     ) -> np.ndarray:
         """Incremental $ of covering `cover` of type i on each candidate with `k_new`
         new replicas: rental, storage when the deployment opens, delay penalty and
@@ -410,7 +414,7 @@ class Greedy:
         after = np.abs(st.r + k_new - st.r_cur)
         return st.cc * self.t.gpus_per_replica * (after - before)
 
-    def _upgrade_option(self, st: AllocationState, i: int, rem: float) -> _Option | None:
+    def _upgrade_option(self, st: AllocationState, i: Index, rem: float) -> _Option | None:
         """M3: double the TP of an active deployment and put type i on it too."""
         t = self.t
         assert self.up is not None
@@ -455,7 +459,7 @@ class Greedy:
                 best = _Option("upgrade", d2, lim, float(delta), d_from=int(d))
         return best
 
-    def _apply(self, st: AllocationState, i: int, opt: _Option) -> None:
+    def _apply(self, st: AllocationState, i: Index, opt: _Option) -> None:
         if opt.kind == "unmet":
             st.u[i] += opt.frac
             return
@@ -518,7 +522,7 @@ def greedy(
     st = AllocationState(table, current)
     g = Greedy(table, mech)
     order = list(order) if order is not None else type_order(table, "lambda_desc")
-    servable = table.feasible.any(axis=1)
+    servable = np.asarray(table.feasible.any(axis=1), dtype=bool)
     for i in order:
         if not servable[i]:
             st.u[i] = 1.0  # phase 1: no path; reported as unmet (and infeasible if ζ < 1)

@@ -757,6 +757,6 @@ def predict(
     }
 
 
-def with_overrides(profile: EngineProfile, **kw: float) -> EngineProfile:
+def with_overrides(profile: EngineProfile, **kw: Any) -> EngineProfile:
     """A copy of a profile with some constants replaced (used by calibration)."""
     return replace(profile, **kw)
