@@ -2,8 +2,9 @@
 
 * Multi-start over type orderings: arrival rate, accuracy bound, footprint and
   scarcity (ascending and descending where it matters), then seeded random
-  permutations; a warm start from the live plan (repaired to the new demand) is
-  tried first when given.
+  permutations with a randomized GH (GRASP: which new deployment to open is drawn
+  among the options within (1 + alpha) of the best $ per coverage); a warm start
+  from the live plan (repaired to the new demand) is tried first when given.
 * Local search on each start, moves accepted only when they improve the rank
   (feasibility shortfall, then cost including the change cost vs the live plan):
   - reinsert: take a query type out everywhere and insert it again greedily
@@ -15,7 +16,7 @@
     one replica and spill its traffic into spare capacity.
 * Anytime: a monotonic deadline is checked inside every loop; the best state seen
   is always a complete plan; it stops at the deadline or when `patience`
-  consecutive starts bring no improvement.
+  consecutive randomized starts bring no improvement.
 * Deterministic: the same seed and input give the same plan whenever the search
   ends by convergence rather than by the deadline.
 """
@@ -37,6 +38,11 @@ from app.engine.greedy import (
     type_order,
 )
 from app.engine.plan import Plan
+
+# Random starts also randomize which new deployment GH opens (GRASP): any option
+# within (1 + alpha) of the best $ per coverage may be taken; alpha cycles through
+# these values so that both near-greedy and bolder starts are tried.
+GRASP_ALPHAS = (0.5, 1.0, 2.0)
 
 DETERMINISTIC_ORDERS = (
     "lambda_desc",
@@ -237,10 +243,14 @@ class LocalSearch:
         types = np.flatnonzero(t.feasible[:, d] & (new.x.sum(axis=1) > 0))
         # Most capacity freed per unit of room first.
         with np.errstate(invalid="ignore", divide="ignore"):
-            value = np.array([
-                (new.x[i] * t.replica_cost * t.load[i]).sum() / max(new.x[i].sum(), 1e-12)
-                / t.load[i, d] for i in types
-            ])
+            value = np.array(
+                [
+                    (new.x[i] * t.replica_cost * t.load[i]).sum()
+                    / max(new.x[i].sum(), 1e-12)
+                    / t.load[i, d]
+                    for i in types
+                ]
+            )
         touched = set()
         for i in types[np.argsort(-value)]:
             srcs = np.flatnonzero(new.x[i] > 0)
@@ -371,7 +381,7 @@ def agh(
     mech: Mechanisms = Mechanisms(),
     current: Plan | None = None,
     warm_start: Plan | None = None,
-    patience: int = 4,
+    patience: int = 12,
     max_starts: int | None = None,
 ) -> tuple[AllocationState, SearchStats]:
     """Run AGH until the deadline or convergence; return the best state."""
@@ -413,12 +423,22 @@ def agh(
             break
         if k < len(DETERMINISTIC_ORDERS):
             order = type_order(table, DETERMINISTIC_ORDERS[k])
+            if k == len(DETERMINISTIC_ORDERS) - 1:
+                stale = -1  # patience counts the randomized starts only
         else:
             if stale >= patience:
                 break
             order = type_order(table, "random", rng)
+        randomized = k >= len(DETERMINISTIC_ORDERS)
         k += 1
-        st = greedy(table, order, mech, current)
+        st = greedy(
+            table,
+            order,
+            mech,
+            current,
+            rng=rng if randomized else None,
+            alpha=GRASP_ALPHAS[k % len(GRASP_ALPHAS)] if randomized else 0.0,
+        )
         starts += 1
         if best is None or not deadline.passed():
             st = ls.improve(st)

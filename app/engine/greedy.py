@@ -239,11 +239,17 @@ class Greedy:
         table: CandidateTable,
         mech: Mechanisms = Mechanisms(),
         banned: np.ndarray | None = None,
+        rng: np.random.Generator | None = None,
+        alpha: float = 0.0,
     ) -> None:
         self.t = table
         self.mech = mech
         self.banned = banned  # (D,) bool: candidates a repair move may not use
         self.up = table.tp_upgrade if mech.m3 else None
+        # Randomized choice (GRASP) for AGH's random starts: pick uniformly among the
+        # new-deployment options within (1 + alpha) of the best score.
+        self.rng = rng
+        self.alpha = alpha
 
     def insert(
         self, st: AllocationState, i: Index, allow_new: bool = True, leave: float = 0.0
@@ -325,6 +331,9 @@ class Greedy:
                 # capacity per request: it leaves the most room for later types.
                 tied = score <= low + 1e-9 * max(1.0, abs(low))
                 d = int(np.argmin(np.where(tied, load, np.inf)))
+                if self.rng is not None and self.alpha > 0 and st.r[d] == 0:
+                    near = np.flatnonzero(score <= low * (1.0 + self.alpha) + 1e-12)
+                    d = int(self.rng.choice(near))
                 best = _Option("use", d, float(cover[d]), float(cost[d]))
                 best_score = float(score[d])
             else:
@@ -515,20 +524,20 @@ def greedy(
     order: Sequence[int] | None = None,
     mech: Mechanisms = Mechanisms(),
     current: Plan | None = None,
+    rng: np.random.Generator | None = None,
+    alpha: float = 0.0,
 ) -> AllocationState:
     """GH: phase 1 checks every type has a feasible path (a type with none is left
     unmet: the evaluator reports it with the reason); phase 2 serves the types in
     `order` (default: arrival rate descending) by cost per effective coverage."""
     st = AllocationState(table, current)
-    g = Greedy(table, mech)
+    g = Greedy(table, mech, rng=rng, alpha=alpha)
     order = list(order) if order is not None else type_order(table, "lambda_desc")
     servable = np.asarray(table.feasible.any(axis=1), dtype=bool)
     for i in order:
         if not servable[i]:
             st.u[i] = 1.0  # phase 1: no path; reported as unmet (and infeasible if ζ < 1)
-    if (table.max_unmet > 0).any() and (
-        table.scenario.policy.budget is not None or mech.m1
-    ):
+    if (table.max_unmet > 0).any() and (table.scenario.policy.budget is not None or mech.m1):
         # Caps on unmet demand are hard, penalties soft: when scarce money or GPUs
         # may run out, first serve every type's mandatory share (1 − ζ), then the rest.
         for i in order:
@@ -539,9 +548,12 @@ def greedy(
         # With a budget, the optional shares go first to the types that avoid the
         # most penalty per $ of capacity (a knapsack's greedy order).
         with np.errstate(divide="ignore", invalid="ignore"):
-            unit = np.where(table.feasible, table.load * table.replica_cost, np.inf).min(
-                axis=1, initial=np.inf
-            ) / table.scenario.policy.max_utilization
+            unit = (
+                np.where(table.feasible, table.load * table.replica_cost, np.inf).min(
+                    axis=1, initial=np.inf
+                )
+                / table.scenario.policy.max_utilization
+            )
             value = np.where(unit > 0, table.unmet_cost / unit, np.inf)
         rank = {i: k for k, i in enumerate(order)}
         rest = sorted(order, key=lambda i: (-value[i], rank[i]))
