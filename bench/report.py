@@ -46,6 +46,7 @@ AXIS_TITLE = {
 POLICY_STYLE = {
     "svc-agh": {"color": "tab:blue", "lw": 2.2},
     "svc-agh-cc0": {"color": "tab:cyan", "lw": 1.5},
+    "svc-agh-max": {"color": "black", "lw": 1.8},
     "agh-mean": {"color": "tab:purple", "ls": "--"},
     "agh-peak": {"color": "tab:purple", "ls": ":"},
     "milp-mean": {"color": "tab:green", "ls": "--"},
@@ -114,7 +115,7 @@ def plot_stress(st: dict[str, Any], key: str, ylabel: str, name: str, scale: flo
                 )
             if key == "violation_share" and axis == "inflation":
                 ax.axhline(4, color="grey", ls=":", lw=1)
-                ax.text(1.22, 5.0, "paper: AGH < 4% at 1.5×", color="grey", fontsize=8)
+                ax.text(1.31, 1.0, "paper: AGH < 4% at 1.5×", color="grey", fontsize=8)
             ax.set_title(f"{sname}: {AXIS_TITLE[axis]}")
             ax.set_xlabel("stress factor f")
             ax.set_ylabel(ylabel)
