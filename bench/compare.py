@@ -92,11 +92,9 @@ def main() -> None:
                 gh_state = greedy(table)
                 t_gh = time.perf_counter() - t0
                 gh = evaluate_plan(s, gh_state.to_plan())
-                t1 = time.perf_counter()
                 st, stats = agh(table, time_budget_s=args.agh_budget, seed=seed)
                 t_agh_best = t_table + stats.time_to_best_s
                 ag = evaluate_plan(s, st.to_plan())
-                _ = time.perf_counter() - t1
                 milp = solve_milp(s, time_limit_s=limit, table=table, threads=1)
                 bound = milp.bound
                 agh_gap = (ag.cost.total - bound) / ag.cost.total if bound is not None else None

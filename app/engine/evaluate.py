@@ -424,10 +424,11 @@ def evaluate_plan(
 
     # cost
     price = {g.id: g.price_per_hour for g in s.gpus}
+    model_at, prec_at = s.model_index(), s.precision_index()
     rental = pol.horizon_h * sum(price[d.gpu] * d.gpus for d in deps)
     weight_gb = [
-        s.models[s.model_index()[d.model]].params_b
-        * s.precisions[s.precision_index()[d.precision]].bytes_per_weight
+        s.models[model_at[d.model]].params_b
+        * s.precisions[prec_at[d.precision]].bytes_per_weight
         for d in deps
     ]
     storage_gb = float(sum(weight_gb))
