@@ -23,11 +23,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from app.engine.agh import agh
-from app.engine.candidates import candidate_table
-from app.engine.evaluate import evaluate_plan
-from app.engine.greedy import Mechanisms, greedy
-from app.engine.instances import VARIANTS, generate, tp_bound_instance
+from app.engine.solvers.agh import agh
+from app.engine.plan.candidates import candidate_table
+from app.engine.plan.evaluate import evaluate_plan
+from app.engine.solvers.greedy import Mechanisms, greedy
+from app.research.instances import VARIANTS, generate, tp_bound_instance
 
 SIZES = [(6, 6, 10), (10, 10, 10), (20, 20, 20), (50, 30, 24)]
 ABLATIONS = {
@@ -99,8 +99,8 @@ def run_ablation(size, seed, variant, budget):  # type: ignore[no-untyped-def]
 MEM_SNIPPET = """
 import resource, sys, json, tracemalloc
 sys.path.insert(0, {root!r})
-from app.engine.instances import generate
-from app.engine.candidates import candidate_table
+from app.research.instances import generate
+from app.engine.plan.candidates import candidate_table
 s = generate(50, 30, 24, seed=0)
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 tracemalloc.start()
@@ -204,7 +204,7 @@ def main() -> None:
                     )
                 print(f"| {size} | {variant} | {seed} | " + " | ".join(cells) + " |", flush=True)
     print()
-    print("M3 on a TP-bound instance (app.engine.instances.tp_bound_instance, hand-built):")
+    print("M3 on a TP-bound instance (app.research.instances.tp_bound_instance, hand-built):")
     print()
     s = tp_bound_instance()
     table = candidate_table(s)

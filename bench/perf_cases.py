@@ -22,9 +22,9 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from app.engine.catalog import catalog_gpu, catalog_model, catalog_precision  # noqa: E402
-from app.engine.domain import GPU, Model, Precision  # noqa: E402
-from app.engine.perf import (  # noqa: E402
+from app.engine.model.catalog import catalog_gpu, catalog_model, catalog_precision  # noqa: E402
+from app.engine.model.domain import GPU, Model, Precision  # noqa: E402
+from app.engine.perf.model import (  # noqa: E402
     EngineProfile,
     Hardware,
     hardware_arrays,

@@ -53,12 +53,12 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from app.engine.demo import demo_scenario
-from app.engine.domain import Scenario
-from app.engine.evaluate import evaluate_plan
-from app.engine.milp import solve_milp
-from app.engine.plan import Plan
-from app.engine.solve import solve
+from app.engine.model.demo import demo_scenario
+from app.engine.model.domain import Scenario
+from app.engine.plan.evaluate import evaluate_plan
+from app.engine.solvers.milp.model import solve_milp
+from app.engine.plan.plan import Plan
+from app.engine.solvers.solve import solve
 
 ROOT = Path(__file__).resolve().parents[1]
 FACTORS = (1.0, 1.1, 1.2, 1.3, 1.4, 1.5)

@@ -47,7 +47,7 @@ from perf_cases import (
     load_splitwise,
 )
 
-from app.engine.perf import (
+from app.engine.perf.model import (
     DEFAULT_PROFILE,
     SPLITWISE_PROFILE,
     TRTLLM_PROFILE,

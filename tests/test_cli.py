@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 from app.cli import main
-from app.engine.demo import demo_scenario_document
-from app.engine.schemas import parse_scenario
+from app.engine.model.demo import demo_scenario_document
+from app.engine.model.schemas import parse_scenario
 
 ROOT = Path(__file__).resolve().parents[1]
 

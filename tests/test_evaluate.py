@@ -13,12 +13,12 @@ from typing import Any
 import numpy as np
 import pytest
 
-from app.engine.candidates import pair_constants
-from app.engine.catalog import DEFAULT_PRECISIONS, catalog_gpu, catalog_model
-from app.engine.domain import GPU, Model, Policy, QueryType, Scenario
+from app.engine.plan.candidates import pair_constants
+from app.engine.model.catalog import DEFAULT_PRECISIONS, catalog_gpu, catalog_model
+from app.engine.model.domain import GPU, Model, Policy, QueryType, Scenario
 from app.engine.errors import PlanFormatError
-from app.engine.evaluate import Evaluation, evaluate_plan, plan_document
-from app.engine.plan import Deployment, Plan, Route, deployment_id, plan_from_document
+from app.engine.plan.evaluate import Evaluation, evaluate_plan, plan_document
+from app.engine.plan.plan import Deployment, Plan, Route, deployment_id, plan_from_document
 
 L40S_PRICE = 1.2
 A100_PRICE = 1.8
@@ -498,8 +498,8 @@ def test_slo_violations_are_monotone_in_delay_factor() -> None:
 
 
 def test_stress_monotone_on_the_demo_gh_plan() -> None:
-    from app.engine.demo import demo_scenario
-    from app.engine.solve import solve
+    from app.engine.model.demo import demo_scenario
+    from app.engine.solvers.solve import solve
 
     s = demo_scenario()
     plan = solve(s, "gh").plan

@@ -13,15 +13,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from app.engine.agh import LocalSearch, _Deadline, agh, better
-from app.engine.candidates import CandidateTable, candidate_table
-from app.engine.catalog import DEFAULT_PRECISIONS, catalog_gpu, catalog_model
-from app.engine.domain import Policy, QueryType, Scenario
-from app.engine.evaluate import Evaluation, evaluate_plan
-from app.engine.greedy import AllocationState, Mechanisms, greedy, type_order
-from app.engine.instances import VARIANTS, generate, tp_bound_instance
-from app.engine.plan import Plan
-from app.engine.solve import solve
+from app.engine.solvers.agh import LocalSearch, _Deadline, agh, better
+from app.engine.plan.candidates import CandidateTable, candidate_table
+from app.engine.model.catalog import DEFAULT_PRECISIONS, catalog_gpu, catalog_model
+from app.engine.model.domain import Policy, QueryType, Scenario
+from app.engine.plan.evaluate import Evaluation, evaluate_plan
+from app.engine.solvers.greedy import AllocationState, Mechanisms, greedy, type_order
+from app.research.instances import VARIANTS, generate, tp_bound_instance
+from app.engine.plan.plan import Plan
+from app.engine.solvers.solve import solve
 
 BUDGET_S = 0.5  # AGH time budget; small instances converge well before it
 REL = 1e-6
@@ -236,8 +236,8 @@ def test_agh_finds_a_known_feasible_plan() -> None:
 
 
 def test_repair_of_a_live_plan_respects_the_budget() -> None:
-    from app.engine.agh import repair
-    from app.engine.greedy import state_from_plan
+    from app.engine.solvers.agh import repair
+    from app.engine.solvers.greedy import state_from_plan
 
     def live_feasible(seed: int) -> bool:
         s = generate(2, 2, 10, seed, "tight_budget")
@@ -327,7 +327,7 @@ def test_m3_decides_feasibility_on_the_tp_bound_instance() -> None:
 
 
 def test_without_m2_gh_pays_more_on_the_demo() -> None:
-    from app.engine.demo import demo_scenario
+    from app.engine.model.demo import demo_scenario
 
     s = demo_scenario()
     table = candidate_table(s)

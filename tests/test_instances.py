@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from app.engine.catalog import catalog_gpu
-from app.engine.domain import Scenario
-from app.engine.instances import TIER_GPUS, VARIANTS, generate, tp_bound_instance
-from app.engine.schemas import parse_scenario, scenario_to_document
+from app.engine.model.catalog import catalog_gpu
+from app.engine.model.domain import Scenario
+from app.research.instances import TIER_GPUS, VARIANTS, generate, tp_bound_instance
+from app.engine.model.schemas import parse_scenario, scenario_to_document
 
 
 def tiers(s: Scenario) -> int:

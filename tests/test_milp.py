@@ -29,26 +29,26 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from app.engine.candidates import CandidateTable, candidate_table
-from app.engine.catalog import DEFAULT_PRECISIONS, catalog_gpu, catalog_model
-from app.engine.cbc import (
+from app.engine.plan.candidates import CandidateTable, candidate_table
+from app.engine.model.catalog import DEFAULT_PRECISIONS, catalog_gpu, catalog_model
+from app.engine.solvers.milp.cbc import (
     ProcessRun,
     classify,
     parse_bound,
     parse_solution_file,
     run_process,
 )
-from app.engine.domain import Policy, QueryType, Scenario
-from app.engine.evaluate import evaluate_plan
-from app.engine.instances import VARIANTS, generate
-from app.engine.milp import (
+from app.engine.model.domain import Policy, QueryType, Scenario
+from app.engine.plan.evaluate import evaluate_plan
+from app.research.instances import VARIANTS, generate
+from app.engine.solvers.milp.model import (
     MilpResult,
     audit,
     build_model,
     lp_relaxation,
     solve_milp,
 )
-from app.engine.plan import Deployment, Plan, Route
+from app.engine.plan.plan import Deployment, Plan, Route
 
 REL = 1e-6
 CHEAP, FAST = "L4", "H100-SXM"
@@ -311,8 +311,8 @@ def test_model_has_variables_only_for_feasible_pairs() -> None:
 
 @pytest.mark.milp
 def test_demo_audit_with_reference_and_warm_start() -> None:
-    from app.engine.demo import demo_scenario
-    from app.engine.solve import solve
+    from app.engine.model.demo import demo_scenario
+    from app.engine.solvers.solve import solve
 
     scenario = demo_scenario()
     gh = solve(scenario, "gh")
@@ -402,7 +402,7 @@ def market_split_lp(path: Path, m: int = 4, n: int = 36, seed: int = 7) -> Path:
 
 @pytest.mark.milp
 def test_cbc_stops_at_its_limit_with_an_incumbent(tmp_path: Path) -> None:
-    from app.engine.cbc import run_cbc
+    from app.engine.solvers.milp.cbc import run_cbc
 
     lp = market_split_lp(tmp_path / "ms.lp")
     procs: list[subprocess.Popen[bytes]] = []
@@ -418,7 +418,7 @@ def test_cbc_stops_at_its_limit_with_an_incumbent(tmp_path: Path) -> None:
 @pytest.mark.milp
 def test_cbc_killed_by_the_guard(tmp_path: Path) -> None:
     """CBC told it has 60 s but the wall clock says 1 s: the guard stops it."""
-    from app.engine.cbc import run_cbc
+    from app.engine.solvers.milp.cbc import run_cbc
 
     lp = market_split_lp(tmp_path / "ms.lp")
     procs: list[subprocess.Popen[bytes]] = []
@@ -574,7 +574,7 @@ def test_lp_bound_below_milp_objective(args: tuple[int, int, int, int, str]) -> 
 
 def _heuristic_available() -> bool:
     try:
-        from app.engine.solve import solve  # noqa: F401
+        from app.engine.solvers.solve import solve  # noqa: F401
     except ImportError:
         return False
     return True
@@ -588,7 +588,7 @@ needs_heuristic = pytest.mark.skipif(not _heuristic_available(), reason="solve.p
 @PROPS
 @given(small_instances, st.sampled_from(["gh", "agh"]))
 def test_heuristic_never_below_milp_bound(args: tuple[int, int, int, int, str], alg: str) -> None:
-    from app.engine.solve import solve
+    from app.engine.solvers.solve import solve
 
     scenario = generate(*args)
     out = solve(scenario, alg, time_budget_s=0.3, seed=args[3])
@@ -610,7 +610,7 @@ def test_heuristic_never_below_milp_bound(args: tuple[int, int, int, int, str], 
 @pytest.mark.parametrize("case", ["cheap_wins", "availability_forces_mix", "storage"])
 @pytest.mark.parametrize("alg", ["gh", "agh"])
 def test_milp_not_above_heuristic_on_hand_worked(case: str, alg: str) -> None:
-    from app.engine.solve import solve
+    from app.engine.solvers.solve import solve
 
     scenario = two_gpu_scenario(**CASES[case])
     heur = solve(scenario, alg, time_budget_s=0.3)
@@ -639,7 +639,7 @@ def test_killed_solver_falls_back_to_its_accepted_warm_start(
 ) -> None:
     """When the guard kills CBC after it accepted the MIP start, the warm start is
     the incumbent we hold: reported as time_limit / feasible, never optimal."""
-    import app.engine.cbc as cbc
+    import app.engine.solvers.milp.cbc as cbc
 
     def killed(*args: Any, **kwargs: Any) -> cbc.CbcOutcome:
         return cbc.CbcOutcome(
@@ -667,7 +667,7 @@ def test_solver_dies_with_a_hard_killed_caller(tmp_path: Path) -> None:
     code = (
         "import sys, time\n"
         "from pathlib import Path\n"
-        "from app.engine.cbc import run_process\n"
+        "from app.engine.solvers.milp.cbc import run_process\n"
         f"run_process(['sleep', '60'], Path({str(tmp_path / 'log')!r}), time.monotonic() + 60,\n"
         f"            on_start=lambda p: Path({str(pid_file)!r}).write_text(str(p.pid)))\n"
     )

@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app.engine.catalog import catalog_gpu, catalog_model, catalog_models, catalog_precision
-from app.engine.domain import GPU, Model, Precision
-from app.engine.perf import (
+from app.engine.model.catalog import catalog_gpu, catalog_model, catalog_models, catalog_precision
+from app.engine.model.domain import GPU, Model, Precision
+from app.engine.perf.model import (
     DEFAULT_PROFILE,
     PROFILES,
     SPLITWISE_PROFILE,

@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
-from app.engine.demo import demo_scenario, demo_scenario_document
-from app.engine.domain import Scenario
+from app.engine.model.demo import demo_scenario, demo_scenario_document
+from app.engine.model.domain import Scenario
 from app.engine.errors import InputError, ScenarioError
-from app.engine.schemas import (
+from app.engine.model.schemas import (
     ScenarioSpec,
     parse_scenario,
     parse_scenario_spec,

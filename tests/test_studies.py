@@ -13,10 +13,10 @@ from types import ModuleType
 import numpy as np
 import pytest
 
-from app.engine.demo import demo_scenario
-from app.engine.evaluate import evaluate_plan
-from app.engine.plan import Deployment, Plan
-from app.engine.solve import solve
+from app.engine.model.demo import demo_scenario
+from app.engine.plan.evaluate import evaluate_plan
+from app.engine.plan.plan import Deployment, Plan
+from app.engine.solvers.solve import solve
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -8,7 +8,7 @@ exactly the engine's.
 Documents
 ---------
 scenario document  {"query_types": [...], "models": [...], "gpus": [...],
-                    "precisions": [...], "policy": {...}}   (see app.engine.schemas)
+                    "precisions": [...], "policy": {...}}   (see app.engine.model.schemas)
 plan document      {"deployments": [{"id", "model", "gpu", "precision", "tp", "pp",
                      "replicas", "gpus", "utilization"}],
                     "routing": [{"query_type", "deployment", "fraction"}],
@@ -30,10 +30,10 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from app.engine.demo import demo_scenario_document
-from app.engine.evaluate import evaluate_plan, plan_document
-from app.engine.plan import plan_from_document
-from app.engine.schemas import parse_scenario, scenario_to_document
+from app.engine.model.demo import demo_scenario_document
+from app.engine.plan.evaluate import evaluate_plan, plan_document
+from app.engine.plan.plan import plan_from_document
+from app.engine.model.schemas import parse_scenario, scenario_to_document
 
 __all__ = [
     "audit_documents",
@@ -86,7 +86,7 @@ def solve_documents(
     """Plan for a scenario with GH or AGH (warm-started from `current_plan_doc`
     when given, with the policy's change cost), or with the MILP
     (`algorithm="milp"`, `time_budget_s` is then its time limit)."""
-    from app.engine.solve import solve
+    from app.engine.solvers.solve import solve
 
     scenario = parse_scenario(scenario_doc)
     current = plan_from_document(current_plan_doc) if current_plan_doc else None
@@ -108,7 +108,7 @@ def audit_documents(
     """Exact MILP audit: solve the scenario's MILP under a hard wall-clock limit
     (cancellable through `cancel`, which kills the solver process within 1 s) and
     report the reference plan's certified gap to the proven bound."""
-    from app.engine.milp import audit
+    from app.engine.solvers.milp.model import audit
 
     scenario = parse_scenario(scenario_doc)
     reference = plan_from_document(reference_plan_doc) if reference_plan_doc else None
@@ -135,7 +135,7 @@ def plan_document_for(scenario_doc: Any, plan_doc: Any) -> dict[str, Any]:
 def explain_documents(scenario_doc: Any, plan_doc: Any) -> dict[str, Any]:
     """Why the plan is what it is: per query type its routes, its cheapest
     alternatives, the constraints that bind, and why demand is unmet when it is."""
-    from app.engine.explain import explain_plan
+    from app.engine.plan.explain import explain_plan
 
     scenario = parse_scenario(scenario_doc)
     plan = plan_from_document(plan_doc)

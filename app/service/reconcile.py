@@ -25,7 +25,7 @@ import sqlite3
 import time
 from typing import Any
 
-from app.service.diff import plan_diff
+from app.engine.plan.diff import plan_diff
 from app.service.metrics import Metrics
 from app.service.pool import SolverCrashed, SolverPool, SolverTimeout
 from app.service.settings import Settings

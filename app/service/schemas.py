@@ -1,7 +1,7 @@
 """The API's request and response schemas.
 
 Request bodies are strict (`extra="forbid"`, finite numbers); the scenario parts
-reuse the engine's own schemas (`app.engine.schemas`) so the field names cannot
+reuse the engine's own schemas (`app.engine.model.schemas`) so the field names cannot
 drift. Response bodies that carry engine documents (plans, solver results,
 evaluations) allow extra keys: the engine may add fields and clients should ignore
 what they do not know.
@@ -25,7 +25,7 @@ from pydantic import (
 )
 
 from app.engine.errors import ScenarioError
-from app.engine.schemas import GPUSpec, ModelSpec, PrecisionSpec, QueryTypeSpec, ScenarioSpec
+from app.engine.model.schemas import GPUSpec, ModelSpec, PrecisionSpec, QueryTypeSpec, ScenarioSpec
 
 # strict: no bool-as-number or number-as-string coercion in what we define (the
 # engine's scenario schemas keep pydantic's lax mode).

@@ -13,9 +13,9 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from app.engine.catalog import catalog_gpu, catalog_model, catalog_precision
-from app.engine.domain import GPU, Model, Precision
-from app.engine.perf import predict
+from app.engine.model.catalog import catalog_gpu, catalog_model, catalog_precision
+from app.engine.model.domain import GPU, Model, Precision
+from app.engine.perf.model import predict
 from app.service.deps import SettingsDep
 from app.service.problems import ProblemError, problem_responses
 from app.service.schemas import PerfCase, PerfRequest, PerfResponse

@@ -23,10 +23,10 @@ from typing import Any
 
 import numpy as np
 
-from app.engine.candidates import CandidateTable, PairConstants, candidate_table
-from app.engine.domain import Scenario
-from app.engine.evaluate import Evaluation, evaluate_plan, plan_document
-from app.engine.milp import (
+from app.engine.plan.candidates import CandidateTable, PairConstants, candidate_table
+from app.engine.model.domain import Scenario
+from app.engine.plan.evaluate import Evaluation, evaluate_plan, plan_document
+from app.engine.solvers.milp.model import (
     MilpModel,
     Solution,
     build_model,
@@ -36,8 +36,8 @@ from app.engine.milp import (
     solve_milp,
     write_lp,
 )
-from app.engine.perf import DEFAULT_PROFILE, EngineProfile
-from app.engine.plan import Plan
+from app.engine.perf.model import DEFAULT_PROFILE, EngineProfile
+from app.engine.plan.plan import Plan
 
 BASELINES = ("lpr", "dvr", "hf")
 _EPS = 1e-9
@@ -146,7 +146,7 @@ def _routing_lp(
     import tempfile
     from pathlib import Path
 
-    from app.engine.cbc import run_cbc
+    from app.engine.solvers.milp.cbc import run_cbc
 
     mm = build_model(table, relax=True)
     for d, v in enumerate(mm.model.r.values()):
@@ -390,7 +390,7 @@ def hf(
     share of the time limit; keep the cheapest feasible plan over the types. If no
     single GPU type can serve the demand the result is infeasible (the plan of the
     type with the fewest violations is returned for inspection)."""
-    from app.engine.greedy import greedy
+    from app.engine.solvers.greedy import greedy
 
     t0 = time.monotonic()
     if table is None:

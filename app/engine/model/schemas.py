@@ -1,5 +1,5 @@
 """The scenario document (JSON) as pydantic v2 schemas, and the converters to and
-from the frozen domain objects of `app.engine.domain`.
+from the frozen domain objects of `app.engine.model.domain`.
 
 The field names are the public contract shared by the CLI, the REST API and
 external clients. Validation rejects impossible input with a message naming the
@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from app.engine.domain import GPU, Model, Policy, Precision, QueryType, Scenario
+from app.engine.model.domain import GPU, Model, Policy, Precision, QueryType, Scenario
 from app.engine.errors import ScenarioError
 
 # strict: no bool-as-number or str-as-number coercion (JSON ints are still floats).

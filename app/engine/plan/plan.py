@@ -2,7 +2,7 @@
 
 A plan holds decisions only (deployments with replica counts, routing fractions,
 unmet fractions). Costs, utilizations and feasibility are never stored in it: they
-are recomputed by `app.engine.evaluate.evaluate_plan` from scenario + plan, and the
+are recomputed by `app.engine.plan.evaluate.evaluate_plan` from scenario + plan, and the
 JSON plan document (`plan_document`) is assembled from both.
 """
 

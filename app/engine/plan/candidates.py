@@ -15,8 +15,8 @@ from functools import cached_property
 import numpy as np
 from numpy.typing import NDArray
 
-from app.engine.domain import Scenario
-from app.engine.perf import (
+from app.engine.model.domain import Scenario
+from app.engine.perf.model import (
     DEFAULT_PROFILE,
     EngineProfile,
     hardware_arrays,
@@ -26,7 +26,7 @@ from app.engine.perf import (
     tpot_s,
     ttft_s,
 )
-from app.engine.plan import deployment_id
+from app.engine.plan.plan import deployment_id
 
 IntArray = NDArray[np.int64]
 FloatArray = NDArray[np.float64]

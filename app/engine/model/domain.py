@@ -1,7 +1,7 @@
 """Frozen domain objects of the allocation problem (SPEC §1.1).
 
 These are the engine's own types: validated, immutable, and free of any HTTP or
-pydantic concern. `app.engine.schemas` converts the JSON scenario document to and
+pydantic concern. `app.engine.model.schemas` converts the JSON scenario document to and
 from them; every solver and the evaluator work on these.
 """
 

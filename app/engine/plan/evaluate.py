@@ -32,10 +32,10 @@ from typing import Any
 
 import numpy as np
 
-from app.engine.candidates import PairConstants, pair_constants
-from app.engine.domain import Scenario
-from app.engine.perf import DEFAULT_PROFILE, EngineProfile
-from app.engine.plan import Deployment, Plan
+from app.engine.plan.candidates import PairConstants, pair_constants
+from app.engine.model.domain import Scenario
+from app.engine.perf.model import DEFAULT_PROFILE, EngineProfile
+from app.engine.plan.plan import Deployment, Plan
 
 # Relative tolerance of every constraint check: solvers (CBC in particular) return
 # values that satisfy constraints only up to their own tolerances.

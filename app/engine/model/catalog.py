@@ -20,7 +20,7 @@ import csv
 from functools import cache
 from importlib import resources
 
-from app.engine.domain import GPU, Model, Precision
+from app.engine.model.domain import GPU, Model, Precision
 
 DEFAULT_PRICES: dict[str, float] = {
     "H200-SXM": 4.5,

@@ -28,8 +28,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from app.engine.candidates import CandidateTable
-from app.engine.greedy import (
+from app.engine.plan.candidates import CandidateTable
+from app.engine.solvers.greedy import (
     AllocationState,
     Greedy,
     Mechanisms,
@@ -37,7 +37,7 @@ from app.engine.greedy import (
     state_from_plan,
     type_order,
 )
-from app.engine.plan import Plan
+from app.engine.plan.plan import Plan
 
 # Random starts also randomize which new deployment GH opens (GRASP): any option
 # within (1 + alpha) of the best $ per coverage may be taken; alpha cycles through

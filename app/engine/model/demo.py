@@ -18,9 +18,9 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-from app.engine.catalog import DEFAULT_PRECISIONS, catalog_gpus, catalog_models
-from app.engine.domain import Policy, QueryType, Scenario
-from app.engine.schemas import scenario_to_document
+from app.engine.model.catalog import DEFAULT_PRECISIONS, catalog_gpus, catalog_models
+from app.engine.model.domain import Policy, QueryType, Scenario
+from app.engine.model.schemas import scenario_to_document
 
 DEMO_MODELS = (
     "Llama-3.1-8B",

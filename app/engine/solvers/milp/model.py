@@ -49,11 +49,11 @@ import numpy as np
 import pyomo.environ as pyo
 from pyomo.core.expr.numeric_expr import LinearExpression
 
-from app.engine.candidates import CandidateTable, candidate_table
-from app.engine.domain import Scenario
-from app.engine.evaluate import Evaluation, evaluate_plan, plan_document
-from app.engine.perf import DEFAULT_PROFILE, EngineProfile
-from app.engine.plan import Deployment, Plan, Route
+from app.engine.plan.candidates import CandidateTable, candidate_table
+from app.engine.model.domain import Scenario
+from app.engine.plan.evaluate import Evaluation, evaluate_plan, plan_document
+from app.engine.perf.model import DEFAULT_PROFILE, EngineProfile
+from app.engine.plan.plan import Deployment, Plan, Route
 
 Termination = Literal["optimal", "time_limit", "infeasible", "unbounded", "cancelled", "error"]
 SolutionStatus = Literal["optimal", "feasible", "none"]
@@ -732,10 +732,10 @@ def _run(
 
 def _backend_version(backend: str) -> str:
     if backend == "cbc":
-        from app.engine.cbc import cbc_version
+        from app.engine.solvers.milp.cbc import cbc_version
 
         return cbc_version()
-    from app.engine.highs_backend import highs_version
+    from app.engine.solvers.milp.highs import highs_version
 
     return highs_version()
 
@@ -751,16 +751,16 @@ def _solve_backend(
     deadline: float,
     on_process: Callable[[Any], None] | None,
 ) -> SolverOutcome:
-    from app.engine.cbc import GRACE_S
+    from app.engine.solvers.milp.cbc import GRACE_S
 
     hard = deadline + GRACE_S
     if backend == "highs":
-        from app.engine.highs_backend import run_highs
+        from app.engine.solvers.milp.highs import run_highs
 
         return run_highs(
             lp_path, time_limit_s, relative_gap, threads, cancel, mipstart, hard, on_process
         )
-    from app.engine.cbc import cbc_seconds, cbc_version, run_cbc
+    from app.engine.solvers.milp.cbc import cbc_seconds, cbc_version, run_cbc
 
     out = run_cbc(
         lp_path,
@@ -813,7 +813,7 @@ def lp_relaxation(
 ) -> LpRelaxation:
     """Solve the LP relaxation of the §1 MILP (integrality of r and z dropped) with
     CBC under the same hard wall-clock guard."""
-    from app.engine.cbc import run_cbc
+    from app.engine.solvers.milp.cbc import run_cbc
 
     t0 = time.monotonic()
     if table is None:

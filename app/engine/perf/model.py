@@ -53,7 +53,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from app.engine.domain import GPU, Model, Precision
+from app.engine.model.domain import GPU, Model, Precision
 
 FloatArray = NDArray[np.float64]
 

@@ -10,13 +10,13 @@ import time
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from app.engine.agh import agh
-from app.engine.candidates import candidate_table
-from app.engine.domain import Scenario
-from app.engine.evaluate import Evaluation, evaluate_plan, plan_document
-from app.engine.greedy import Mechanisms, greedy
-from app.engine.perf import DEFAULT_PROFILE, EngineProfile
-from app.engine.plan import Plan
+from app.engine.solvers.agh import agh
+from app.engine.plan.candidates import candidate_table
+from app.engine.model.domain import Scenario
+from app.engine.plan.evaluate import Evaluation, evaluate_plan, plan_document
+from app.engine.solvers.greedy import Mechanisms, greedy
+from app.engine.perf.model import DEFAULT_PROFILE, EngineProfile
+from app.engine.plan.plan import Plan
 
 Algorithm = Literal["gh", "agh", "milp"]
 ALGORITHMS: tuple[str, ...] = ("gh", "agh", "milp")
@@ -80,7 +80,7 @@ def solve(
     t0 = time.monotonic()
     table = candidate_table(scenario, profile)
     if algorithm == "milp":
-        from app.engine.milp import solve_milp
+        from app.engine.solvers.milp.model import solve_milp
 
         # GH's plan is CBC's first incumbent, so a time-limited solve still returns
         # a plan; the MILP's answer is reported whatever it is (never relabelled).

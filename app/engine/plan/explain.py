@@ -13,10 +13,10 @@ from typing import Any
 
 import numpy as np
 
-from app.engine.candidates import CandidateTable, candidate_table
-from app.engine.domain import Scenario
-from app.engine.evaluate import Evaluation, evaluate_plan
-from app.engine.plan import Plan
+from app.engine.plan.candidates import CandidateTable, candidate_table
+from app.engine.model.domain import Scenario
+from app.engine.plan.evaluate import Evaluation, evaluate_plan
+from app.engine.plan.plan import Plan
 
 _TOP = 3
 

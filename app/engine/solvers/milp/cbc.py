@@ -17,7 +17,7 @@ preprocessing long past `-sec`. `run_cbc` therefore
 `run_process` is the generic part (a subprocess under a deadline and a cancel
 event) and is shared with the HiGHS backend.
 
-Termination reasons are those of `app.engine.milp`: optimal, time_limit,
+Termination reasons are those of `app.engine.solvers.milp.model`: optimal, time_limit,
 infeasible, unbounded, cancelled, error. The solution file's values are returned
 only when the file exists and reports a solution.
 """

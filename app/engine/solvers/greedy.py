@@ -30,8 +30,8 @@ from typing import Any
 
 import numpy as np
 
-from app.engine.candidates import CandidateTable
-from app.engine.plan import Deployment, Plan, Route
+from app.engine.plan.candidates import CandidateTable
+from app.engine.plan.plan import Deployment, Plan, Route
 
 EPS = 1e-9
 
