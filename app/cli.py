@@ -52,8 +52,8 @@ def cmd_solve(a: argparse.Namespace) -> None:
     current = _read_json(a.current) if a.current else None
     budget = a.time_limit if a.algorithm == "milp" and a.time_limit else a.time_budget
     if a.algorithm == "milp":
-        from app.engine.solvers.milp.model import solve_milp
         from app.engine.model.schemas import parse_scenario
+        from app.engine.solvers.milp.model import solve_milp
 
         s = parse_scenario(scenario)
         res = solve_milp(s, time_limit_s=budget, relative_gap=a.gap, threads=a.threads)

@@ -24,14 +24,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from app.engine.solvers.agh import agh
-from app.research.baselines import BASELINES, run_baseline
 from app.engine.plan.candidates import candidate_table
-from app.engine.solvers.milp.cbc import cbc_version
 from app.engine.plan.evaluate import evaluate_plan
+from app.engine.solvers.agh import agh
 from app.engine.solvers.greedy import Mechanisms, greedy
-from app.research.instances import generate
+from app.engine.solvers.milp.cbc import cbc_version
 from app.engine.solvers.milp.model import solve_milp
+from app.research.baselines import BASELINES, run_baseline
+from app.research.instances import generate
 
 SIZES = [(6, 6, 10), (10, 10, 10), (20, 20, 20), (50, 30, 24)]
 ABLATIONS = {

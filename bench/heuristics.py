@@ -23,9 +23,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from app.engine.solvers.agh import agh
 from app.engine.plan.candidates import candidate_table
 from app.engine.plan.evaluate import evaluate_plan
+from app.engine.solvers.agh import agh
 from app.engine.solvers.greedy import Mechanisms, greedy
 from app.research.instances import VARIANTS, generate, tp_bound_instance
 

@@ -15,11 +15,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_milp import CASES, enumerate_optimum, two_gpu_scenario
 
-from app.research.baselines import BASELINES, BaselineResult, dvr, hf, lpr, run_baseline, subtable
 from app.engine.plan.candidates import candidate_table
 from app.engine.plan.evaluate import evaluate_plan
-from app.research.instances import VARIANTS, generate
 from app.engine.solvers.milp.model import lp_relaxation, solve_milp
+from app.research.baselines import BASELINES, BaselineResult, dvr, hf, lpr, run_baseline, subtable
+from app.research.instances import VARIANTS, generate
 
 REL = 1e-6
 

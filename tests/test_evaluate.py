@@ -13,10 +13,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from app.engine.plan.candidates import pair_constants
+from app.engine.errors import PlanFormatError
 from app.engine.model.catalog import DEFAULT_PRECISIONS, catalog_gpu, catalog_model
 from app.engine.model.domain import GPU, Model, Policy, QueryType, Scenario
-from app.engine.errors import PlanFormatError
+from app.engine.plan.candidates import pair_constants
 from app.engine.plan.evaluate import Evaluation, evaluate_plan, plan_document
 from app.engine.plan.plan import Deployment, Plan, Route, deployment_id, plan_from_document
 
@@ -178,10 +178,17 @@ def test_coverage_fractions_not_summing_to_one() -> None:
         [Route("chat", did(L40S, "bf16"), 0.9), Route("code", did(A100, "bf16"), 1.0)],
     )
     ev = evaluate_plan(s, plan)
-    assert kinds(ev) == {"coverage"}
-    (v,) = ev.violations
-    assert v.subject == "chat"
-    assert v.amount == pytest.approx(-0.1)
+    # The forgotten 0.1 of chat is unserved: a coverage violation, and unmet beyond
+    # its cap (0), priced at its penalty and reported in the type's service.
+    assert kinds(ev) == {"coverage", "unmet_cap"}
+    cov = next(v for v in ev.violations if v.constraint == "coverage")
+    assert cov.subject == "chat" and "chat" in cov.message
+    assert cov.amount == pytest.approx(-0.1)
+    chat = s.query_types[0]
+    assert ev.cost.unmet_penalty == pytest.approx(
+        0.1 * 3600 * s.policy.horizon_h * chat.unmet_penalty * chat.arrival_rate
+    )
+    assert next(t for t in ev.types if t.query_type == "chat").unmet_fraction == pytest.approx(0.1)
 
 
 def test_coverage_over_one() -> None:
@@ -389,9 +396,12 @@ def test_structure_bad_deployment(bad_dep: Deployment, needle: str) -> None:
         [Route("chat", bad_dep.id, 1.0), Route("code", did(A100, "bf16"), 1.0)],
     )
     ev = evaluate_plan(s, plan)
-    assert kinds(ev) == {"structure"}
-    assert all(v.subject == bad_dep.id for v in ev.violations)
-    assert any(needle in v.message for v in ev.violations)
+    # chat's traffic is lost with the deployment: unserved beyond its cap (0)
+    assert kinds(ev) == {"structure", "unmet_cap"}
+    structure = [v for v in ev.violations if v.constraint == "structure"]
+    assert all(v.subject == bad_dep.id for v in structure)
+    assert any(needle in v.message for v in structure)
+    assert [v.subject for v in ev.violations if v.constraint == "unmet_cap"] == ["chat"]
     # the broken deployment is neither rented nor counted
     assert ev.gpus_by_type.get(L40S, 0) == 0
 
@@ -404,7 +414,7 @@ def test_structure_tp_outside_policy_options() -> None:
         [Route("chat", did(L40S, "bf16", 4), 1.0), Route("code", did(A100, "bf16"), 1.0)],
     )
     ev = evaluate_plan(s, plan)
-    assert kinds(ev) == {"structure"}
+    assert kinds(ev) == {"structure", "unmet_cap"}
     assert "tp=4 not in tp_options" in ev.violations[0].message
     assert evaluate_plan(tiny(), plan).feasible  # the same plan under default options
 
@@ -417,7 +427,7 @@ def test_structure_tp_beyond_gpus_per_node() -> None:
         [Route("chat", did(L40S, "bf16", 4), 1.0), Route("code", did(A100, "bf16"), 1.0)],
     )
     ev = evaluate_plan(s, plan)
-    assert kinds(ev) == {"structure"}
+    assert kinds(ev) == {"structure", "unmet_cap"}
     assert "gpus_per_node" in ev.violations[0].message
 
 
@@ -428,8 +438,8 @@ def test_structure_routing_to_a_deployment_not_in_the_plan() -> None:
         [Route("chat", did(L40S, "bf16"), 1.0), Route("code", did(A100, "bf16"), 1.0)],
     )
     ev = evaluate_plan(s, plan)
-    assert kinds(ev) == {"structure"}
-    (v,) = ev.violations
+    assert kinds(ev) == {"structure", "unmet_cap"}
+    v = ev.violations[0]
     assert v.subject == did(A100, "bf16")
     assert "not in the plan" in v.message
     # the lost traffic is not reported as served
@@ -624,6 +634,8 @@ def test_plan_from_document_ignores_outputs_and_accepts_empty_plan() -> None:
 def test_empty_plan_is_evaluated_not_raised() -> None:
     s = tiny()
     ev = evaluate_plan(s, Plan())
-    assert kinds(ev) == {"coverage"}
+    assert kinds(ev) == {"coverage", "unmet_cap"}
     assert {v.subject for v in ev.violations} == {"chat", "code"}
-    assert ev.objective == 0.0
+    # nothing is served: every request is priced as unmet, nothing else costs
+    full = sum(3600 * s.policy.horizon_h * q.unmet_penalty * q.arrival_rate for q in s.query_types)
+    assert ev.objective == pytest.approx(full) and ev.cost.rental == 0.0

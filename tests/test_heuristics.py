@@ -13,15 +13,16 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from app.engine.solvers.agh import LocalSearch, _Deadline, agh, better
-from app.engine.plan.candidates import CandidateTable, candidate_table
 from app.engine.model.catalog import DEFAULT_PRECISIONS, catalog_gpu, catalog_model
 from app.engine.model.domain import Policy, QueryType, Scenario
+from app.engine.plan.candidates import CandidateTable, candidate_table
 from app.engine.plan.evaluate import Evaluation, evaluate_plan
-from app.engine.solvers.greedy import AllocationState, Mechanisms, greedy, type_order
-from app.research.instances import VARIANTS, generate, tp_bound_instance
 from app.engine.plan.plan import Plan
+from app.engine.solvers.agh import LocalSearch, _Deadline, agh, better
+from app.engine.solvers.greedy import Mechanisms, greedy, type_order
 from app.engine.solvers.solve import solve
+from app.engine.solvers.state import AllocationState
+from app.research.instances import VARIANTS, generate, tp_bound_instance
 
 BUDGET_S = 0.5  # AGH time budget; small instances converge well before it
 REL = 1e-6
@@ -237,7 +238,7 @@ def test_agh_finds_a_known_feasible_plan() -> None:
 
 def test_repair_of_a_live_plan_respects_the_budget() -> None:
     from app.engine.solvers.agh import repair
-    from app.engine.solvers.greedy import state_from_plan
+    from app.engine.solvers.state import state_from_plan
 
     def live_feasible(seed: int) -> bool:
         s = generate(2, 2, 10, seed, "tight_budget")
@@ -403,3 +404,78 @@ def test_agh_on_an_empty_candidate_table(case: str) -> None:
     out = solve(s, "agh", time_budget_s=BUDGET_S)
     assert out.plan.deployments == ()
     assert all(f == 1.0 for f in out.plan.unmet.values())
+
+
+# ------------------------------------------------------ regressions (issue #13 §1–2)
+
+
+def _demo() -> Scenario:
+    from app.engine.model.demo import demo_scenario
+
+    return demo_scenario()
+
+
+@settings(
+    derandomize=True,
+    max_examples=12,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+    database=None,
+)
+@given(
+    cost=st.floats(0.0, 50.0),
+    scale=st.floats(0.3, 2.0),
+    keep=st.integers(0, 2**16),
+)
+def test_warm_agh_with_any_change_cost_never_raises(cost: float, scale: float, keep: int) -> None:
+    """Change-cost credits make option costs zero or negative; the randomized
+    (GRASP) choice used to draw from an empty list then (`a cannot be empty`)."""
+    s = _demo()
+    # A random prior plan: GH's plan for the demand scaled, with a random subset of
+    # its deployments kept (routes to dropped ones are then simply missing).
+    prior_s = replace(
+        s,
+        query_types=tuple(replace(q, arrival_rate=q.arrival_rate * scale) for q in s.query_types),
+    )
+    prior = greedy(candidate_table(prior_s)).to_plan()
+    kept = tuple(d for k, d in enumerate(prior.deployments) if keep >> (k % 16) & 1)
+    prior = Plan.build(kept, prior.routing, prior.unmet)
+    s = replace(s, policy=replace(s.policy, change_cost_per_gpu=cost))
+    out = solve(s, algorithm="agh", time_budget_s=5.0, seed=0, current=prior, max_starts=3)
+    ev = evaluate_plan(s, out.plan, current=prior)
+    assert ev.feasible, ev.violations  # the demo has a feasible plan at any change cost
+    assert ev.objective == pytest.approx(out.objective)
+
+
+def _unservable_code() -> Scenario:
+    s = _demo()
+    return replace(
+        s,
+        query_types=tuple(
+            replace(q, ttft_s=0.001) if q.id == "code" else q for q in s.query_types
+        ),
+    )
+
+
+@pytest.mark.parametrize("start", ["gh", "agh-cold", "agh-warm"])
+def test_a_type_nothing_can_serve_is_reported_unmet_and_priced(start: str) -> None:
+    """Every planner and start: routed + unmet = 1 for every type; unserved demand
+    is priced and a violation names the type (a warm start used to drop it)."""
+    base = _demo()
+    live = solve(base, algorithm="gh").plan
+    s = _unservable_code()
+    algorithm = "gh" if start == "gh" else "agh"
+    current = live if start == "agh-warm" else None
+    out = solve(s, algorithm=algorithm, time_budget_s=5.0, current=current, max_starts=3)
+    routed: dict[str, float] = {}
+    for r in out.plan.routing:
+        routed[r.query_type] = routed.get(r.query_type, 0.0) + r.fraction
+    for q in s.query_types:
+        assert routed.get(q.id, 0.0) + out.plan.unmet.get(q.id, 0.0) == pytest.approx(1.0)
+    assert out.plan.unmet.get("code") == pytest.approx(1.0)
+    code = next(q for q in s.query_types if q.id == "code")
+    penalty = 3600 * s.policy.horizon_h * code.unmet_penalty * code.arrival_rate
+    assert out.evaluation.cost.unmet_penalty >= penalty * (1 - 1e-9)
+    assert any(v.subject == "code" for v in out.evaluation.violations)
+    code_report = next(t for t in out.evaluation.types if t.query_type == "code")
+    assert code_report.unmet_fraction == pytest.approx(1.0)

@@ -6,8 +6,8 @@ import pytest
 
 from app.engine.model.catalog import catalog_gpu
 from app.engine.model.domain import Scenario
-from app.research.instances import TIER_GPUS, VARIANTS, generate, tp_bound_instance
 from app.engine.model.schemas import parse_scenario, scenario_to_document
+from app.research.instances import TIER_GPUS, VARIANTS, generate, tp_bound_instance
 
 
 def tiers(s: Scenario) -> int:

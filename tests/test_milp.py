@@ -29,8 +29,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from app.engine.plan.candidates import CandidateTable, candidate_table
 from app.engine.model.catalog import DEFAULT_PRECISIONS, catalog_gpu, catalog_model
+from app.engine.model.domain import Policy, QueryType, Scenario
+from app.engine.plan.candidates import CandidateTable, candidate_table
+from app.engine.plan.evaluate import evaluate_plan
+from app.engine.plan.plan import Deployment, Plan, Route
 from app.engine.solvers.milp.cbc import (
     ProcessRun,
     classify,
@@ -38,9 +41,6 @@ from app.engine.solvers.milp.cbc import (
     parse_solution_file,
     run_process,
 )
-from app.engine.model.domain import Policy, QueryType, Scenario
-from app.engine.plan.evaluate import evaluate_plan
-from app.research.instances import VARIANTS, generate
 from app.engine.solvers.milp.model import (
     MilpResult,
     audit,
@@ -48,7 +48,7 @@ from app.engine.solvers.milp.model import (
     lp_relaxation,
     solve_milp,
 )
-from app.engine.plan.plan import Deployment, Plan, Route
+from app.research.instances import VARIANTS, generate
 
 REL = 1e-6
 CHEAP, FAST = "L4", "H100-SXM"

@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
+from app.engine.errors import InputError, ScenarioError
 from app.engine.model.demo import demo_scenario, demo_scenario_document
 from app.engine.model.domain import Scenario
-from app.engine.errors import InputError, ScenarioError
 from app.engine.model.schemas import (
     ScenarioSpec,
     parse_scenario,

@@ -9,8 +9,8 @@ import pytest
 from fastapi.testclient import TestClient
 from service_support import client_for, fast_settings, wait_for_plan
 
-from app.research.instances import generate
 from app.engine.model.schemas import scenario_to_document
+from app.research.instances import generate
 
 pytestmark = pytest.mark.milp
 

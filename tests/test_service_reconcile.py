@@ -13,8 +13,8 @@ import pytest
 from service_support import client_for, fast_settings, wait_for_plan
 
 from app.engine.api import demo_scenario_document, normalize_scenario
-from app.service.changes import apply_availability, apply_demand
 from app.engine.plan.diff import plan_diff
+from app.service.changes import apply_availability, apply_demand
 from app.service.pool import SolverCrashed, SolverPool, SolverTimeout
 from app.service.problems import ProblemError
 from app.service.schemas import AvailabilityUpdate, DemandUpdate

@@ -31,9 +31,9 @@ import threading
 from typing import Any
 
 from app.engine.model.demo import demo_scenario_document
+from app.engine.model.schemas import parse_scenario, scenario_to_document
 from app.engine.plan.evaluate import evaluate_plan, plan_document
 from app.engine.plan.plan import plan_from_document
-from app.engine.model.schemas import parse_scenario, scenario_to_document
 
 __all__ = [
     "audit_documents",

@@ -23,9 +23,11 @@ from typing import Any
 
 import numpy as np
 
-from app.engine.plan.candidates import CandidateTable, PairConstants, candidate_table
 from app.engine.model.domain import Scenario
+from app.engine.perf.model import DEFAULT_PROFILE, EngineProfile
+from app.engine.plan.candidates import CandidateTable, PairConstants, candidate_table
 from app.engine.plan.evaluate import Evaluation, evaluate_plan, plan_document
+from app.engine.plan.plan import Plan
 from app.engine.solvers.milp.model import (
     MilpModel,
     Solution,
@@ -36,8 +38,6 @@ from app.engine.solvers.milp.model import (
     solve_milp,
     write_lp,
 )
-from app.engine.perf.model import DEFAULT_PROFILE, EngineProfile
-from app.engine.plan.plan import Plan
 
 BASELINES = ("lpr", "dvr", "hf")
 _EPS = 1e-9

@@ -14,8 +14,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from app.engine.model.domain import GPU, Model, Policy, Precision, QueryType, Scenario
 from app.engine.errors import ScenarioError
+from app.engine.model.domain import GPU, Model, Policy, Precision, QueryType, Scenario
 
 # strict: no bool-as-number or str-as-number coercion (JSON ints are still floats).
 _CONFIG = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True, strict=True)

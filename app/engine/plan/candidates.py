@@ -26,7 +26,8 @@ from app.engine.perf.model import (
     tpot_s,
     ttft_s,
 )
-from app.engine.plan.plan import deployment_id
+from app.engine.plan import costs
+from app.engine.plan.plan import Deployment, deployment_id
 
 IntArray = NDArray[np.int64]
 FloatArray = NDArray[np.float64]
@@ -142,6 +143,19 @@ class CandidateTable:
     def index(self) -> dict[str, int]:
         return {d: k for k, d in enumerate(self.ids)}
 
+    def deployment(self, d: int, replicas: int) -> Deployment:
+        """Candidate `d` as a plan deployment with `replicas` replicas (the one place
+        a table index becomes a deployment)."""
+        s = self.scenario
+        return Deployment(
+            s.models[self.model[d]].id,
+            s.gpus[self.gpu[d]].id,
+            s.precisions[self.precision[d]].id,
+            int(self.tp[d]),
+            int(self.pp[d]),
+            int(replicas),
+        )
+
     @property
     def size(self) -> int:
         return len(self.model)
@@ -157,23 +171,16 @@ class CandidateTable:
     @cached_property
     def replica_cost(self) -> FloatArray:
         """Rental $ per horizon for one replica."""
-        return self.scenario.policy.horizon_h * self.price_per_gpu_hour * self.gpus_per_replica
+        return costs.replica_cost(self.scenario, self.gpu, self.gpus_per_replica)
 
     @cached_property
     def weight_gb(self) -> FloatArray:
-        s = self.scenario
-        return np.array(
-            [
-                s.models[j].params_b * s.precisions[p].bytes_per_weight
-                for j, p in zip(self.model, self.precision, strict=True)
-            ]
-        )
+        return costs.weight_gb(self.scenario, self.model, self.precision)
 
     @cached_property
     def storage_cost(self) -> FloatArray:
         """$ per horizon to keep one deployment's weights in storage."""
-        pol = self.scenario.policy
-        return self.weight_gb * pol.storage_price_per_gb_h * pol.horizon_h
+        return costs.storage_cost(self.scenario, self.weight_gb)
 
     @cached_property
     def gpu_available(self) -> IntArray:
@@ -201,7 +208,7 @@ class CandidateTable:
     # ---- type-level -------------------------------------------------------
     @cached_property
     def arrival(self) -> FloatArray:
-        return np.array([q.arrival_rate for q in self.scenario.query_types])
+        return costs.demand(self.scenario)
 
     @cached_property
     def max_error(self) -> FloatArray:
@@ -214,17 +221,12 @@ class CandidateTable:
     @cached_property
     def unmet_cost(self) -> FloatArray:
         """$ per horizon for leaving the whole of type i unmet."""
-        h = self.scenario.policy.horizon_h
-        return np.array(
-            [3600.0 * h * q.unmet_penalty * q.arrival_rate for q in self.scenario.query_types]
-        )
+        return costs.unmet_cost(self.scenario)
 
     @cached_property
     def delay_cost(self) -> FloatArray:
         """(I, D): $ per horizon of delay penalty for routing all of type i to d."""
-        h = self.scenario.policy.horizon_h
-        rho = np.array([q.delay_penalty or 0.0 for q in self.scenario.query_types])
-        return 3600.0 * h * (rho * self.arrival)[:, None] * self.pairs.delay
+        return costs.delay_cost(self.scenario, self.pairs.delay)
 
     @cached_property
     def feasible(self) -> BoolArray:

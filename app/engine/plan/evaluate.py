@@ -4,24 +4,17 @@ feasibility.
 
 `evaluate_plan` returns an `Evaluation`: the cost breakdown, the slack of each
 constraint instance, the violations (empty when feasible), per-type service and
-per-deployment utilization. With any of `delay_factor`, `error_factor`,
-`demand_factor` != 1 it also reports a *stress* result: the plan, fixed, meets a
-world that is slower, less accurate or busier than modelled.
+per-deployment utilization. Each constraint family is checked by a function of
+its own (`_coverage`, `_slo`, `_capacity`, `_availability`, `_accuracy`,
+`_budget`, `_storage`, after `_structure`); prices come from
+`app.engine.plan.costs`. With any of `delay_factor`, `error_factor`,
+`demand_factor` != 1 it also reports a *stress* result (`app.engine.plan.stress`).
 
-Stress semantics (our choice; the paper does not define them precisely):
-* latencies x delay_factor: each pair's B* and μ are recomputed against the SLOs
-  with inflated latencies; a pair with no feasible batch any more violates the
-  SLO for all its traffic;
-* a deployment is run at full capacity under stress (headroom is there to be
-  used): if its load exceeds r·μ', the excess share 1 − 1/L of its traffic
-  misses the SLO;
-* errors x error_factor: the type's traffic-weighted error is recomputed; the
-  requests answered wrongly *beyond* its `max_error_rate` (served traffic x
-  max(0, weighted error − bound)) count as accuracy-violating. (Counting every
-  request of a type whose bound is exceeded would call a plan that sits exactly
-  on its bound 100% violating at 1.01x — not a useful measure.)
-* realised cost = rental + storage + change + planned unmet x penalty + every
-  violating request x its type's unmet penalty + delay penalty at inflated delays.
+Unserved demand is what no valid route carries: the plan's unmet fractions, the
+traffic routed to deployments that cannot exist, and any share the plan forgot
+(a coverage violation). All of it is priced at the type's unmet penalty and
+reported as the type's unmet fraction, so a plan can never look cheap, or a
+dashboard calm, by dropping a type.
 """
 
 from __future__ import annotations
@@ -31,15 +24,24 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
-from app.engine.plan.candidates import PairConstants, pair_constants
 from app.engine.model.domain import Scenario
 from app.engine.perf.model import DEFAULT_PROFILE, EngineProfile
+from app.engine.plan import costs
+from app.engine.plan.candidates import PairConstants, pair_constants
 from app.engine.plan.plan import Deployment, Plan
+from app.engine.plan.stress import StressReport, stress_report
+
+FloatArray = NDArray[np.float64]
 
 # Relative tolerance of every constraint check: solvers (CBC in particular) return
 # values that satisfy constraints only up to their own tolerances.
 TOL = 1e-6
+
+# Constraint kinds that can *limit* a plan (coverage and unmet caps are equalities
+# or bookkeeping and always sit at their bound): what "binding" reports.
+BINDING_KINDS = ("capacity", "availability", "accuracy", "budget", "storage")
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,11 +76,7 @@ class CostBreakdown:
     @property
     def total(self) -> float:
         return (
-            self.rental
-            + self.storage
-            + self.unmet_penalty
-            + self.delay_penalty
-            + (self.change_cost)
+            self.rental + self.storage + self.unmet_penalty + self.delay_penalty + self.change_cost
         )
 
     def to_document(self) -> dict[str, float]:
@@ -105,43 +103,6 @@ class TypeReport:
     mean_delay_s: float | None  # traffic-weighted TTFT + output·TPOT at B*
 
 
-@dataclass(frozen=True, slots=True)
-class StressReport:
-    delay_factor: float
-    error_factor: float
-    demand_factor: float
-    demand_rps: float
-    slo_violating_rps: float
-    accuracy_violating_rps: float
-    unmet_rps: float
-    realised_cost: float
-
-    @property
-    def slo_violation_share(self) -> float:
-        return self.slo_violating_rps / self.demand_rps if self.demand_rps > 0 else 0.0
-
-    @property
-    def accuracy_violation_share(self) -> float:
-        return self.accuracy_violating_rps / self.demand_rps if self.demand_rps > 0 else 0.0
-
-    @property
-    def violation_share(self) -> float:
-        """Share of demand served outside its SLO or accuracy bound (a request that
-        misses both counts once, up to the served total)."""
-        if self.demand_rps <= 0:
-            return 0.0
-        served = self.demand_rps - self.unmet_rps
-        bad = min(served, self.slo_violating_rps + self.accuracy_violating_rps)
-        return bad / self.demand_rps
-
-    def to_document(self) -> dict[str, float]:
-        d = asdict(self)
-        d["slo_violation_share"] = self.slo_violation_share
-        d["accuracy_violation_share"] = self.accuracy_violation_share
-        d["violation_share"] = self.violation_share
-        return d
-
-
 @dataclass(frozen=True)
 class Evaluation:
     cost: CostBreakdown
@@ -162,8 +123,13 @@ class Evaluation:
         return self.cost.total
 
     def binding(self, rel: float = 1e-3) -> list[Slack]:
-        """Constraint instances at (or within `rel` of) their bound."""
-        return [s for s in self.slacks if s.slack <= rel * max(1.0, abs(s.rhs))]
+        """Constraint instances of the `BINDING_KINDS` at (or within `rel` of) their
+        bound: what limits the plan."""
+        return [
+            s
+            for s in self.slacks
+            if s.constraint in BINDING_KINDS and s.slack <= rel * max(1.0, abs(s.rhs))
+        ]
 
     def to_document(self) -> dict[str, Any]:
         return {
@@ -184,21 +150,46 @@ def _le(lhs: float, rhs: float) -> bool:
     return lhs <= rhs + TOL * max(1.0, abs(rhs))
 
 
-def change_cost(scenario: Scenario, plan: Plan, current: Plan | None) -> float:
-    """$ for GPUs started or stopped per deployment relative to the live plan."""
-    if current is None or scenario.policy.change_cost_per_gpu <= 0:
-        return 0.0
-    now = {d.id: d for d in plan.deployments}
-    before = {d.id: d for d in current.deployments}
-    gpus = 0
-    for did in now.keys() | before.keys():
-        a, b = now.get(did), before.get(did)
-        per = (a or b).tp * (a or b).pp  # type: ignore[union-attr]
-        gpus += per * abs((a.replicas if a else 0) - (b.replicas if b else 0))
-    return scenario.policy.change_cost_per_gpu * gpus
+@dataclass(slots=True)
+class _Checks:
+    """What the constraint checks accumulate."""
+
+    violations: list[Violation] = field(default_factory=list)
+    slacks: list[Slack] = field(default_factory=list)
+
+    def bound(self, constraint: str, subject: str, lhs: float, rhs: float, message: str) -> None:
+        """Record `lhs <= rhs`; a violation with `message` when it does not hold."""
+        self.slacks.append(Slack(constraint, subject, lhs, rhs))
+        if not _le(lhs, rhs):
+            self.violations.append(Violation(constraint, subject, message, lhs - rhs))
 
 
-def _structure_violations(scenario: Scenario, plan: Plan) -> list[Violation]:
+@dataclass(frozen=True, slots=True)
+class _Decisions:
+    """A plan's decisions as arrays over the scenario: K valid deployments."""
+
+    deps: list[Deployment]
+    x: FloatArray  # (I, K) routed fractions
+    u: FloatArray  # (I,) unmet fractions as the plan states them
+    lost: FloatArray  # (I,) routed to deployments that cannot exist
+    reps: FloatArray  # (K,)
+    pc: PairConstants | None  # None when K = 0
+
+    @property
+    def served(self) -> FloatArray:
+        return np.asarray(self.x.sum(axis=1), dtype=np.float64)
+
+    @property
+    def unserved(self) -> FloatArray:
+        """(I,) share no valid route carries: stated unmet, lost, or forgotten."""
+        stated = self.u + self.lost
+        return np.clip(np.maximum(stated, 1.0 - self.served), 0.0, 1.0)
+
+
+def _structure(scenario: Scenario, plan: Plan) -> list[Violation]:
+    """Deployments that cannot exist (unknown ids, TP/PP outside the options, TP
+    beyond a node, precision unsupported) and routes or unmet entries naming
+    nothing."""
     out: list[Violation] = []
     models, gpus = scenario.model_index(), scenario.gpu_index()
     precs, types = scenario.precision_index(), scenario.qt_index()
@@ -223,8 +214,7 @@ def _structure_violations(scenario: Scenario, plan: Plan) -> list[Violation]:
                 problems.append(f"tp={d.tp} exceeds gpus_per_node={g.gpus_per_node}")
             if not p.supported_on(g):
                 problems.append(f"precision {p.id!r} unsupported on {g.id!r}")
-        for msg in problems:
-            out.append(Violation("structure", d.id, msg, 1.0))
+        out.extend(Violation("structure", d.id, msg, 1.0) for msg in problems)
     for r in plan.routing:
         if r.query_type not in types:
             out.append(
@@ -239,9 +229,11 @@ def _structure_violations(scenario: Scenario, plan: Plan) -> list[Violation]:
                     r.fraction,
                 )
             )
-    for q in plan.unmet:
-        if q not in types:
-            out.append(Violation("structure", q, "unmet names an unknown query type", 1.0))
+    out.extend(
+        Violation("structure", q, "unmet names an unknown query type", 1.0)
+        for q in plan.unmet
+        if q not in types
+    )
     return out
 
 
@@ -266,6 +258,212 @@ def _constants_for(
     )
 
 
+def _decisions(
+    scenario: Scenario, plan: Plan, broken: set[str], profile: EngineProfile
+) -> _Decisions:
+    qidx = scenario.qt_index()
+    deps = [d for d in plan.deployments if d.id not in broken]
+    didx = {d.id: k for k, d in enumerate(deps)}
+    I = len(scenario.query_types)
+    x = np.zeros((I, len(deps)))
+    lost = np.zeros(I)
+    for r in plan.routing:
+        if r.query_type not in qidx:
+            continue
+        if r.deployment in didx:
+            x[qidx[r.query_type], didx[r.deployment]] += r.fraction
+        else:  # traffic a broken (or absent) deployment would have carried
+            lost[qidx[r.query_type]] += r.fraction
+    u = np.array([plan.unmet.get(q.id, 0.0) for q in scenario.query_types])
+    reps = np.array([d.replicas for d in deps], dtype=np.float64)
+    pc = _constants_for(scenario, deps, profile) if deps else None
+    return _Decisions(deps, x, u, lost, reps, pc)
+
+
+def _coverage(scenario: Scenario, dec: _Decisions, out: _Checks) -> None:
+    """1. routed + unmet = 1 per type, and the unmet cap."""
+    for i, q in enumerate(scenario.query_types):
+        total = float(dec.x[i].sum() + dec.u[i] + dec.lost[i])
+        out.slacks.append(Slack("coverage", q.id, total, 1.0))
+        if abs(total - 1.0) > TOL * 10:
+            out.violations.append(
+                Violation(
+                    "coverage",
+                    q.id,
+                    f"{q.id!r}: routed + unmet fractions sum to {total:.6f}, not 1 "
+                    f"({1.0 - total:.6f} of its demand is neither served nor declared unmet)"
+                    if total < 1.0
+                    else f"{q.id!r}: routed + unmet fractions sum to {total:.6f}, not 1",
+                    total - 1.0,
+                )
+            )
+        unserved = float(dec.unserved[i])
+        out.bound(
+            "unmet_cap",
+            q.id,
+            unserved,
+            q.max_unmet_fraction,
+            f"{q.id!r}: unmet fraction {unserved:.4f} exceeds max_unmet_fraction "
+            f"{q.max_unmet_fraction}",
+        )
+
+
+def _slo(scenario: Scenario, dec: _Decisions, out: _Checks) -> None:
+    """SLO / memory / quality: traffic only on feasible (type, deployment) pairs."""
+    pc = dec.pc
+    if pc is None:
+        return
+    feas = pc.feasible
+    for i, q in enumerate(scenario.query_types):
+        for k, d in enumerate(dec.deps):
+            if dec.x[i, k] > TOL and not feas[i, k]:
+                why = (
+                    "weights do not fit"
+                    if not pc.fits[k]
+                    else "model has no error rate for this type"
+                    if not np.isfinite(pc.error[i, k])
+                    else "no batch size meets TTFT/TPOT/e2e and KV limits"
+                )
+                out.violations.append(
+                    Violation(
+                        "slo",
+                        f"{q.id}->{d.id}",
+                        f"routes {dec.x[i, k]:.4f} of {q.id!r} to {d.id}: {why}",
+                        float(dec.x[i, k]),
+                    )
+                )
+
+
+def _capacity(scenario: Scenario, dec: _Decisions, out: _Checks) -> list[DeploymentReport]:
+    """2. load (replica-equivalents) <= max_utilization x replicas per deployment.
+    Traffic on SLO-infeasible pairs (μ = 0) is an slo violation, not infinite load."""
+    pc = dec.pc
+    if pc is None:
+        return []
+    lam = costs.demand(scenario)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        need = np.where((dec.x > 0) & (pc.mu > 0), lam[:, None] * dec.x / pc.mu, 0.0)
+    load = need.sum(axis=0)
+    reports = []
+    for k, d in enumerate(dec.deps):
+        cap = scenario.policy.max_utilization * dec.reps[k]
+        out.bound(
+            "capacity",
+            d.id,
+            float(load[k]),
+            float(cap),
+            f"load {load[k]:.3f} replica-equivalents exceeds max_utilization x replicas "
+            f"= {cap:.3f}",
+        )
+        util = (
+            float(load[k] / dec.reps[k]) if dec.reps[k] > 0 else (math.inf if load[k] > 0 else 0.0)
+        )
+        reports.append(DeploymentReport(d.id, util, float(load[k])))
+    return reports
+
+
+def _availability(scenario: Scenario, dec: _Decisions, out: _Checks) -> dict[str, int]:
+    """3. GPUs used per type <= available."""
+    used: dict[str, int] = {}
+    for d in dec.deps:
+        used[d.gpu] = used.get(d.gpu, 0) + d.gpus
+    for g in scenario.gpus:
+        n = used.get(g.id, 0)
+        out.bound(
+            "availability", g.id, n, g.available, f"plan uses {n} GPUs, {g.available} available"
+        )
+    return used
+
+
+def _accuracy(scenario: Scenario, dec: _Decisions, out: _Checks) -> list[TypeReport]:
+    """4. traffic-weighted error of served requests <= max_error_rate; and each
+    type's service report."""
+    pc = dec.pc
+    served, unserved = dec.served, dec.unserved
+    reports = []
+    for i, q in enumerate(scenario.query_types):
+        err_mass = (
+            float((np.nan_to_num(pc.error[i], posinf=1.0) * dec.x[i]).sum())
+            if pc is not None
+            else 0.0
+        )
+        out.bound(
+            "accuracy",
+            q.id,
+            err_mass,
+            q.max_error_rate * float(served[i]),
+            f"{q.id!r}: traffic-weighted error {err_mass / max(float(served[i]), 1e-12):.4f} "
+            f"exceeds max_error_rate {q.max_error_rate}",
+        )
+        delay = (
+            float((pc.delay[i] * dec.x[i]).sum() / served[i])
+            if pc is not None and served[i] > 0
+            else None
+        )
+        reports.append(
+            TypeReport(
+                q.id,
+                q.arrival_rate,
+                float(served[i]),
+                float(unserved[i]),
+                err_mass / float(served[i]) if served[i] > 0 else None,
+                q.max_error_rate,
+                delay,
+            )
+        )
+    return reports
+
+
+def _price(
+    scenario: Scenario, dec: _Decisions, plan: Plan, current: Plan | None
+) -> tuple[CostBreakdown, float]:
+    """The §1.5 objective's parts, and the GB of weights the plan stores."""
+    deps = dec.deps
+    gi, mi, pi = scenario.gpu_index(), scenario.model_index(), scenario.precision_index()
+    rental = float(
+        costs.replica_cost(scenario, [gi[d.gpu] for d in deps], [d.tp * d.pp for d in deps]).dot(
+            dec.reps
+        )
+    )
+    weights = costs.weight_gb(
+        scenario, [mi[d.model] for d in deps], [pi[d.precision] for d in deps]
+    )
+    storage = float(costs.storage_cost(scenario, weights).sum())
+    unmet = float(costs.unmet_cost(scenario).dot(dec.unserved))
+    delay = (
+        float((costs.delay_cost(scenario, dec.pc.delay) * dec.x).sum())
+        if dec.pc is not None
+        else 0.0
+    )
+    cost = CostBreakdown(rental, storage, unmet, delay, costs.change_cost(scenario, plan, current))
+    return cost, float(weights.sum())
+
+
+def _budget(scenario: Scenario, cost: CostBreakdown, out: _Checks) -> None:
+    """5. rental + storage over the horizon <= budget (if set)."""
+    budget = scenario.policy.budget
+    if budget is None:
+        return
+    spend = cost.rental + cost.storage
+    out.bound(
+        "budget", "", spend, budget, f"rental + storage ${spend:.2f} exceeds budget ${budget:.2f}"
+    )
+
+
+def _storage(scenario: Scenario, storage_gb: float, out: _Checks) -> None:
+    """6. weights of active deployments <= storage capacity (if set)."""
+    cap = scenario.policy.storage_capacity_gb
+    if cap is None:
+        return
+    out.bound(
+        "storage",
+        "",
+        storage_gb,
+        cap,
+        f"weights {storage_gb:.1f} GB exceed storage capacity {cap:.1f} GB",
+    )
+
+
 def evaluate_plan(
     scenario: Scenario,
     plan: Plan,
@@ -276,282 +474,44 @@ def evaluate_plan(
     demand_factor: float = 1.0,
 ) -> Evaluation:
     """Check a plan against every constraint and price it (SPEC §1.4–1.5)."""
-    s, pol = scenario, scenario.policy
-    violations = _structure_violations(s, plan)
-    slacks: list[Slack] = []
-    qidx = s.qt_index()
-    I = len(s.query_types)
-    broken = {v.subject for v in violations if v.constraint == "structure"}
-    deps = [d for d in plan.deployments if d.id not in broken]
-    didx = {d.id: k for k, d in enumerate(deps)}
-    K = len(deps)
-
-    x = np.zeros((I, K))
-    for r in plan.routing:
-        if r.query_type in qidx and r.deployment in didx:
-            x[qidx[r.query_type], didx[r.deployment]] += r.fraction
-    u = np.array([plan.unmet.get(q.id, 0.0) for q in s.query_types])
-    lam = np.array([q.arrival_rate for q in s.query_types])
-    reps = np.array([d.replicas for d in deps], dtype=np.float64)
-
-    pc = _constants_for(s, deps, profile) if K else None
-    # Routed traffic that a broken deployment would have carried is simply lost.
-    lost = np.zeros(I)
-    for r in plan.routing:
-        if r.query_type in qidx and r.deployment not in didx:
-            lost[qidx[r.query_type]] += r.fraction
-
-    # 1. coverage and unmet cap
-    for i, q in enumerate(s.query_types):
-        total = x[i].sum() + u[i] + lost[i]
-        slacks.append(Slack("coverage", q.id, total, 1.0))
-        if abs(total - 1.0) > TOL * 10:
-            violations.append(
-                Violation(
-                    "coverage",
-                    q.id,
-                    f"routed + unmet fractions sum to {total:.6f}, not 1",
-                    total - 1.0,
-                )
-            )
-        slacks.append(Slack("unmet_cap", q.id, u[i], q.max_unmet_fraction))
-        if not _le(u[i], q.max_unmet_fraction):
-            violations.append(
-                Violation(
-                    "unmet_cap",
-                    q.id,
-                    f"unmet fraction {u[i]:.4f} exceeds max_unmet_fraction {q.max_unmet_fraction}",
-                    u[i] - q.max_unmet_fraction,
-                )
-            )
-
-    # SLO / memory / quality: traffic only on feasible pairs
-    if pc is not None:
-        feas = pc.feasible
-        for i, q in enumerate(s.query_types):
-            for k, d in enumerate(deps):
-                if x[i, k] > TOL and not feas[i, k]:
-                    why = (
-                        "weights do not fit"
-                        if not pc.fits[k]
-                        else "model has no error rate for this type"
-                        if not np.isfinite(pc.error[i, k])
-                        else "no batch size meets TTFT/TPOT/e2e and KV limits"
-                    )
-                    violations.append(
-                        Violation(
-                            "slo",
-                            f"{q.id}->{d.id}",
-                            f"routes {x[i, k]:.4f} of {q.id!r} to {d.id}: {why}",
-                            x[i, k],
-                        )
-                    )
-
-    # 2. capacity per deployment
-    dep_reports: list[DeploymentReport] = []
-    if pc is not None:
-        # Traffic on SLO-infeasible pairs (μ = 0) is reported as an slo violation
-        # above; it adds no (infinite) load here.
-        with np.errstate(divide="ignore", invalid="ignore"):
-            need = np.where((x > 0) & (pc.mu > 0), lam[:, None] * x / pc.mu, 0.0)
-        load = need.sum(axis=0)
-        for k, d in enumerate(deps):
-            cap = pol.max_utilization * reps[k]
-            slacks.append(Slack("capacity", d.id, float(load[k]), cap))
-            if not _le(load[k], cap):
-                violations.append(
-                    Violation(
-                        "capacity",
-                        d.id,
-                        f"load {load[k]:.3f} replica-equivalents exceeds "
-                        f"max_utilization x replicas = {cap:.3f}",
-                        float(load[k] - cap),
-                    )
-                )
-            util = float(load[k] / reps[k]) if reps[k] > 0 else (math.inf if load[k] > 0 else 0.0)
-            dep_reports.append(DeploymentReport(d.id, util, float(load[k])))
-
-    # 3. availability per GPU type
-    gpus_by_type: dict[str, int] = {}
-    for d in deps:
-        gpus_by_type[d.gpu] = gpus_by_type.get(d.gpu, 0) + d.gpus
-    for g in s.gpus:
-        used = gpus_by_type.get(g.id, 0)
-        slacks.append(Slack("availability", g.id, used, g.available))
-        if used > g.available:
-            violations.append(
-                Violation(
-                    "availability",
-                    g.id,
-                    f"plan uses {used} GPUs, {g.available} available",
-                    used - g.available,
-                )
-            )
-
-    # 4. accuracy: traffic-weighted error of served requests
-    type_reports: list[TypeReport] = []
-    for i, q in enumerate(s.query_types):
-        served = x[i].sum()
-        err_mass = (
-            float((np.nan_to_num(pc.error[i], posinf=1.0) * x[i]).sum()) if pc is not None else 0.0
-        )
-        bound = q.max_error_rate * (1.0 - u[i] - lost[i])
-        slacks.append(Slack("accuracy", q.id, err_mass, bound))
-        if not _le(err_mass, bound):
-            violations.append(
-                Violation(
-                    "accuracy",
-                    q.id,
-                    f"traffic-weighted error {err_mass / max(served, 1e-12):.4f} exceeds "
-                    f"max_error_rate {q.max_error_rate}",
-                    err_mass - bound,
-                )
-            )
-        delay = (
-            float((pc.delay[i] * x[i]).sum() / served) if pc is not None and served > 0 else None
-        )
-        type_reports.append(
-            TypeReport(
-                q.id,
-                q.arrival_rate,
-                float(served),
-                float(u[i] + lost[i]),
-                err_mass / served if served > 0 else None,
-                q.max_error_rate,
-                delay,
-            )
-        )
-
-    # cost
-    price = {g.id: g.price_per_hour for g in s.gpus}
-    model_at, prec_at = s.model_index(), s.precision_index()
-    rental = pol.horizon_h * sum(price[d.gpu] * d.gpus for d in deps)
-    weight_gb = [
-        s.models[model_at[d.model]].params_b
-        * s.precisions[prec_at[d.precision]].bytes_per_weight
-        for d in deps
-    ]
-    storage_gb = float(sum(weight_gb))
-    storage = pol.storage_price_per_gb_h * pol.horizon_h * storage_gb
-    unmet_pen = (
-        3600.0
-        * pol.horizon_h
-        * float(
-            sum(
-                q.unmet_penalty * q.arrival_rate * (u[i] + lost[i])
-                for i, q in enumerate(s.query_types)
-            )
-        )
-    )
-    rho = np.array([q.delay_penalty or 0.0 for q in s.query_types])
-    delay_pen = (
-        3600.0 * pol.horizon_h * float(((rho * lam)[:, None] * pc.delay * x).sum())
-        if pc is not None
-        else 0.0
-    )
-    cost = CostBreakdown(rental, storage, unmet_pen, delay_pen, change_cost(s, plan, current))
-
-    # 5. budget, 6. storage
-    if pol.budget is not None:
-        slacks.append(Slack("budget", "", rental + storage, pol.budget))
-        if not _le(rental + storage, pol.budget):
-            violations.append(
-                Violation(
-                    "budget",
-                    "",
-                    f"rental + storage ${rental + storage:.2f} exceeds budget ${pol.budget:.2f}",
-                    rental + storage - pol.budget,
-                )
-            )
-    if pol.storage_capacity_gb is not None:
-        slacks.append(Slack("storage", "", storage_gb, pol.storage_capacity_gb))
-        if not _le(storage_gb, pol.storage_capacity_gb):
-            violations.append(
-                Violation(
-                    "storage",
-                    "",
-                    f"weights {storage_gb:.1f} GB exceed storage capacity "
-                    f"{pol.storage_capacity_gb:.1f} GB",
-                    storage_gb - pol.storage_capacity_gb,
-                )
-            )
-
+    out = _Checks(_structure(scenario, plan))
+    broken = {v.subject for v in out.violations}
+    dec = _decisions(scenario, plan, broken, profile)
+    _coverage(scenario, dec, out)
+    _slo(scenario, dec, out)
+    dep_reports = _capacity(scenario, dec, out)
+    gpus_by_type = _availability(scenario, dec, out)
+    type_reports = _accuracy(scenario, dec, out)
+    cost, storage_gb = _price(scenario, dec, plan, current)
+    _budget(scenario, cost, out)
+    _storage(scenario, storage_gb, out)
     stress = None
     if (delay_factor, error_factor, demand_factor) != (1.0, 1.0, 1.0):
-        stress = _stress(
-            s, deps, x, u + lost, reps, cost, profile, delay_factor, error_factor, demand_factor
+        pc = (
+            _constants_for(scenario, dec.deps, profile, delay_factor, error_factor)
+            if dec.deps
+            else None
         )
-
+        stress = stress_report(
+            scenario,
+            pc,
+            dec.x,
+            dec.unserved,
+            dec.reps,
+            cost,
+            delay_factor,
+            error_factor,
+            demand_factor,
+        )
     return Evaluation(
         cost=cost,
-        violations=tuple(violations),
-        slacks=tuple(slacks),
+        violations=tuple(out.violations),
+        slacks=tuple(out.slacks),
         deployments=tuple(dep_reports),
         types=tuple(type_reports),
         stress=stress,
-        total_gpus=int(sum(d.gpus for d in deps)),
+        total_gpus=int(sum(d.gpus for d in dec.deps)),
         gpus_by_type=gpus_by_type,
-    )
-
-
-def _stress(
-    s: Scenario,
-    deps: list[Deployment],
-    x: np.ndarray,
-    unmet: np.ndarray,
-    reps: np.ndarray,
-    cost: CostBreakdown,
-    profile: EngineProfile,
-    delay_factor: float,
-    error_factor: float,
-    demand_factor: float,
-) -> StressReport:
-    lam = np.array([q.arrival_rate for q in s.query_types]) * demand_factor
-    phi = np.array([q.unmet_penalty for q in s.query_types])
-    eps = np.array([q.max_error_rate for q in s.query_types])
-    rho = np.array([q.delay_penalty or 0.0 for q in s.query_types])
-    hours = s.policy.horizon_h
-    traffic = lam[:, None] * x  # req/s of type i on deployment k
-    slo_bad = np.zeros_like(traffic)
-    acc_bad = np.zeros_like(traffic)
-    delay_pen = 0.0
-    if deps:
-        pc = _constants_for(s, deps, profile, delay_factor, error_factor)
-        ok = pc.feasible
-        with np.errstate(divide="ignore", invalid="ignore"):
-            need = np.where(ok & (traffic > 0), traffic / pc.mu, 0.0)
-        load = need.sum(axis=0)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            overload = np.where(load > reps, 1.0 - reps / load, 0.0)
-        slo_bad = np.where(ok, traffic * overload[None, :], traffic)
-        served = traffic.sum(axis=1)
-        err = np.where(np.isfinite(pc.error), pc.error, 1.0)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            mean_err = np.where(served > 0, (err * traffic).sum(axis=1) / served, 0.0)
-        excess = np.maximum(0.0, mean_err - eps) * served
-        # spread over the type's deployments in proportion to traffic (per-type totals
-        # are what is reported)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            acc_bad = (
-                np.where(served[:, None] > 0, traffic / served[:, None], 0.0) * excess[:, None]
-            )
-        delay_pen = (
-            3600.0 * hours * float((rho[:, None] * traffic * np.where(ok, pc.delay, 0)).sum())
-        )
-    unmet_rps = float((lam * unmet).sum())
-    slo_v, acc_v = float(slo_bad.sum()), float(acc_bad.sum())
-    bad_per_type = np.minimum(slo_bad.sum(axis=1) + acc_bad.sum(axis=1), traffic.sum(axis=1))
-    penalties = 3600.0 * hours * float((phi * (lam * unmet + bad_per_type)).sum())
-    realised = cost.rental + cost.storage + cost.change_cost + penalties + delay_pen
-    return StressReport(
-        delay_factor,
-        error_factor,
-        demand_factor,
-        float(lam.sum()),
-        slo_v,
-        acc_v,
-        unmet_rps,
-        realised,
     )
 
 

@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from app.engine.plan.candidates import CandidateTable, candidate_table
 from app.engine.model.domain import Scenario
+from app.engine.plan.candidates import CandidateTable, candidate_table
 from app.engine.plan.evaluate import Evaluation, evaluate_plan
 from app.engine.plan.plan import Plan
 

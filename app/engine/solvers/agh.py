@@ -29,15 +29,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from app.engine.plan.candidates import CandidateTable
-from app.engine.solvers.greedy import (
-    AllocationState,
-    Greedy,
-    Mechanisms,
-    greedy,
-    state_from_plan,
-    type_order,
-)
 from app.engine.plan.plan import Plan
+from app.engine.solvers.greedy import Greedy, Mechanisms, greedy, type_order
+from app.engine.solvers.state import AllocationState, state_from_plan
 
 # Random starts also randomize which new deployment GH opens (GRASP): any option
 # within (1 + alpha) of the best $ per coverage may be taken; alpha cycles through
@@ -322,6 +316,8 @@ def repair(table: CandidateTable, st: AllocationState, mech: Mechanisms) -> Allo
     are overloaded (or shed the excess), drop routing that breaks accuracy, and
     insert whatever demand is uncovered."""
     g = Greedy(table, mech)
+    # What the live plan left unmet is decided again: serve it now if possible.
+    np.minimum(st.u, table.max_unmet, out=st.u)
     for d in np.flatnonzero(st.used > 0):
         need = st.replicas_for(st.used[d])
         if need > st.r[d]:

@@ -10,13 +10,13 @@ import time
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from app.engine.solvers.agh import agh
-from app.engine.plan.candidates import candidate_table
 from app.engine.model.domain import Scenario
-from app.engine.plan.evaluate import Evaluation, evaluate_plan, plan_document
-from app.engine.solvers.greedy import Mechanisms, greedy
 from app.engine.perf.model import DEFAULT_PROFILE, EngineProfile
+from app.engine.plan.candidates import candidate_table
+from app.engine.plan.evaluate import Evaluation, evaluate_plan, plan_document
 from app.engine.plan.plan import Plan
+from app.engine.solvers.agh import agh
+from app.engine.solvers.greedy import Mechanisms, greedy
 
 Algorithm = Literal["gh", "agh", "milp"]
 ALGORITHMS: tuple[str, ...] = ("gh", "agh", "milp")

@@ -49,11 +49,11 @@ import numpy as np
 import pyomo.environ as pyo
 from pyomo.core.expr.numeric_expr import LinearExpression
 
-from app.engine.plan.candidates import CandidateTable, candidate_table
 from app.engine.model.domain import Scenario
-from app.engine.plan.evaluate import Evaluation, evaluate_plan, plan_document
 from app.engine.perf.model import DEFAULT_PROFILE, EngineProfile
-from app.engine.plan.plan import Deployment, Plan, Route
+from app.engine.plan.candidates import CandidateTable, candidate_table
+from app.engine.plan.evaluate import Evaluation, evaluate_plan, plan_document
+from app.engine.plan.plan import Plan, Route
 
 Termination = Literal["optimal", "time_limit", "infeasible", "unbounded", "cancelled", "error"]
 SolutionStatus = Literal["optimal", "feasible", "none"]
@@ -373,17 +373,7 @@ def solution_to_plan(mm: MilpModel, sol: Solution) -> Plan:
     ok = (served > 0) & (np.abs(served - target) <= MAX_DRIFT)
     scale[ok] = target[ok] / served[ok]
     x = x * scale[mm.pair_i]
-    deployments = [
-        Deployment(
-            s.models[t.model[d]].id,
-            s.gpus[t.gpu[d]].id,
-            s.precisions[t.precision[d]].id,
-            int(t.tp[d]),
-            int(t.pp[d]),
-            int(r[d]),
-        )
-        for d in np.flatnonzero(r > 0).tolist()
-    ]
+    deployments = [t.deployment(d, int(r[d])) for d in np.flatnonzero(r > 0).tolist()]
     ids = t.ids
     routes = [
         Route(s.query_types[i].id, ids[d], float(x[k]))
