@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -15,15 +17,30 @@ from typing import Any
 from app.engine.errors import InputError
 
 
+class CliInputError(Exception):
+    """Bad input to the command line (unreadable file, invalid JSON, a document of
+    the wrong kind): one line on stderr, exit status 2."""
+
+
 def _read_json(path: str) -> Any:
     try:
         text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
     except OSError as exc:
-        raise SystemExit(f"error: cannot read {path}: {exc.strerror}") from None
+        raise CliInputError(f"cannot read {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise CliInputError(f"{path} is not UTF-8 text") from None
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise SystemExit(f"error: {path} is not valid JSON: {exc}") from None
+        raise CliInputError(f"{path} is not valid JSON: {exc}") from None
+
+
+def _read_plan(path: str) -> Any:
+    """A plan document, or the output of `solve` (its `plan`)."""
+    doc = _read_json(path)
+    if isinstance(doc, dict) and "plan" in doc and "deployments" not in doc:
+        doc = doc["plan"]
+    return doc
 
 
 def _print(doc: Any) -> None:
@@ -49,7 +66,7 @@ def cmd_solve(a: argparse.Namespace) -> None:
     from app.engine.api import solve_documents
 
     scenario = _read_json(a.scenario)
-    current = _read_json(a.current) if a.current else None
+    current = _read_plan(a.current) if a.current else None
     budget = a.time_limit if a.algorithm == "milp" and a.time_limit else a.time_budget
     if a.algorithm == "milp":
         from app.engine.model.schemas import parse_scenario
@@ -65,10 +82,8 @@ def cmd_solve(a: argparse.Namespace) -> None:
 def cmd_evaluate(a: argparse.Namespace) -> None:
     from app.engine.api import evaluate_documents
 
-    scenario, plan = _read_json(a.scenario), _read_json(a.plan)
-    if isinstance(plan, dict) and "plan" in plan and "deployments" not in plan:
-        plan = plan["plan"]  # accept the output of `solve` directly
-    current = _read_json(a.current) if a.current else None
+    scenario, plan = _read_json(a.scenario), _read_plan(a.plan)
+    current = _read_plan(a.current) if a.current else None
     _print(
         evaluate_documents(
             scenario,
@@ -84,9 +99,7 @@ def cmd_evaluate(a: argparse.Namespace) -> None:
 def cmd_audit(a: argparse.Namespace) -> None:
     from app.engine.api import audit_documents
 
-    scenario, plan = _read_json(a.scenario), _read_json(a.plan)
-    if isinstance(plan, dict) and "plan" in plan and "deployments" not in plan:
-        plan = plan["plan"]
+    scenario, plan = _read_json(a.scenario), _read_plan(a.plan)
     _print(
         audit_documents(
             scenario, plan, time_limit_s=a.time_limit, relative_gap=a.gap, threads=a.threads
@@ -167,9 +180,19 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
+        sys.stdout.flush()
     except InputError as exc:
         print(f"error: {exc.field}: {exc.message}", file=sys.stderr)
         return 2
+    except CliInputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:
+        # The reader went away (`llm-allocator demo-scenario | head`): end quietly.
+        # Python would report the pipe again while flushing stdout at exit.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 128 + signal.SIGPIPE  # 141, what a shell reports for `cat` in its place
     return 0
 
 

@@ -668,7 +668,7 @@ def main() -> None:
     if unknown:
         ap.error(f"unknown policies {sorted(unknown)}; choose from {list(POLICIES)}")
     t0 = time.monotonic()
-    from stress import git_rev, machine  # bench/ is on sys.path when run as a script
+    from provenance import git_rev, machine  # bench/ is on sys.path when run as a script
 
     res: dict[str, Any] = {
         "meta": {

@@ -43,8 +43,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
-import subprocess
 import sys
 import time
 from dataclasses import replace
@@ -52,6 +50,9 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from provenance import git_rev, machine
 
 from app.engine.model.demo import demo_scenario
 from app.engine.model.domain import Scenario
@@ -71,25 +72,6 @@ AXES: dict[str, tuple[bool, bool, bool]] = {
 HEADROOMS = (0.6, 0.7, 0.8, 0.9, 1.0)
 PLANNERS = ("AGH", "GH", "MILP u=0.8", "MILP u=1.0")
 OUT = ROOT / "bench" / "results" / "stress.json"
-
-
-def git_rev() -> str:
-    try:
-        rev = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "app"], cwd=ROOT, capture_output=True, text=True
-        ).stdout.strip()
-        return rev + ("+dirty(app)" if dirty else "")
-    except OSError:
-        return "unknown"
-
-
-def machine() -> str:
-    import os
-
-    return f"{platform.machine()}, {os.cpu_count()} cpus, Python {platform.python_version()}"
 
 
 def with_policy(s: Scenario, **kw: Any) -> Scenario:

@@ -65,6 +65,43 @@ def test_refuses_a_database_in_use(tmp_path: Path) -> None:
     second.close()
 
 
+@pytest.mark.parametrize("alias", ["symlink", "dotdot", "hardlink"])
+def test_the_lock_holds_whatever_path_reaches_the_file(tmp_path: Path, alias: str) -> None:
+    """Issue #13 §4: the single-writer lock was keyed on the path string, so a
+    symlink (or ./x/../db) to a database another server holds started a second
+    server."""
+    real = tmp_path / "a.db"
+    (tmp_path / "x").mkdir()
+    first = Store(real)
+    first.open()
+    try:
+        if alias == "symlink":
+            other = tmp_path / "link.db"
+            other.symlink_to(real)
+        elif alias == "hardlink":
+            other = tmp_path / "hard.db"
+            other.hardlink_to(real)
+        else:
+            other = tmp_path / "x" / ".." / "a.db"
+        with pytest.raises(StoreError, match="in use by another"):
+            Store(other).open()
+    finally:
+        first.close()
+
+
+def test_serve_exits_with_a_message_when_the_directory_is_missing(tmp_path: Path) -> None:
+    code = (
+        "from app.service.server import serve; "
+        f"serve(port=0, db={str(tmp_path / 'no' / 'such' / 'dir.db')!r})"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 1
+    assert out.stderr.strip().count("\n") == 0, out.stderr  # one line, no traceback
+    assert "does not exist" in out.stderr
+
+
 def test_serve_exits_with_a_message_on_a_corrupt_database(tmp_path: Path) -> None:
     path = tmp_path / "bad.db"
     path.write_bytes(b"garbage" * 1000)

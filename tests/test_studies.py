@@ -186,3 +186,36 @@ def test_report_tables_from_tiny_results(rolling: ModuleType) -> None:
     rows = report.compare_rows({"rows": [{"size": [6, 6, 10], "variant": "loose",
                                           "vs_opt": 0.05}, {"nothing": 1}]})  # fmt: skip
     assert rows == [{"size": "(6, 6, 10)", "variant": "loose", "gap": 0.05, "bound_gap": None}]
+
+
+# ------------------------------------------------------------------------------------
+# provenance (issue #13 §9: results must name the commit actually run)
+
+
+def test_provenance_names_the_commit_run_and_uncommitted_changes(tmp_path: Path) -> None:
+    import subprocess
+
+    prov = _load("provenance")
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", *args], cwd=tmp_path, capture_output=True, text=True, check=True
+        ).stdout.strip()
+
+    git("init", "-q")
+    git("config", "user.email", "t@example.com")
+    git("config", "user.name", "t")
+    (tmp_path / "app").mkdir()
+    (tmp_path / "bench").mkdir()
+    (tmp_path / "app" / "x.py").write_text("a = 1\n")
+    git("add", "-A")
+    git("commit", "-qm", "one")
+    head = git("rev-parse", "--short", "HEAD")
+    assert prov.git_rev(tmp_path) == head
+    # A study run with a bench script not yet committed says so.
+    (tmp_path / "bench" / "study.py").write_text("print(1)\n")
+    (tmp_path / "app" / "x.py").write_text("a = 2\n")
+    record = prov.provenance("python3 bench/study.py", root=tmp_path)
+    assert record["commit"] == head
+    assert record["dirty"] == ["app/x.py", "bench/study.py"]
+    assert record["git"] == f"{head}+uncommitted(app/x.py, bench/study.py)"

@@ -86,6 +86,7 @@ class AuditManager:
         self._ctx: Any = multiprocessing.get_context(settings.solver_start_method)
         self._slots = asyncio.Semaphore(settings.max_concurrent_audits)
         self._jobs: dict[str, _Job] = {}
+        self._admitted = 0  # queued + running, counted from admission on
         self._waiters = ThreadPoolExecutor(
             max_workers=settings.max_concurrent_audits, thread_name_prefix="audit-wait"
         )
@@ -112,15 +113,28 @@ class AuditManager:
 
     async def create(self, req: AuditCreate) -> AuditRow:
         s = self.settings
-        if len(self._jobs) >= s.max_concurrent_audits + s.max_queued_audits:
+        # Admission is one step: the check and the reservation happen with no await
+        # in between, so concurrent requests cannot all pass the check before any
+        # of them is counted. The reservation is released when the job ends, or
+        # here if creating it fails.
+        if self._admitted >= s.max_concurrent_audits + s.max_queued_audits:
             raise ProblemError(
                 429,
                 "too-many-audits",
-                f"{len(self._jobs)} audits are queued or running (limit "
+                f"{self._admitted} audits are queued or running (limit "
                 f"{s.max_concurrent_audits} running + {s.max_queued_audits} queued); "
                 "retry later or cancel one",
                 headers={"Retry-After": "10"},
             )
+        self._admitted += 1
+        try:
+            return await self._create(req)
+        except BaseException:
+            self._admitted -= 1
+            raise
+
+    async def _create(self, req: AuditCreate) -> AuditRow:
+        s = self.settings
         time_limit = req.time_limit_s or min(s.audit_default_time_limit_s, s.audit_max_time_limit_s)
         if time_limit > s.audit_max_time_limit_s:
             raise field_problem(
@@ -151,13 +165,17 @@ class AuditManager:
             row.version if row else None,
             row.observed_generation if row else self.state.cluster.generation,
         )
+        try:
+            await self._prune()
+        except Exception:  # retention is housekeeping: it must not fail a create
+            log.exception("pruning audits failed")
+        # From here on the job owns the admission reservation (released when it ends).
         job = _Job(audit_id, self._ctx.Event())
         self._jobs[audit_id] = job
         job.task = asyncio.create_task(
             self._run(job, spec, plan_doc, time_limit, req.relative_gap, req.threads),
             name=f"audit-{audit_id}",
         )
-        await self._prune()
         return created
 
     # -- run ---------------------------------------------------------------------------
@@ -215,6 +233,7 @@ class AuditManager:
             await self._finish(job, "failed", None, f"internal error: {exc}")
         finally:
             self._jobs.pop(job.id, None)
+            self._admitted -= 1
             job.finished.set()
 
     async def _finish(

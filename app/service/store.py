@@ -10,7 +10,8 @@ loop never waits on an fsync and the connection is never shared between threads.
 Startup refuses, with a message, a file that is not an SQLite database, a
 database that fails `PRAGMA quick_check`, a database with a newer schema
 (`PRAGMA user_version`) than this build knows, and a database file another
-running service holds (an advisory lock on `<db>.lock`).
+running service holds (an exclusive `flock` on the database file itself, so any
+path to the same file finds it held).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any, ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 SCHEMA_VERSION = 1
 
@@ -137,7 +138,7 @@ class Store:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self._conn: sqlite3.Connection | None = None
-        self._lock_file: IO[str] | None = None
+        self._lock_fd: int | None = None
         self._thread: ThreadPoolExecutor | None = None
 
     # -- lifecycle ---------------------------------------------------------------
@@ -163,22 +164,31 @@ class Store:
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
 
     def _acquire_lock(self) -> None:
-        lock_path = self.path.with_name(self.path.name + ".lock")
-        f = open(lock_path, "a+")  # noqa: SIM115 - held open for the store's lifetime
+        """Single writer: an exclusive `flock` on the database file itself (opened,
+        and created if absent, for that purpose). A lock on the file, not on its
+        name, holds whatever path reaches it: a symlink, `./x/../db`, a hard link.
+        SQLite's own locks are POSIX record locks, independent of flock on Linux;
+        the descriptor stays open until after the connection is closed (closing
+        another descriptor of the file would drop SQLite's POSIX locks)."""
         try:
-            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise StoreError(f"cannot open database {self.path}: {exc.strerror}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
-            f.close()
+            os.close(fd)
+            real = os.path.realpath(self.path)
             raise StoreError(
-                f"database {self.path} is in use by another llm-allocator process "
-                f"(lock {lock_path}); stop it or choose another --db"
+                f"database {self.path} (that is, {real}) is in use by another "
+                "llm-allocator process; stop it or choose another --db"
             ) from None
-        self._lock_file = f
+        self._lock_fd = fd
 
     def _release_lock(self) -> None:
-        if self._lock_file is not None:
-            self._lock_file.close()  # closing releases the flock
-            self._lock_file = None
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # closing releases the flock
+            self._lock_fd = None
 
     def _check_and_migrate(self, conn: sqlite3.Connection) -> None:
         try:
@@ -506,11 +516,10 @@ class Store:
 
 
 def check_database(path: Path) -> None:
-    """Open and close the database once: raises StoreError if it is unusable.
+    """Open and close the database once: raises StoreError if it is unusable (a
+    missing directory, a corrupt or foreign file, one another process holds).
     `serve()` calls this before starting uvicorn so a bad database is a one-line
     error rather than a traceback."""
-    if not os.path.exists(path):
-        return
     store = Store(path)
     store.open()
     store.close()

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from app.engine.errors import ScenarioError
 from app.engine.model.domain import GPU, Model, Policy, Precision, QueryType, Scenario
+from app.engine.model.ids import Id
 
 # strict: no bool-as-number or str-as-number coercion (JSON ints are still floats).
 _CONFIG = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True, strict=True)
@@ -33,7 +34,7 @@ Fraction = Field(ge=0.0, le=1.0)
 class QueryTypeSpec(BaseModel):
     model_config = _CONFIG
 
-    id: str = Field(min_length=1, max_length=128, examples=["code"])
+    id: Id = Field(examples=["code"])
     arrival_rate: float = Field(ge=0.0, le=MAX_RATE, description="requests/s", examples=[2.6])
     input_tokens: float = Field(
         gt=0.0, le=MAX_TOKENS, description="mean prompt tokens", examples=[1469]
@@ -58,15 +59,15 @@ class QueryTypeSpec(BaseModel):
     delay_penalty: float | None = Field(
         default=None, ge=0.0, le=MAX_MONEY, description="$ per request-second"
     )
-    task: str | None = Field(
-        default=None, max_length=128, description="key for model error rates", examples=["code"]
+    task: Id | None = Field(
+        default=None, description="key for model error rates", examples=["code"]
     )
 
 
 class ModelSpec(BaseModel):
     model_config = _CONFIG
 
-    id: str = Field(min_length=1, max_length=128, examples=["Llama-3.1-8B"])
+    id: Id = Field(examples=["Llama-3.1-8B"])
     params_b: float = Field(gt=0.0, le=1e5, description="total parameters, billions")
     active_params_b: float = Field(gt=0.0, le=1e5, description="parameters used per token (MoE)")
     layers: int = Field(ge=1, le=1024)
@@ -77,7 +78,7 @@ class ModelSpec(BaseModel):
     head_dim: int = Field(ge=1, le=100_000)
     vocab: int = Field(ge=1, le=100_000_000)
     max_context: int = Field(ge=1, le=1_000_000_000)
-    error_rates: dict[str, float] = Field(
+    error_rates: dict[Id, float] = Field(
         description="task or query-type id -> error fraction at 16-bit precision",
         examples=[{"general": 0.33, "code": 0.27}],
     )
@@ -102,10 +103,10 @@ class ModelSpec(BaseModel):
 class GPUSpec(BaseModel):
     model_config = _CONFIG
 
-    id: str = Field(min_length=1, max_length=128, examples=["H100-SXM"])
+    id: Id = Field(examples=["H100-SXM"])
     memory_gb: float = Field(gt=0.0, le=1e6)
     memory_bandwidth_gbps: float = Field(gt=0.0, le=1e7)
-    tflops: dict[str, float] = Field(
+    tflops: dict[Id, float] = Field(
         description="compute precision (bf16, fp8, int8) -> dense TFLOPS",
         examples=[{"bf16": 989, "fp8": 1979, "int8": 1979}],
     )
@@ -129,10 +130,10 @@ class GPUSpec(BaseModel):
 class PrecisionSpec(BaseModel):
     model_config = _CONFIG
 
-    id: str = Field(min_length=1, max_length=64, examples=["fp8"])
+    id: Id = Field(max_length=64, examples=["fp8"])
     bytes_per_weight: float = Field(gt=0.0, le=8.0)
     error_multiplier: float = Field(ge=1.0, le=10.0)
-    compute: str = Field(default="bf16", description="GPU tflops key its matmuls run at")
+    compute: Id = Field(default="bf16", description="GPU tflops key its matmuls run at")
     kv_bytes: float = Field(default=2.0, gt=0.0, le=8.0, description="bytes per KV-cache value")
 
 
@@ -181,10 +182,18 @@ class ScenarioSpec(BaseModel):
 
 
 def _loc_to_path(loc: tuple[int | str, ...]) -> str:
+    """Pydantic's error location as a path into the document: `a.b[2].c`; a bad
+    dict key `('error_rates', 'k', '[key]')` as `error_rates['k']` (repr escapes
+    whatever is not printable)."""
     out = ""
-    for part in loc:
+    parts = list(loc)
+    for k, part in enumerate(parts):
+        if part == "[key]":
+            continue
         if isinstance(part, int):
             out += f"[{part}]"
+        elif k + 1 < len(parts) and parts[k + 1] == "[key]":
+            out += f"[{part!r}]"
         else:
             out += f".{part}" if out else str(part)
     return out or "scenario"

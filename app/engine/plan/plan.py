@@ -8,10 +8,14 @@ JSON plan document (`plan_document`) is assembled from both.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
+
+from app.engine.errors import PlanFormatError
+from app.engine.model.ids import id_problem
 
 
 def deployment_id(model: str, gpu: str, precision: str, tp: int, pp: int) -> str:
@@ -81,10 +85,16 @@ def plan_from_document(doc: Mapping[str, Any]) -> Plan:
     utilization are ignored: they are outputs, recomputed by the evaluator).
 
     Raises `PlanFormatError` naming the offending field."""
-    from app.engine.errors import PlanFormatError
-
     if not isinstance(doc, Mapping):
         raise PlanFormatError("plan", "must be an object")
+    if "deployments" not in doc:
+        keys = ", ".join(sorted(str(k) for k in doc)[:6]) or "none"
+        hint = " (this looks like a scenario)" if "query_types" in doc else ""
+        raise PlanFormatError(
+            "plan.deployments",
+            f"is required: a plan document has deployments, routing and unmet; "
+            f"this one has keys {keys}{hint}",
+        )
     deps: list[Deployment] = []
     for k, d in enumerate(doc.get("deployments") or []):
         loc = f"deployments[{k}]"
@@ -127,25 +137,22 @@ def plan_from_document(doc: Mapping[str, Any]) -> Plan:
 
 
 def _field(obj: Any, key: str, loc: str) -> Any:
-    from app.engine.errors import PlanFormatError
-
     if not isinstance(obj, Mapping) or key not in obj:
         raise PlanFormatError(f"{loc}.{key}", "is required")
     return obj[key]
 
 
 def _str(obj: Any, key: str, loc: str) -> str:
-    from app.engine.errors import PlanFormatError
-
     v = _field(obj, key, loc)
-    if not isinstance(v, str) or not v:
-        raise PlanFormatError(f"{loc}.{key}", "must be a non-empty string")
+    if not isinstance(v, str):
+        raise PlanFormatError(f"{loc}.{key}", "must be a string")
+    problem = id_problem(v)
+    if problem is not None:
+        raise PlanFormatError(f"{loc}.{key}", problem)
     return v
 
 
 def _int(obj: Any, key: str, loc: str) -> int:
-    from app.engine.errors import PlanFormatError
-
     v = _field(obj, key, loc)
     if isinstance(v, bool) or not isinstance(v, int):
         raise PlanFormatError(f"{loc}.{key}", "must be an integer")
@@ -153,10 +160,6 @@ def _int(obj: Any, key: str, loc: str) -> int:
 
 
 def _num(obj: Any, key: str, loc: str) -> float:
-    import math
-
-    from app.engine.errors import PlanFormatError
-
     v = _field(obj, key, loc)
     if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
         raise PlanFormatError(f"{loc}.{key}", "must be a finite number")

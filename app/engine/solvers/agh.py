@@ -175,10 +175,7 @@ class LocalSearch:
             - t.storage_cost[d]
             + (xs[:, None] * (t.delay_cost[on] - t.delay_cost[on, d][:, None])).sum(0)
         )
-        if st.cc > 0:
-            cc = st.cc
-            delta = delta + cc * gpr * (np.abs(new_r - st.r_cur) - np.abs(st.r - st.r_cur))
-            delta = delta + cc * gpr[d] * (abs(0 - st.r_cur[d]) - abs(st.r[d] - st.r_cur[d]))
+        delta = delta + st.change_delta(slice(None), new_r) + st.change_delta(d, 0)
         if self.mech.m1 and st.budget is not None:
             ok &= st.spend + delta <= st.budget + 1e-9
         if st.storage_cap is not None and self.mech.m1:

@@ -232,15 +232,8 @@ class Greedy:
             k_new * t.replica_cost
             + np.where((st.r == 0) & (k_new > 0), t.storage_cost, 0.0)
             + cover * t.delay_cost[i]
-            + self._change_delta(st, k_new)
+            + st.change_delta(slice(None), st.r + k_new)
         )
-
-    def _change_delta(self, st: AllocationState, k_new: np.ndarray) -> np.ndarray:
-        if st.cc <= 0:
-            return np.zeros(st.D)
-        before = np.abs(st.r - st.r_cur)
-        after = np.abs(st.r + k_new - st.r_cur)
-        return st.cc * self.t.gpus_per_replica * (after - before)
 
     def _upgrade_option(self, st: AllocationState, i: Index, rem: float) -> _Option | None:
         """M3: double the TP of an active deployment and put type i on it too."""
@@ -278,11 +271,7 @@ class Greedy:
             )
             if self.mech.m1 and st.budget is not None and st.spend + delta > st.budget + 1e-9:
                 continue
-            if st.cc > 0:
-                delta += st.cc * (
-                    t.gpus_per_replica[d2] * (abs(r_new - st.r_cur[d2]) - abs(0 - st.r_cur[d2]))
-                    + t.gpus_per_replica[d] * (abs(0 - st.r_cur[d]) - abs(st.r[d] - st.r_cur[d]))
-                )
+            delta += st.change_delta(d2, r_new) + st.change_delta(d, 0)
             if best is None or delta / lim < best.cost / best.frac:
                 best = _Option("upgrade", d2, lim, float(delta), d_from=int(d))
         return best

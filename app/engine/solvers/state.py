@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from app.engine.plan import costs
 from app.engine.plan.candidates import CandidateTable
 from app.engine.plan.plan import Plan, Route
 
@@ -105,11 +106,21 @@ class AllocationState:
 
     # ---- accounting -----------------------------------------------------
     def change_cost(self) -> float:
+        """`costs.change_cost_of` on the state's replicas (plus live deployments the
+        table cannot hold, stopped for sure)."""
         if self.cc <= 0:
             return 0.0
-        return self.change_base + self.cc * float(
-            (self.t.gpus_per_replica * np.abs(self.r - self.r_cur)).sum()
+        return self.change_base + costs.change_cost_of(
+            self.cc, self.t.gpus_per_replica, self.r, self.r_cur
         )
+
+    def change_delta(self, d: Any, new_r: Any) -> Any:
+        """Change cost of setting candidate(s) `d` to `new_r` replicas, minus what
+        their present replicas cost (elementwise over arrays, or scalars)."""
+        if self.cc <= 0:
+            return np.zeros(np.shape(new_r)) if np.ndim(new_r) else 0.0
+        gpr, cur = self.t.gpus_per_replica[d], self.r_cur[d]
+        return self.cc * gpr * (np.abs(new_r - cur) - np.abs(self.r[d] - cur))
 
     def uncovered(self) -> np.ndarray:
         """(I,) share of each type that is neither routed nor marked unmet. Moves
