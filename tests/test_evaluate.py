@@ -627,8 +627,11 @@ def test_plan_from_document_ignores_outputs_and_accepts_empty_plan() -> None:
     doc["feasible"] = False
     doc["deployments"][0]["utilization"] = 99
     assert plan_from_document(doc) == feasible_plan(tiny())
-    empty = plan_from_document({})
+    empty = plan_from_document({"deployments": []})
     assert empty.deployments == () and empty.routing == () and dict(empty.unmet) == {}
+    # ... but a document without deployments is not a plan (a scenario, say)
+    with pytest.raises(PlanFormatError, match="is required"):
+        plan_from_document({})
 
 
 def test_empty_plan_is_evaluated_not_raised() -> None:
