@@ -70,7 +70,7 @@ def cmd_solve(a: argparse.Namespace) -> None:
     budget = a.time_limit if a.algorithm == "milp" and a.time_limit else a.time_budget
     if a.algorithm == "milp":
         from app.engine.model.schemas import parse_scenario
-        from app.engine.solvers.milp.model import solve_milp
+        from app.engine.solvers.milp.audit import solve_milp
 
         s = parse_scenario(scenario)
         res = solve_milp(s, time_limit_s=budget, relative_gap=a.gap, threads=a.threads)

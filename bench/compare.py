@@ -28,8 +28,8 @@ from app.engine.plan.candidates import candidate_table
 from app.engine.plan.evaluate import evaluate_plan
 from app.engine.solvers.agh import agh
 from app.engine.solvers.greedy import Mechanisms, greedy
-from app.engine.solvers.milp.cbc import cbc_version
-from app.engine.solvers.milp.model import solve_milp
+from app.engine.solvers.milp.audit import solve_milp
+from app.engine.solvers.milp.backends.cbc import cbc_version
 from app.research.baselines import BASELINES, run_baseline
 from app.research.instances import generate
 

@@ -95,7 +95,7 @@ from app.engine.model.domain import Scenario
 from app.engine.model.schemas import scenario_to_document
 from app.engine.plan.evaluate import evaluate_plan
 from app.engine.plan.plan import Plan, plan_from_document
-from app.engine.solvers.milp.model import solve_milp
+from app.engine.solvers.milp.audit import solve_milp
 from app.engine.solvers.solve import solve
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -58,7 +58,7 @@ from app.engine.model.demo import demo_scenario
 from app.engine.model.domain import Scenario
 from app.engine.plan.evaluate import evaluate_plan
 from app.engine.plan.plan import Plan
-from app.engine.solvers.milp.model import solve_milp
+from app.engine.solvers.milp.audit import solve_milp
 from app.engine.solvers.solve import solve
 
 ROOT = Path(__file__).resolve().parents[1]

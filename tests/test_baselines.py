@@ -17,7 +17,8 @@ from test_milp import CASES, enumerate_optimum, two_gpu_scenario
 
 from app.engine.plan.candidates import candidate_table
 from app.engine.plan.evaluate import evaluate_plan
-from app.engine.solvers.milp.model import lp_relaxation, solve_milp
+from app.engine.solvers.milp.audit import solve_milp
+from app.engine.solvers.milp.relaxation import lp_relaxation
 from app.research.baselines import BASELINES, BaselineResult, dvr, hf, lpr, run_baseline, subtable
 from app.research.instances import VARIANTS, generate
 

@@ -35,20 +35,11 @@ from app.engine.model.domain import Policy, QueryType, Scenario
 from app.engine.plan.candidates import CandidateTable, candidate_table
 from app.engine.plan.evaluate import evaluate_plan
 from app.engine.plan.plan import Deployment, Plan, Route
-from app.engine.solvers.milp.cbc import (
-    ProcessRun,
-    classify,
-    parse_bound,
-    parse_solution_file,
-    run_process,
-)
-from app.engine.solvers.milp.model import (
-    MilpResult,
-    audit,
-    build_model,
-    lp_relaxation,
-    solve_milp,
-)
+from app.engine.solvers.milp.audit import MilpResult, audit, solve_milp
+from app.engine.solvers.milp.backends.cbc import classify, parse_bound, parse_solution_file
+from app.engine.solvers.milp.backends.process import ProcessRun, run_process
+from app.engine.solvers.milp.model import build_model
+from app.engine.solvers.milp.relaxation import lp_relaxation
 from app.research.instances import VARIANTS, generate
 
 REL = 1e-6
@@ -432,7 +423,7 @@ def market_split_lp(path: Path, m: int = 4, n: int = 36, seed: int = 7) -> Path:
 
 @pytest.mark.milp
 def test_cbc_stops_at_its_limit_with_an_incumbent(tmp_path: Path) -> None:
-    from app.engine.solvers.milp.cbc import run_cbc
+    from app.engine.solvers.milp.backends.cbc import run_cbc
 
     lp = market_split_lp(tmp_path / "ms.lp")
     procs: list[subprocess.Popen[bytes]] = []
@@ -446,7 +437,7 @@ def test_cbc_stops_at_its_limit_with_an_incumbent(tmp_path: Path) -> None:
 @pytest.mark.milp
 def test_cbc_killed_by_the_guard(tmp_path: Path) -> None:
     """CBC told it has 60 s but the wall clock says 1 s: the guard stops it."""
-    from app.engine.solvers.milp.cbc import run_cbc
+    from app.engine.solvers.milp.backends.cbc import run_cbc
 
     lp = market_split_lp(tmp_path / "ms.lp")
     procs: list[subprocess.Popen[bytes]] = []
@@ -651,14 +642,15 @@ def test_killed_solver_falls_back_to_its_accepted_warm_start(
 ) -> None:
     """When the guard kills CBC after it accepted the MIP start, the warm start is
     the incumbent we hold: reported as time_limit / feasible, never optimal."""
-    import app.engine.solvers.milp.cbc as cbc
+    import app.engine.solvers.milp.backends as backends
+    import app.engine.solvers.milp.backends.cbc as cbc
 
     def killed(*args: Any, **kwargs: Any) -> cbc.CbcOutcome:
         return cbc.CbcOutcome(
             "time_limit", False, None, 1.0, mipstart_used=True, message="killed by the guard"
         )
 
-    monkeypatch.setattr(cbc, "run_cbc", killed)
+    monkeypatch.setattr(backends, "run_cbc", killed)
     scenario = two_gpu_scenario(**CASES["cheap_wins"])
     warm = Plan.build(
         [Deployment(MODEL, FAST, "bf16", 1, 1, 1)],
@@ -679,7 +671,7 @@ def test_solver_dies_with_a_hard_killed_caller(tmp_path: Path) -> None:
     code = (
         "import sys, time\n"
         "from pathlib import Path\n"
-        "from app.engine.solvers.milp.cbc import run_process\n"
+        "from app.engine.solvers.milp.backends.process import run_process\n"
         f"run_process(['sleep', '60'], Path({str(tmp_path / 'log')!r}), time.monotonic() + 60,\n"
         f"            on_start=lambda p: Path({str(pid_file)!r}).write_text(str(p.pid)))\n"
     )

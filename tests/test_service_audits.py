@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 from service_support import client_for, fast_settings, wait_for_plan
 
 from app.engine.model.schemas import scenario_to_document
-from app.engine.solvers.milp.cbc import cbc_executable
+from app.engine.solvers.milp.backends.cbc import cbc_executable
 from app.research.instances import generate
 
 pytestmark = pytest.mark.milp

@@ -108,7 +108,7 @@ def audit_documents(
     """Exact MILP audit: solve the scenario's MILP under a hard wall-clock limit
     (cancellable through `cancel`, which kills the solver process within 1 s) and
     report the reference plan's certified gap to the proven bound."""
-    from app.engine.solvers.milp.model import audit
+    from app.engine.solvers.milp.audit import audit
 
     scenario = parse_scenario(scenario_doc)
     reference = plan_from_document(reference_plan_doc) if reference_plan_doc else None

@@ -28,16 +28,17 @@ from app.engine.perf.model import DEFAULT_PROFILE, EngineProfile
 from app.engine.plan.candidates import CandidateTable, PairConstants, candidate_table
 from app.engine.plan.evaluate import Evaluation, evaluate_plan, plan_document
 from app.engine.plan.plan import Plan
+from app.engine.solvers.milp.audit import solve_milp
+from app.engine.solvers.milp.backends.cbc import run_cbc
 from app.engine.solvers.milp.model import (
     MilpModel,
     Solution,
     build_model,
-    lp_relaxation,
     read_solution,
     solution_to_plan,
-    solve_milp,
     write_lp,
 )
+from app.engine.solvers.milp.relaxation import lp_relaxation
 
 BASELINES = ("lpr", "dvr", "hf")
 _EPS = 1e-9
@@ -146,7 +147,6 @@ def _routing_lp(
     import tempfile
     from pathlib import Path
 
-    from app.engine.solvers.milp.cbc import run_cbc
 
     mm = build_model(table, relax=True)
     for d, v in enumerate(mm.model.r.values()):

@@ -1,0 +1,1 @@
+"""The planners: GH (greedy), AGH (anytime local search) and the exact MILP, behind one entry point (`solve`)."""

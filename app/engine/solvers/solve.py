@@ -80,7 +80,7 @@ def solve(
     t0 = time.monotonic()
     table = candidate_table(scenario, profile)
     if algorithm == "milp":
-        from app.engine.solvers.milp.model import solve_milp
+        from app.engine.solvers.milp.audit import solve_milp
 
         # GH's plan is CBC's first incumbent, so a time-limited solve still returns
         # a plan; the MILP's answer is reported whatever it is (never relabelled).

@@ -1,5 +1,6 @@
-"""The exact MILP of SPEC §1.3–1.5 in Pyomo, solved by CBC under a hard wall-clock
-limit (or, optionally, HiGHS), and the audit that certifies a live plan's gap.
+"""The exact MILP of SPEC §1.3–1.5 as a Pyomo model over the candidate table, its
+LP file, and the way back from a solver's column values to a `Plan`. Solving it
+(`milp.audit`) and the solver processes (`milp.backends`) live apart.
 
 Formulation, on the candidate table (variables only for feasible (i, d) pairs):
 
@@ -36,38 +37,23 @@ termination `time_limit`, solution status `feasible` — never optimal.
 
 from __future__ import annotations
 
-import math
-import tempfile
-import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import pyomo.environ as pyo
 from pyomo.core.expr.numeric_expr import LinearExpression
 
-from app.engine.model.domain import Scenario
-from app.engine.perf.model import DEFAULT_PROFILE, EngineProfile
-from app.engine.plan.candidates import CandidateTable, candidate_table
-from app.engine.plan.evaluate import Evaluation, evaluate_plan, plan_document
+from app.engine.plan.candidates import CandidateTable
 from app.engine.plan.plan import Plan, Route
-
-Termination = Literal["optimal", "time_limit", "infeasible", "unbounded", "cancelled", "error"]
-SolutionStatus = Literal["optimal", "feasible", "none"]
-BACKENDS = ("cbc", "highs")
 
 # Routing fractions below this are solver noise and dropped from the plan.
 MIN_FRACTION = 1e-9
 # Coverage drift up to this much is renormalised away; more is left for the
 # evaluator to report (it would mean a solver bug, not rounding).
 MAX_DRIFT = 1e-4
-
-
-# --------------------------------------------------------------------------------------
-# Model
 
 
 @dataclass
@@ -277,7 +263,7 @@ def build_model(
 
 
 # --------------------------------------------------------------------------------------
-# Writing, solving, reading back
+# Writing and reading back
 
 
 @dataclass
@@ -307,22 +293,6 @@ def write_lp(mm: MilpModel, path: Path) -> WrittenModel:
     z = names(m.z) if mm.has_z else []
     return WrittenModel(path, names(m.r), names(m.x), names(m.u), z, time.monotonic() - t0)
 
-
-@dataclass(frozen=True)
-class SolverOutcome:
-    """What a backend returns (before the evaluator has looked at anything)."""
-
-    termination: str
-    has_solution: bool
-    objective: float | None
-    bound: float | None
-    values: dict[str, float] = field(default_factory=dict)
-    mipstart_used: bool = False
-    wall_s: float = 0.0
-    message: str = ""
-    solver: str = "cbc"
-    version: str = ""
-    incumbent: float | None = None  # best incumbent the solver mentioned (log only)
 
 
 @dataclass(frozen=True)
@@ -410,412 +380,3 @@ def write_mipstart(mm: MilpModel, wm: WrittenModel, warm: Plan, path: Path) -> i
     return len(rows)
 
 
-# --------------------------------------------------------------------------------------
-# Result
-
-
-@dataclass(frozen=True)
-class MilpResult:
-    """Outcome of an exact solve. `termination` says why the solver stopped,
-    `solution_status` what it returned; `objective` is the evaluator's cost of the
-    extracted plan (`solver_objective` is the solver's own figure, for reference);
-    `bound` the best proven lower bound. A time-limited incumbent is termination
-    `time_limit`, status `feasible`, never optimal."""
-
-    termination: str
-    solution_status: str
-    objective: float | None
-    solver_objective: float | None
-    bound: float | None
-    relative_gap: float | None
-    wall_s: float
-    solver: str
-    solver_version: str
-    plan: Plan | None
-    evaluation: Evaluation | None
-    feasible: bool
-    scenario: Scenario = field(repr=False)
-    reference_cost: float | None = None
-    reference_feasible: bool | None = None
-    reference_gap: float | None = None
-    warm_start_used: bool = False
-    time_limit_s: float = 0.0
-    relative_gap_target: float = 1e-4
-    threads: int = 1
-    build_s: float = 0.0
-    solve_s: float = 0.0
-    candidates: int = 0
-    variables: int = 0
-    constraints: int = 0
-    message: str = ""
-
-    def to_document(self) -> dict[str, Any]:
-        return {
-            "termination": self.termination,
-            "solution_status": self.solution_status,
-            "objective": _json_num(self.objective),
-            "solver_objective": _json_num(self.solver_objective),
-            "bound": _json_num(self.bound),
-            "relative_gap": _json_num(self.relative_gap),
-            "feasible": self.feasible,
-            "reference_cost": _json_num(self.reference_cost),
-            "reference_feasible": self.reference_feasible,
-            "reference_gap": _json_num(self.reference_gap),
-            "wall_s": self.wall_s,
-            "build_s": self.build_s,
-            "solve_s": self.solve_s,
-            "solver": self.solver,
-            "solver_version": self.solver_version,
-            "warm_start_used": self.warm_start_used,
-            "time_limit_s": self.time_limit_s,
-            "relative_gap_target": self.relative_gap_target,
-            "threads": self.threads,
-            "candidates": self.candidates,
-            "variables": self.variables,
-            "constraints": self.constraints,
-            "message": self.message,
-            "plan": (
-                plan_document(self.scenario, self.plan, self.evaluation)
-                if self.plan is not None and self.evaluation is not None
-                else None
-            ),
-            "evaluation": self.evaluation.to_document() if self.evaluation is not None else None,
-        }
-
-
-def _message(termination: str, outcome: SolverOutcome | None) -> str:
-    said = outcome.message if outcome is not None else ""
-    if termination == "infeasible":
-        return (
-            "infeasible: no plan meets every constraint (allow unmet demand, or raise "
-            f"availability, budget or storage); solver: {said}"
-        )
-    return said
-
-
-def _json_num(v: float | None) -> float | None:
-    return v if v is not None and math.isfinite(v) else None
-
-
-def _gap(cost: float, bound: float) -> float:
-    """Relative gap (cost − bound)/|cost|, 0 when both are ~0, never negative."""
-    if abs(cost) < 1e-9:
-        return 0.0 if bound >= cost - 1e-9 else math.inf
-    return max(0.0, (cost - bound) / abs(cost))
-
-
-# --------------------------------------------------------------------------------------
-# Public entry points
-
-
-def solve_milp(
-    scenario: Scenario,
-    time_limit_s: float,
-    relative_gap: float = 1e-4,
-    threads: int = 1,
-    cancel: threading.Event | None = None,
-    backend: str = "cbc",
-    current: Plan | None = None,
-    warm_start: Plan | None = None,
-    table: CandidateTable | None = None,
-    profile: EngineProfile = DEFAULT_PROFILE,
-    on_process: Callable[[Any], None] | None = None,
-) -> MilpResult:
-    """Solve the §1 MILP. `time_limit_s` bounds the whole call (model building
-    included): the solver gets what remains and is killed `GRACE_S` after the
-    limit whatever it is doing. `cancel` kills it within a second. `current` is
-    the live plan (change cost); `warm_start` a plan handed to the solver as its
-    first incumbent. `on_process` receives the solver's Popen (for tests)."""
-    return _run(
-        scenario,
-        None,
-        time_limit_s,
-        relative_gap,
-        threads,
-        cancel,
-        backend,
-        current,
-        warm_start,
-        table,
-        profile,
-        on_process,
-    )
-
-
-def audit(
-    scenario: Scenario,
-    reference: Plan | None,
-    time_limit_s: float,
-    relative_gap: float = 1e-4,
-    threads: int = 1,
-    cancel: threading.Event | None = None,
-    backend: str = "cbc",
-    current: Plan | None = None,
-    warm_start: Plan | None = None,
-    table: CandidateTable | None = None,
-    profile: EngineProfile = DEFAULT_PROFILE,
-    on_process: Callable[[Any], None] | None = None,
-) -> MilpResult:
-    """Exact audit of a reference plan (e.g. the live AGH plan): solve the MILP and
-    report the reference's evaluator cost and its certified gap to the proven
-    bound, `(cost_ref − bound) / cost_ref`. Unless `warm_start` is given, a
-    feasible reference is the solver's warm start (its first incumbent), so even a
-    time-limited audit returns a plan no worse than the reference."""
-    return _run(
-        scenario,
-        reference,
-        time_limit_s,
-        relative_gap,
-        threads,
-        cancel,
-        backend,
-        current,
-        warm_start,
-        table,
-        profile,
-        on_process,
-    )
-
-
-def _run(
-    scenario: Scenario,
-    reference: Plan | None,
-    time_limit_s: float,
-    relative_gap: float,
-    threads: int,
-    cancel: threading.Event | None,
-    backend: str,
-    current: Plan | None,
-    warm_start: Plan | None,
-    table: CandidateTable | None,
-    profile: EngineProfile,
-    on_process: Callable[[Any], None] | None,
-) -> MilpResult:
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, not {backend!r}")
-    if not (time_limit_s > 0 and math.isfinite(time_limit_s)):
-        raise ValueError("time_limit_s must be a positive finite number")
-    t0 = time.monotonic()
-    deadline = t0 + time_limit_s
-    solver_name = backend
-    version = _backend_version(backend)
-
-    ref_cost = ref_feasible = ref_eval = None
-    if reference is not None:
-        ref_eval = evaluate_plan(scenario, reference, current=current, profile=profile)
-        ref_cost, ref_feasible = ref_eval.cost.total, ref_eval.feasible
-        if warm_start is None and ref_feasible:
-            warm_start = reference
-
-    def finish(
-        termination: str,
-        outcome: SolverOutcome | None = None,
-        plan: Plan | None = None,
-        ev: Evaluation | None = None,
-        mm: MilpModel | None = None,
-        build_s: float = 0.0,
-        message: str = "",
-    ) -> MilpResult:
-        bound = outcome.bound if outcome is not None else None
-        if termination in ("infeasible", "unbounded", "error"):
-            bound = None  # whatever the log printed last is not a bound on anything
-        objective = ev.cost.total if ev is not None else None
-        if plan is None:
-            status = "none"
-        elif termination == "optimal":
-            status = "optimal"
-        else:
-            status = "feasible"
-        if outcome is not None and outcome.has_solution and outcome.objective is not None:
-            # A lower bound never exceeds the solver's own incumbent value.
-            bound = outcome.objective if bound is None else min(bound, outcome.objective)
-        gap = _gap(objective, bound) if objective is not None and bound is not None else None
-        ref_gap = _gap(ref_cost, bound) if ref_cost is not None and bound is not None else None
-        return MilpResult(
-            termination=termination,
-            solution_status=status,
-            objective=objective,
-            solver_objective=outcome.objective if outcome is not None else None,
-            bound=bound,
-            relative_gap=gap,
-            wall_s=time.monotonic() - t0,
-            solver=solver_name,
-            solver_version=version,
-            plan=plan,
-            evaluation=ev,
-            feasible=bool(ev is not None and ev.feasible),
-            scenario=scenario,
-            reference_cost=ref_cost,
-            reference_feasible=ref_feasible,
-            reference_gap=ref_gap,
-            warm_start_used=bool(outcome is not None and outcome.mipstart_used),
-            time_limit_s=time_limit_s,
-            relative_gap_target=relative_gap,
-            threads=threads,
-            build_s=build_s,
-            solve_s=outcome.wall_s if outcome is not None else 0.0,
-            candidates=mm.table.size if mm is not None else 0,
-            variables=mm.n_vars if mm is not None else 0,
-            constraints=mm.n_constraints if mm is not None else 0,
-            message=message or _message(termination, outcome),
-        )
-
-    if cancel is not None and cancel.is_set():
-        return finish("cancelled", message="cancelled before the solver started")
-    if table is None:
-        table = candidate_table(scenario, profile)
-    mm = build_model(table, current=current)
-    with tempfile.TemporaryDirectory(prefix="llm-allocator-milp-") as tmp:
-        wm = write_lp(mm, Path(tmp) / "model.lp")
-        build_s = time.monotonic() - t0
-        if cancel is not None and cancel.is_set():
-            return finish("cancelled", mm=mm, build_s=build_s, message="cancelled while building")
-        remaining = deadline - time.monotonic()
-        if remaining <= 0.05:
-            return finish(
-                "time_limit",
-                mm=mm,
-                build_s=build_s,
-                message=f"time limit spent building the model ({build_s:.2f} s)",
-            )
-        mipstart = None
-        if warm_start is not None and write_mipstart(mm, wm, warm_start, Path(tmp) / "start.sol"):
-            mipstart = Path(tmp) / "start.sol"
-        outcome = _solve_backend(
-            backend,
-            wm.path,
-            remaining,
-            relative_gap,
-            threads,
-            cancel,
-            mipstart,
-            deadline,
-            on_process,
-        )
-        solver_name = outcome.solver or backend
-        version = outcome.version or version
-        if outcome.has_solution and outcome.termination != "cancelled":
-            sol = read_solution(mm, wm, outcome.values)
-        else:
-            sol = None
-    if sol is None:
-        if outcome.termination == "time_limit" and outcome.mipstart_used and warm_start is not None:
-            # Killed before writing its solution file: the warm start, which the
-            # solver had accepted as an incumbent, is the best plan we hold.
-            ev = evaluate_plan(scenario, warm_start, current=current, profile=profile)
-            if ev.feasible:
-                return finish(
-                    "time_limit",
-                    outcome,
-                    warm_start,
-                    ev,
-                    mm,
-                    build_s,
-                    message=outcome.message + "; returning the warm start (the solver's "
-                    "accepted incumbent)",
-                )
-        return finish(outcome.termination, outcome, mm=mm, build_s=build_s)
-    plan = solution_to_plan(mm, sol)
-    ev = evaluate_plan(scenario, plan, current=current, profile=profile)
-    return finish(outcome.termination, outcome, plan, ev, mm, build_s)
-
-
-def _backend_version(backend: str) -> str:
-    if backend == "cbc":
-        from app.engine.solvers.milp.cbc import cbc_version
-
-        return cbc_version()
-    from app.engine.solvers.milp.highs import highs_version
-
-    return highs_version()
-
-
-def _solve_backend(
-    backend: str,
-    lp_path: Path,
-    time_limit_s: float,
-    relative_gap: float,
-    threads: int,
-    cancel: threading.Event | None,
-    mipstart: Path | None,
-    deadline: float,
-    on_process: Callable[[Any], None] | None,
-) -> SolverOutcome:
-    from app.engine.solvers.milp.cbc import GRACE_S
-
-    hard = deadline + GRACE_S
-    if backend == "highs":
-        from app.engine.solvers.milp.highs import run_highs
-
-        return run_highs(
-            lp_path, time_limit_s, relative_gap, threads, cancel, mipstart, hard, on_process
-        )
-    from app.engine.solvers.milp.cbc import cbc_seconds, cbc_version, run_cbc
-
-    out = run_cbc(
-        lp_path,
-        cbc_seconds(time_limit_s),
-        relative_gap,
-        threads,
-        cancel,
-        mipstart,
-        hard,
-        on_process,
-    )
-    return SolverOutcome(
-        out.termination,
-        out.has_solution,
-        out.objective,
-        out.bound,
-        out.values,
-        out.mipstart_used,
-        out.wall_s,
-        out.message,
-        "cbc",
-        cbc_version(),
-        out.incumbent,
-    )
-
-
-# --------------------------------------------------------------------------------------
-# LP relaxation (LPR baseline, bound checks)
-
-
-@dataclass(frozen=True)
-class LpRelaxation:
-    """The LP relaxation's optimum (a lower bound on the MILP) and its solution,
-    or `status` != "optimal" and no values."""
-
-    status: str  # optimal | infeasible | time_limit | cancelled | error | ...
-    bound: float | None
-    model: MilpModel
-    solution: Solution | None
-    wall_s: float
-
-
-def lp_relaxation(
-    scenario: Scenario,
-    time_limit_s: float = 60.0,
-    current: Plan | None = None,
-    cancel: threading.Event | None = None,
-    table: CandidateTable | None = None,
-    profile: EngineProfile = DEFAULT_PROFILE,
-) -> LpRelaxation:
-    """Solve the LP relaxation of the §1 MILP (integrality of r and z dropped) with
-    CBC under the same hard wall-clock guard."""
-    from app.engine.solvers.milp.cbc import run_cbc
-
-    t0 = time.monotonic()
-    if table is None:
-        table = candidate_table(scenario, profile)
-    mm = build_model(table, current=current, relax=True)
-    with tempfile.TemporaryDirectory(prefix="llm-allocator-lp-") as tmp:
-        wm = write_lp(mm, Path(tmp) / "model.lp")
-        remaining = max(0.1, time_limit_s - (time.monotonic() - t0))
-        out = run_cbc(wm.path, remaining, 0.0, 1, cancel)
-        sol = read_solution(mm, wm, out.values) if out.has_solution else None
-    status = out.termination
-    bound = out.objective if status == "optimal" else None
-    return LpRelaxation(
-        status, bound, mm, sol if status == "optimal" else None, time.monotonic() - t0
-    )

@@ -1,7 +1,7 @@
 """HiGHS (highspy) as an optional second MILP backend, behind the same interface
 as CBC: the LP file written by `app.engine.solvers.milp.model` is solved in a *child process*
-(`python -m app.engine.solvers.milp.highs …`), so the same hard wall-clock kill and
-cancellation (`app.engine.solvers.milp.cbc.run_process`) apply; an in-process solver could not
+(`python -m app.engine.solvers.milp.backends.highs …`), so the same hard wall-clock kill and
+cancellation (`process.run_process`) apply; an in-process solver could not
 be stopped if it ignored its time limit, and would hold the GIL-free C++ thread
 beyond our control.
 
@@ -22,6 +22,9 @@ from collections.abc import Callable
 from functools import cache
 from pathlib import Path
 from typing import Any
+
+from app.engine.solvers.milp.backends.outcome import SolverOutcome
+from app.engine.solvers.milp.backends.process import run_process
 
 _STATUS = {
     "kOptimal": "optimal",
@@ -55,17 +58,14 @@ def run_highs(
     mipstart: Path | None,
     hard_deadline: float,
     on_start: Callable[[Any], None] | None = None,
-) -> Any:
-    """Solve with HiGHS in a child process; returns a `milp.SolverOutcome`."""
-    from app.engine.solvers.milp.cbc import run_process
-    from app.engine.solvers.milp.model import SolverOutcome
-
+) -> SolverOutcome:
+    """Solve with HiGHS in a child process."""
     out_path = lp_path.parent / "highs.json"
     log_path = lp_path.parent / "highs.log"
     cmd = [
         sys.executable,
         "-m",
-        "app.engine.solvers.milp.highs",
+        "app.engine.solvers.milp.backends.highs",
         str(lp_path),
         str(out_path),
         repr(max(0.1, float(time_limit_s))),
@@ -73,7 +73,7 @@ def run_highs(
         str(int(threads)),
         str(mipstart) if mipstart is not None else "",
     ]
-    root = str(Path(__file__).resolve().parents[4])  # the directory holding `app`
+    root = str(Path(__file__).resolve().parents[5])  # the directory holding `app`
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
     run = run_process(cmd, log_path, hard_deadline, cancel, on_start, cwd=lp_path.parent, env=env)

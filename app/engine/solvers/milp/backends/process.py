@@ -1,0 +1,125 @@
+"""A solver subprocess under a hard wall-clock limit and a cancel event, shared by
+the CBC and HiGHS backends.
+
+The solver is never trusted to stop on its own. `run_process` starts it in its
+own process group (`start_new_session=True`), polls every `POLL_S` seconds, on
+`cancel` kills the group at once (SIGKILL), at `hard_deadline − INTERRUPT_WAIT_S`
+sends SIGINT (CBC's "stop and report the incumbent" path) and at `hard_deadline`
+SIGKILL, whatever the solver is doing. On Linux the solver also dies with the
+thread that started it (PR_SET_PDEATHSIG), so a hard-killed caller never leaves
+an orphan.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+POLL_S = 0.05
+GRACE_S = 1.5  # hard kill this long after the time limit
+INTERRUPT_WAIT_S = 0.75  # SIGINT this long before the hard kill
+
+
+@dataclass(frozen=True)
+class ProcessRun:
+    """How a supervised subprocess ended."""
+
+    returncode: int | None
+    wall_s: float
+    cancelled: bool  # killed because `cancel` was set
+    killed_on_deadline: bool  # interrupted/killed past the hard deadline
+    pid: int
+
+
+def _kill_group(proc: subprocess.Popen[bytes], sig: int) -> None:
+    try:
+        os.killpg(proc.pid, sig)
+    except (ProcessLookupError, PermissionError):
+        # Already gone (or the group leader exited): fall back to the process itself.
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(sig)
+
+
+# Run in front of the solver on Linux: the solver gets SIGKILL when the thread
+# that started it dies (PR_SET_PDEATHSIG), so a hard-killed caller (e.g. the
+# service's audit process) never leaves an orphaned solver running in its own
+# session. Checks the parent is still the one that started it (no race), then
+# execs the solver in place (same pid).
+_PDEATHSIG_SHIM = (
+    "import ctypes, os, signal, sys\n"
+    "ctypes.CDLL(None).prctl(1, int(signal.SIGKILL), 0, 0, 0)\n"
+    "if os.getppid() != int(sys.argv[1]): os._exit(70)\n"
+    "os.execvp(sys.argv[2], sys.argv[2:])\n"
+)
+
+
+def _with_parent_death_signal(cmd: Sequence[str]) -> list[str]:
+    if not sys.platform.startswith("linux"):
+        return list(cmd)
+    return [sys.executable, "-I", "-S", "-c", _PDEATHSIG_SHIM, str(os.getpid()), *cmd]
+
+
+def run_process(
+    cmd: Sequence[str],
+    log_path: Path,
+    hard_deadline: float,
+    cancel: threading.Event | None = None,
+    on_start: Callable[[subprocess.Popen[bytes]], None] | None = None,
+    cwd: Path | None = None,
+    env: dict[str, str] | None = None,
+) -> ProcessRun:
+    """Run `cmd` (stdout+stderr to `log_path`) in its own process group until it
+    exits, `cancel` is set (SIGKILL to the group at once) or the monotonic
+    `hard_deadline` passes: SIGINT `INTERRUPT_WAIT_S` before it (CBC's "stop and
+    write the incumbent" path, which it may or may not take in time), SIGKILL at
+    it. Never leaves the process (group) behind, and on Linux the process dies
+    with the thread that started it even if this one is killed outright."""
+    t0 = time.monotonic()
+    interrupt_at = hard_deadline - INTERRUPT_WAIT_S
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            _with_parent_death_signal(cmd),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=cwd,
+            env=env,
+            start_new_session=True,  # own process group: killpg reaches any children
+        )
+        if on_start is not None:
+            on_start(proc)
+        cancelled = deadline_hit = interrupted = False
+        try:
+            while True:
+                try:
+                    proc.wait(timeout=POLL_S)
+                    break
+                except subprocess.TimeoutExpired:
+                    pass
+                now = time.monotonic()
+                if cancel is not None and cancel.is_set():
+                    cancelled = True
+                    _kill_group(proc, signal.SIGKILL)
+                    proc.wait()
+                    break
+                if now >= hard_deadline:
+                    deadline_hit = True
+                    _kill_group(proc, signal.SIGKILL)
+                    proc.wait()
+                    break
+                if not interrupted and now >= interrupt_at:
+                    deadline_hit = interrupted = True
+                    _kill_group(proc, signal.SIGINT)
+        finally:
+            if proc.poll() is None:  # an exception (e.g. KeyboardInterrupt) in the loop
+                _kill_group(proc, signal.SIGKILL)
+                proc.wait()
+    return ProcessRun(proc.returncode, time.monotonic() - t0, cancelled, deadline_hit, proc.pid)
