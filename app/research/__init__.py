@@ -1,1 +1,3 @@
-"""Research-only code, not on the service's path: the baselines (LPR, DVR, HF) and the instance generators used by benchmarks and tests."""
+"""Research-only code, not on the service's path: the baselines (LPR, DVR, HF) and the
+instance generators used by benchmarks and tests.
+"""

@@ -1,1 +1,3 @@
-"""The performance model: TTFT, TPOT, B* and throughput per (model, GPU, precision, TP, PP) under an engine profile."""
+"""The performance model: TTFT, TPOT, B* and throughput per (model, GPU, precision, TP,
+PP) under an engine profile.
+"""

@@ -1,1 +1,3 @@
-"""Plans and what is derived from them: the candidate table, unit costs, the one evaluator (with stress), explanations and diffs."""
+"""Plans and what is derived from them: the candidate table, unit costs, the one
+evaluator (with stress), explanations and diffs.
+"""

@@ -1,1 +1,3 @@
-"""The planners: GH (greedy), AGH (anytime local search) and the exact MILP, behind one entry point (`solve`)."""
+"""The planners: GH (greedy), AGH (anytime local search) and the exact MILP, behind one
+entry point (`solve`).
+"""

@@ -1,1 +1,3 @@
-"""The exact MILP: the Pyomo model (`model`), the solver processes (`backends`), solving and auditing (`audit`), the LP relaxation (`relaxation`)."""
+"""The exact MILP: the Pyomo model (`model`), the solver processes (`backends`),
+solving and auditing (`audit`), the LP relaxation (`relaxation`).
+"""
