@@ -2,6 +2,10 @@
 
 Documents are JSON files (or `-` for standard input); results go to standard
 output as JSON. Input errors exit with status 2 and a message naming the field.
+
+The engine and the service are imported inside the commands that need them, on
+purpose: `llm-allocator --help` and `demo-scenario` should not pay for numpy,
+Pyomo and FastAPI.
 """
 
 from __future__ import annotations
@@ -14,6 +18,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
+from app.engine.contracts import SolverOptions
 from app.engine.errors import InputError
 
 
@@ -62,21 +69,42 @@ def _factor(v: str) -> float:
     return f
 
 
+def _options(a: argparse.Namespace) -> SolverOptions:
+    """The flags through the one solver-options schema (bad values: exit 2 naming
+    the flag)."""
+    budget = a.time_limit if a.algorithm == "milp" and a.time_limit else a.time_budget
+    values = {
+        "algorithm": a.algorithm,
+        "time_budget_s": budget,
+        "seed": a.seed,
+        "relative_gap": a.gap,
+        "threads": a.threads,
+        "backend": a.backend,
+    }
+    try:
+        return SolverOptions.model_validate(values)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        name = str(err["loc"][0]) if err["loc"] else "options"
+        flag = _FLAGS.get(name, name)
+        raise CliInputError(f"{flag}: {err['msg']}") from None
+
+
+_FLAGS = {
+    "time_budget_s": "--time-budget/--time-limit",
+    "seed": "--seed",
+    "relative_gap": "--gap",
+    "threads": "--threads",
+    "backend": "--backend",
+}
+
+
 def cmd_solve(a: argparse.Namespace) -> None:
     from app.engine.api import solve_documents
 
     scenario = _read_json(a.scenario)
     current = _read_plan(a.current) if a.current else None
-    budget = a.time_limit if a.algorithm == "milp" and a.time_limit else a.time_budget
-    if a.algorithm == "milp":
-        from app.engine.model.schemas import parse_scenario
-        from app.engine.solvers.milp.audit import solve_milp
-
-        s = parse_scenario(scenario)
-        res = solve_milp(s, time_limit_s=budget, relative_gap=a.gap, threads=a.threads)
-        _print(res.to_document())
-        return
-    _print(solve_documents(scenario, a.algorithm, budget, a.seed, current))
+    _print(solve_documents(scenario, current_plan_doc=current, options=_options(a)))
 
 
 def cmd_evaluate(a: argparse.Namespace) -> None:
@@ -137,6 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--gap", type=float, default=1e-4, help="MILP relative gap")
     s.add_argument("--threads", type=int, default=1, help="MILP solver threads")
+    s.add_argument("--backend", default="cbc", help="MILP solver: cbc (default) or highs")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--current", help="live plan JSON: warm start + change cost")
     s.set_defaults(func=cmd_solve)

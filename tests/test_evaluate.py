@@ -361,7 +361,7 @@ def test_slo_violation_is_reported_once_and_finitely() -> None:
     ev = evaluate_plan(s, plan)
     assert kinds(ev) == {"slo"}
     json.dumps(ev.to_document(), allow_nan=False)
-    json.dumps(plan_document(s, plan, ev), allow_nan=False)
+    json.dumps(plan_document(plan, ev), allow_nan=False)
 
 
 def test_model_without_error_rate_for_the_type_must_not_serve_it() -> None:
@@ -565,7 +565,7 @@ def test_demand_factor_overloads_a_just_sized_plan() -> None:
 def _plan_doc() -> dict[str, Any]:
     s = tiny()
     plan = feasible_plan(s)
-    return json.loads(json.dumps(plan_document(s, plan, evaluate_plan(s, plan))))
+    return json.loads(json.dumps(plan_document(plan, evaluate_plan(s, plan))))
 
 
 def test_plan_document_round_trips() -> None:

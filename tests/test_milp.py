@@ -155,7 +155,7 @@ def _constants(table: CandidateTable) -> str:
     )
 
 
-def _assert_sound(res: MilpResult) -> None:
+def _assert_sound(res: MilpResult, scenario: Scenario) -> None:
     """Invariants of every result."""
     assert res.termination in (
         "optimal",
@@ -173,7 +173,7 @@ def _assert_sound(res: MilpResult) -> None:
     if res.plan is None:
         assert res.solution_status == "none" and res.objective is None
     else:
-        ev = evaluate_plan(res.scenario, res.plan)
+        ev = evaluate_plan(scenario, res.plan)
         assert res.evaluation is not None
         assert res.objective == pytest.approx(res.evaluation.cost.total, rel=1e-12)
         assert ev.feasible == res.feasible
@@ -219,7 +219,7 @@ def test_hand_worked_optimum(case: str) -> None:
     table = candidate_table(scenario)
     expected = enumerate_optimum(table)
     res = solve_milp(scenario, time_limit_s=30)
-    _assert_sound(res)
+    _assert_sound(res, scenario)
     assert res.termination == "optimal", (res.message, _constants(table))
     assert res.solution_status == "optimal"
     assert res.feasible, res.evaluation.violations if res.evaluation else None
@@ -256,7 +256,7 @@ def test_unmet_used_instead_of_infeasible() -> None:
 def test_infeasible_is_a_result() -> None:
     scenario = two_gpu_scenario(load_on_cheap=3.0, avail=(2, 0), max_unmet=0.0)
     res = solve_milp(scenario, time_limit_s=30)
-    _assert_sound(res)
+    _assert_sound(res, scenario)
     assert res.termination == "infeasible"
     assert res.solution_status == "none" and res.plan is None and not res.feasible
     assert res.bound is None
@@ -281,7 +281,7 @@ def test_change_cost_linearisation_and_foreign_deployment() -> None:
     )
     expected = enumerate_optimum(table, {fast_id: 1}) + 5.0 * 2
     res = solve_milp(scenario, time_limit_s=30, current=current)
-    _assert_sound(res)
+    _assert_sound(res, scenario)
     assert res.termination == "optimal" and res.feasible
     assert res.objective == pytest.approx(expected, rel=REL), _constants(table)
     assert res.evaluation is not None and res.evaluation.cost.change_cost == pytest.approx(10.0)
@@ -309,14 +309,14 @@ def test_demo_audit_with_reference_and_warm_start() -> None:
     scenario = demo_scenario()
     gh = solve(scenario, "gh")
     res = audit(scenario, gh.plan, time_limit_s=60)
-    _assert_sound(res)
+    _assert_sound(res, scenario)
     assert res.reference_cost == pytest.approx(gh.objective, rel=1e-12)
     assert res.reference_feasible is True
     assert res.warm_start_used
     assert res.feasible and res.objective is not None
     assert res.objective <= gh.objective * (1 + REL)
-    assert res.bound is not None and res.reference_gap is not None
-    assert res.reference_gap == pytest.approx((gh.objective - res.bound) / gh.objective, abs=1e-12)
+    assert res.bound is not None and res.certified_gap is not None
+    assert res.certified_gap == pytest.approx((gh.objective - res.bound) / gh.objective, abs=1e-12)
     if res.termination == "optimal":
         assert res.relative_gap is not None and res.relative_gap <= 1e-4
 
@@ -327,7 +327,7 @@ def test_highs_backend_agrees() -> None:
     scenario = two_gpu_scenario(**CASES["availability_forces_mix"])
     a = solve_milp(scenario, time_limit_s=30, backend="cbc")
     b = solve_milp(scenario, time_limit_s=30, backend="highs")
-    _assert_sound(b)
+    _assert_sound(b, scenario)
     assert b.solver == "highs" and b.termination == "optimal" and b.feasible
     assert b.objective == pytest.approx(a.objective, rel=REL)
 
@@ -454,7 +454,7 @@ def test_time_limit_stops_cbc() -> None:
     procs: list[subprocess.Popen[bytes]] = []
     limit = 3.0
     res = solve_milp(scenario, time_limit_s=limit, on_process=procs.append)
-    _assert_sound(res)
+    _assert_sound(res, scenario)
     assert len(procs) == 1, res.message  # the solver did start
     assert res.termination == "time_limit", res.message
     assert res.solution_status != "optimal"
@@ -473,7 +473,7 @@ def test_hard_kill_when_cbc_ignores_its_limit() -> None:
     table = candidate_table(scenario)
     limit = 4.0
     res = solve_milp(scenario, time_limit_s=limit, table=table, on_process=procs.append)
-    _assert_sound(res)
+    _assert_sound(res, scenario)
     assert res.termination == "time_limit"
     for p in procs:
         assert p.poll() is not None and _group_dies(p.pid)
@@ -494,7 +494,7 @@ def test_cancel_kills_cbc() -> None:
 
     res = solve_milp(scenario, time_limit_s=60, cancel=cancel, on_process=started)
     assert len(procs) == 1
-    _assert_sound(res)
+    _assert_sound(res, scenario)
     assert res.termination == "cancelled" and res.solution_status == "none"
     assert procs[0].poll() is not None
     assert _group_dies(procs[0].pid)
@@ -566,7 +566,7 @@ def test_lp_bound_below_milp_objective(args: tuple[int, int, int, int, str]) -> 
     table = candidate_table(scenario)
     lp = lp_relaxation(scenario, time_limit_s=30, table=table)
     res = solve_milp(scenario, time_limit_s=30, table=table)
-    _assert_sound(res)
+    _assert_sound(res, scenario)
     if res.termination == "optimal":
         assert lp.status == "optimal" and lp.bound is not None
         assert res.objective is not None and res.feasible
@@ -596,12 +596,12 @@ def test_heuristic_never_below_milp_bound(args: tuple[int, int, int, int, str], 
     scenario = generate(*args)
     out = solve(scenario, alg, time_budget_s=0.3, seed=args[3])
     res = audit(scenario, out.plan, time_limit_s=30)
-    _assert_sound(res)
+    _assert_sound(res, scenario)
     if out.evaluation.feasible:
         assert res.termination != "infeasible"
         assert res.bound is not None
         assert out.objective >= res.bound * (1 - 1e-9) - 1e-9
-        assert res.reference_gap is not None and res.reference_gap >= 0
+        assert res.certified_gap is not None and res.certified_gap >= 0
         if res.feasible and res.objective is not None:
             assert res.objective <= out.objective * (1 + 1e-6) + 1e-9
     if res.termination == "infeasible":
@@ -631,8 +631,9 @@ def test_pids_are_ours() -> None:
 
 def test_time_limit_spent_building_is_reported() -> None:
     procs: list[subprocess.Popen[bytes]] = []
-    res = solve_milp(generate(6, 6, 6, seed=3), time_limit_s=1e-3, on_process=procs.append)
-    _assert_sound(res)
+    scenario = generate(6, 6, 6, seed=3)
+    res = solve_milp(scenario, time_limit_s=1e-3, on_process=procs.append)
+    _assert_sound(res, scenario)
     assert res.termination == "time_limit" and res.solution_status == "none"
     assert not procs
 
@@ -657,7 +658,7 @@ def test_killed_solver_falls_back_to_its_accepted_warm_start(
         [Route("chat", Deployment(MODEL, FAST, "bf16", 1, 1, 1).id, 1.0)],
     )
     res = solve_milp(scenario, time_limit_s=10, warm_start=warm)
-    _assert_sound(res)
+    _assert_sound(res, scenario)
     assert res.termination == "time_limit" and res.solution_status == "feasible"
     assert res.plan == warm and res.feasible and res.warm_start_used
     assert res.bound == 1.0 and res.relative_gap is not None and res.relative_gap > 0

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from service_support import ROOT
 
-from app.service.store import Store, StoredResponse, StoreError
+from app.service.store import SCHEMA_VERSION, Store, StoredResponse, StoreError
+from app.service.store.schema import MIGRATIONS
 
 
 def test_creates_schema_with_wal_and_full_sync(tmp_path: Path) -> None:
@@ -21,7 +22,28 @@ def test_creates_schema_with_wal_and_full_sync(tmp_path: Path) -> None:
         conn = store.conn
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    finally:
+        store.close()
+
+
+def test_migrates_an_older_database_in_place(tmp_path: Path) -> None:
+    """A database written by the first release (schema 1) opens, is migrated, and
+    keeps its rows; a plan stored before explanations were kept has none."""
+    path = tmp_path / "old.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.executescript(f"BEGIN; {MIGRATIONS[0]} PRAGMA user_version = 1; COMMIT;")
+    conn.execute(
+        "INSERT INTO plans (observed_generation, created_at, spec, plan, solver, analysis, diff)"
+        " VALUES (1, 't', '{}', '{\"deployments\": []}', '{}', '{}', '{}')"
+    )
+    conn.close()
+    store = Store(path)
+    store.open()
+    try:
+        assert store.conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        row = store.latest_plan()
+        assert row is not None and row.plan == {"deployments": []} and row.explanation is None
     finally:
         store.close()
 

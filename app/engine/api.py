@@ -1,9 +1,11 @@
-"""The engine's facade: JSON documents in, JSON documents out.
+"""The engine's facade: the only module the service and the CLI import from the
+engine (besides the types of `app.engine.contracts` and `app.engine.errors`).
 
-This is the only module the service (and the CLI) import from the engine. Every
-function takes and returns plain JSON-able values so it can run in a worker
-process (arguments and results pickle cheaply) and so the API's field names are
-exactly the engine's.
+Typed calls take and return the frozen contracts (`SolveRequest` ->
+`SolveResult`, `EvaluateRequest` -> `Evaluation`, `AuditRequest` ->
+`MilpResult`, `replan` -> `Replan`); they pickle, so they cross the service's
+process boundary as they are. The `*_documents` functions wrap them for JSON in
+and out (the CLI, scripts and tests).
 
 Documents
 ---------
@@ -17,9 +19,8 @@ plan document      {"deployments": [{"id", "model", "gpu", "precision", "tp", "p
                              "delay_penalty", "change_cost"},
                     "feasible": bool,
                     "violations": [{"constraint", "subject", "message", "amount"}]}
-solve result       {"algorithm", "plan": <plan document>, "objective", "termination",
-                    "wall_s", "iterations", "starts", "warm_start_used", "seed",
-                    "time_budget_s"}
+solve result       SolveResult.to_document(): the solver's account (algorithm,
+                   termination, status, objective, bound, gap, wall_s, ...) + plan
 
 Errors: `app.engine.errors.InputError` (and subclasses) name the offending field;
 everything else is a bug.
@@ -28,27 +29,139 @@ everything else is a bug.
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass
 from typing import Any
 
+from app.engine.contracts import (
+    AuditRequest,
+    EvaluateRequest,
+    ExactOptions,
+    PlanAnalysis,
+    SolveRequest,
+    SolveResult,
+    SolverOptions,
+)
+from app.engine.model.catalog import catalog_gpu, catalog_model, catalog_precision
 from app.engine.model.demo import demo_scenario_document
+from app.engine.model.domain import Scenario
 from app.engine.model.schemas import parse_scenario, scenario_to_document
-from app.engine.plan.evaluate import evaluate_plan, plan_document
-from app.engine.plan.plan import plan_from_document
+from app.engine.plan.candidates import candidate_table
+from app.engine.plan.diff import plan_diff
+from app.engine.plan.evaluate import Evaluation, evaluate_plan
+from app.engine.plan.explain import explain_plan
+from app.engine.plan.plan import Plan, plan_from_document
+from app.engine.solvers.agh import StopSignal
+from app.engine.solvers.milp.audit import MilpResult
+from app.engine.solvers.milp.audit import audit as milp_audit
+from app.engine.solvers.solve import solve as run_solve
 
 __all__ = [
+    "Replan",
+    "audit",
     "audit_documents",
+    "catalog_gpu",
+    "catalog_model",
+    "catalog_precision",
     "demo_scenario_document",
+    "evaluate",
     "evaluate_documents",
-    "explain_documents",
+    "explain",
     "normalize_scenario",
+    "parse_plan",
+    "parse_scenario",
+    "plan_diff",
+    "replan",
+    "solve",
     "solve_documents",
 ]
+
+
+# ----------------------------------------------------------------------- parsing
 
 
 def normalize_scenario(doc: Any) -> dict[str, Any]:
     """Validate a scenario document and return it with every default filled in.
     Raises ScenarioError naming the field."""
     return scenario_to_document(parse_scenario(doc))
+
+
+def parse_plan(doc: Any) -> Plan:
+    """A plan document's decisions (PlanFormatError naming the field)."""
+    return plan_from_document(doc)
+
+
+# ------------------------------------------------------------------- typed calls
+
+
+def solve(request: SolveRequest, stop: StopSignal | None = None) -> SolveResult:
+    """Plan with GH, AGH or the MILP (`request.options`)."""
+    return run_solve(
+        request.scenario, current=request.current, options=request.options, stop=stop
+    )
+
+
+def evaluate(request: EvaluateRequest) -> Evaluation:
+    """The one evaluator: cost, constraints, violations, per-type service, stress."""
+    return evaluate_plan(
+        request.scenario,
+        request.plan,
+        current=request.current,
+        delay_factor=request.delay_factor,
+        error_factor=request.error_factor,
+        demand_factor=request.demand_factor,
+    )
+
+
+def audit(request: AuditRequest, cancel: threading.Event | None = None) -> MilpResult:
+    """Exact MILP audit under a hard wall-clock limit (`cancel` kills the solver
+    within a second): the reference plan's certified gap to the proven bound."""
+    o = request.options
+    return milp_audit(
+        request.scenario,
+        request.reference,
+        time_limit_s=request.time_limit_s,
+        relative_gap=o.relative_gap,
+        threads=o.threads,
+        backend=o.backend,
+        cancel=cancel,
+    )
+
+
+def explain(
+    scenario: Scenario, plan: Plan, evaluation: Evaluation | None = None
+) -> dict[str, Any]:
+    """Why the plan is what it is: per query type its routes, its cheapest
+    alternatives, the constraints that bind, and why demand is unmet when it is."""
+    return explain_plan(scenario, plan, evaluation)
+
+
+@dataclass(frozen=True, slots=True)
+class Replan:
+    """A re-plan and everything the service publishes with it, computed where the
+    solve ran: the result, its analysis and its explanation (one candidate table,
+    one evaluation)."""
+
+    result: SolveResult
+    analysis: PlanAnalysis
+    explanation: dict[str, Any]
+
+
+def replan(request: SolveRequest, stop: StopSignal | None = None) -> Replan:
+    """Solve, then analyse and explain the plan from the solve's own evaluation and
+    candidate table (nothing is parsed, built or evaluated twice)."""
+    table = candidate_table(request.scenario)
+    result = run_solve(
+        request.scenario,
+        current=request.current,
+        options=request.options,
+        table=table,
+        stop=stop,
+    )
+    explanation = explain_plan(request.scenario, result.plan, result.evaluation, table)
+    return Replan(result, PlanAnalysis.of(result.evaluation), explanation)
+
+
+# ----------------------------------------------------------- JSON conveniences
 
 
 def evaluate_documents(
@@ -59,21 +172,16 @@ def evaluate_documents(
     error_factor: float = 1.0,
     demand_factor: float = 1.0,
 ) -> dict[str, Any]:
-    """Evaluate a plan against a scenario; returns the evaluation document
-    (cost breakdown, per-constraint slack, violations, per-type service, and
-    when any factor != 1 the stress figures)."""
-    scenario = parse_scenario(scenario_doc)
-    plan = plan_from_document(plan_doc)
-    current = plan_from_document(current_plan_doc) if current_plan_doc else None
-    ev = evaluate_plan(
-        scenario,
-        plan,
-        current=current,
-        delay_factor=delay_factor,
-        error_factor=error_factor,
-        demand_factor=demand_factor,
+    """`evaluate` on documents: the evaluation document."""
+    request = EvaluateRequest(
+        parse_scenario(scenario_doc),
+        plan_from_document(plan_doc),
+        plan_from_document(current_plan_doc) if current_plan_doc else None,
+        delay_factor,
+        error_factor,
+        demand_factor,
     )
-    return ev.to_document()
+    return evaluate(request).to_document()
 
 
 def solve_documents(
@@ -82,18 +190,15 @@ def solve_documents(
     time_budget_s: float = 1.0,
     seed: int = 0,
     current_plan_doc: Any | None = None,
+    options: SolverOptions | None = None,
 ) -> dict[str, Any]:
-    """Plan for a scenario with GH or AGH (warm-started from `current_plan_doc`
-    when given, with the policy's change cost), or with the MILP
-    (`algorithm="milp"`, `time_budget_s` is then its time limit)."""
-    from app.engine.solvers.solve import solve
-
-    scenario = parse_scenario(scenario_doc)
+    """`solve` on documents: the solve result document."""
+    if options is None:
+        options = SolverOptions.model_validate(
+            {"algorithm": algorithm, "time_budget_s": time_budget_s, "seed": seed}
+        )
     current = plan_from_document(current_plan_doc) if current_plan_doc else None
-    outcome = solve(
-        scenario, algorithm=algorithm, time_budget_s=time_budget_s, seed=seed, current=current
-    )
-    return outcome.to_document()
+    return solve(SolveRequest(parse_scenario(scenario_doc), options, current)).to_document()
 
 
 def audit_documents(
@@ -105,38 +210,18 @@ def audit_documents(
     cancel: threading.Event | None = None,
     backend: str = "cbc",
 ) -> dict[str, Any]:
-    """Exact MILP audit: solve the scenario's MILP under a hard wall-clock limit
-    (cancellable through `cancel`, which kills the solver process within 1 s) and
-    report the reference plan's certified gap to the proven bound."""
-    from app.engine.solvers.milp.audit import audit
-
-    scenario = parse_scenario(scenario_doc)
-    reference = plan_from_document(reference_plan_doc) if reference_plan_doc else None
-    result = audit(
-        scenario,
-        reference,
-        time_limit_s=time_limit_s,
-        relative_gap=relative_gap,
-        threads=threads,
-        cancel=cancel,
-        backend=backend,
+    """`audit` on documents: the audit (MILP result) document."""
+    request = AuditRequest(
+        parse_scenario(scenario_doc),
+        plan_from_document(reference_plan_doc) if reference_plan_doc else None,
+        time_limit_s,
+        ExactOptions.model_validate(
+            {"relative_gap": relative_gap, "threads": threads, "backend": backend}
+        ),
     )
-    return result.to_document()
-
-
-def plan_document_for(scenario_doc: Any, plan_doc: Any) -> dict[str, Any]:
-    """Re-derive a full plan document (costs, utilization, feasibility) from its
-    decisions, e.g. after the scenario changed under a stored plan."""
-    scenario = parse_scenario(scenario_doc)
-    plan = plan_from_document(plan_doc)
-    return plan_document(scenario, plan, evaluate_plan(scenario, plan))
+    return audit(request, cancel).to_document()
 
 
 def explain_documents(scenario_doc: Any, plan_doc: Any) -> dict[str, Any]:
-    """Why the plan is what it is: per query type its routes, its cheapest
-    alternatives, the constraints that bind, and why demand is unmet when it is."""
-    from app.engine.plan.explain import explain_plan
-
-    scenario = parse_scenario(scenario_doc)
-    plan = plan_from_document(plan_doc)
-    return explain_plan(scenario, plan)
+    """`explain` on documents."""
+    return explain(parse_scenario(scenario_doc), plan_from_document(plan_doc))

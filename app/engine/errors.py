@@ -1,7 +1,12 @@
 """The engine's exceptions. Each names the offending field (a dotted/indexed path
-into the input document) so the service can map it to a 4xx problem response."""
+into the input document) so the service can map it to a 4xx problem response.
+
+They pickle (`__reduce__`): an engine error raised in a solver process reaches the
+service as itself, not as a generic failure."""
 
 from __future__ import annotations
+
+from typing import Any
 
 
 class EngineError(Exception):
@@ -16,6 +21,14 @@ class InputError(EngineError):
         super().__init__(f"{field}: {message}")
         self.field = field
         self.message = message
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.field, self.message))
+
+    def under(self, prefix: str) -> InputError:
+        """The same error with `prefix` in front of its field (the document's place
+        in a larger request, e.g. `scenario` or `current_plan`)."""
+        return type(self)(f"{prefix}.{self.field}" if prefix else self.field, self.message)
 
 
 class ScenarioError(InputError):

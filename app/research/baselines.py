@@ -71,7 +71,7 @@ class BaselineResult:
             "message": self.message,
             "details": dict(self.details),
             "plan": (
-                plan_document(self.scenario, self.plan, self.evaluation)
+                plan_document(self.plan, self.evaluation)
                 if self.plan is not None and self.evaluation is not None and self.scenario
                 else None
             ),
@@ -146,7 +146,6 @@ def _routing_lp(
     """Optimal routing (x, u) over fixed replicas: the §1 LP with r pinned."""
     import tempfile
     from pathlib import Path
-
 
     mm = build_model(table, relax=True)
     for d, v in enumerate(mm.model.r.values()):

@@ -124,8 +124,7 @@ def generate(
     precs, n_gpus = _precisions(n_tiers)
     if n_gpus > len(TIER_GPUS) or n_tiers < 1:
         raise ValueError(
-            f"cannot make {n_tiers} tiers from {len(TIER_GPUS)} GPU types x "
-            f"{len(precs)} precisions"
+            f"cannot make {n_tiers} tiers from {len(TIER_GPUS)} GPU types x {len(precs)} precisions"
         )
     catalog = {g.id: g for g in catalog_gpus()}
     gpus: tuple[GPU, ...] = tuple(replace(catalog[gid], available=64) for gid in TIER_GPUS[:n_gpus])
@@ -216,5 +215,6 @@ def tp_bound_instance() -> Scenario:
     table = candidate_table(scenario)
     k = table.index["Llama-3.1-8B@L40S/bf16/tp1pp1"]
     rate = round(0.7 * 0.8 * float(table.pairs.mu[0, k]), 3)
-    return replace(scenario, query_types=(replace(bulk, arrival_rate=rate),
-                                          scenario.query_types[1]))
+    return replace(
+        scenario, query_types=(replace(bulk, arrival_rate=rate), scenario.query_types[1])
+    )

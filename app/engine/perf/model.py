@@ -186,9 +186,10 @@ def hardware_arrays(
     kvb = np.array(
         [mo.kv_bytes_per_token(p.kv_bytes) for mo, p in zip(models, precisions, strict=True)]
     )
-    flops = np.array(
-        [g.tflops.get(p.compute, 0.0) for g, p in zip(gpus, precisions, strict=True)]
-    ) * 1e12
+    flops = (
+        np.array([g.tflops.get(p.compute, 0.0) for g, p in zip(gpus, precisions, strict=True)])
+        * 1e12
+    )
     per_node = np.array([g.gpus_per_node for g in gpus], dtype=np.float64)
     intra = np.array([g.intra_node_gbps for g in gpus]) * GB
     inter = np.array([g.inter_node_gbps for g in gpus]) * GB
@@ -243,8 +244,7 @@ def prefill_s(hw: Hardware, h: ArrayLike, prof: EngineProfile) -> FloatArray:
     act_per_token = hw.hidden * 2.0  # 16-bit activations
     lat = 2.0 * hw.layers * ar_lat + (hw.pp - 1.0) * prof.hop_latency_s
     per_token = act_per_token * (
-        2.0 * hw.layers * ar_per_byte
-        + (hw.pp - 1.0) / (hw.pp_link * prof.link_efficiency)
+        2.0 * hw.layers * ar_per_byte + (hw.pp - 1.0) / (hw.pp_link * prof.link_efficiency)
     )
     t = quad * h
     t += lin
@@ -410,7 +410,11 @@ def kv_capacity_tokens(hw: Hardware, prof: EngineProfile) -> FloatArray:
 
 
 def throughput_rps(
-    ttft: ArrayLike, tpot: ArrayLike, f: ArrayLike, batch: ArrayLike, hw: Hardware,
+    ttft: ArrayLike,
+    tpot: ArrayLike,
+    f: ArrayLike,
+    batch: ArrayLike,
+    hw: Hardware,
     prof: EngineProfile,
 ) -> FloatArray:
     """Requests/s one replica sustains at concurrency `batch` (Little's law)."""
@@ -587,8 +591,14 @@ class _Pairs:
             return np.broadcast_to(x, mask.shape)[mask]
 
         return _Pairs(
-            self.dec.take(mask), t(self.p), t(self.f), t(self.s1), t(self.s2), t(self.s3),
-            self.prof, (int(mask.sum()),),
+            self.dec.take(mask),
+            t(self.p),
+            t(self.f),
+            t(self.s1),
+            t(self.s2),
+            t(self.s3),
+            self.prof,
+            (int(mask.sum()),),
         )
 
     def times(self, b: FloatArray) -> tuple[FloatArray, FloatArray]:

@@ -515,7 +515,7 @@ def evaluate_plan(
     )
 
 
-def plan_document(scenario: Scenario, plan: Plan, ev: Evaluation) -> dict[str, Any]:
+def plan_document(plan: Plan, ev: Evaluation) -> dict[str, Any]:
     """The plan's JSON form (issue #2 §5): decisions plus what the evaluator derived."""
     util = {d.id: d.utilization for d in ev.deployments}
     return {

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
@@ -58,13 +59,24 @@ class SearchStats:
     time_to_best_s: float  # when the returned plan was found
 
 
+class StopSignal(Protocol):
+    """Anything with `is_set()` (a threading.Event, or the service's "a newer
+    generation is waiting" flag): set means stop now and return the best so far."""
+
+    def is_set(self) -> bool: ...
+
+
 class _Deadline:
-    def __init__(self, budget_s: float) -> None:
+    def __init__(self, budget_s: float, stop: StopSignal | None = None) -> None:
         self.t0 = time.monotonic()
         self.end = self.t0 + budget_s
+        self.stop = stop
+
+    def stopped(self) -> bool:
+        return self.stop is not None and self.stop.is_set()
 
     def passed(self) -> bool:
-        return time.monotonic() >= self.end
+        return time.monotonic() >= self.end or self.stopped()
 
     def elapsed(self) -> float:
         return time.monotonic() - self.t0
@@ -376,9 +388,10 @@ def agh(
     warm_start: Plan | None = None,
     patience: int = 12,
     max_starts: int | None = None,
+    stop: StopSignal | None = None,
 ) -> tuple[AllocationState, SearchStats]:
-    """Run AGH until the deadline or convergence; return the best state."""
-    deadline = _Deadline(time_budget_s)
+    """Run AGH until the deadline, convergence or `stop`; return the best state."""
+    deadline = _Deadline(time_budget_s, stop)
     rng = np.random.default_rng(seed)
     ls = LocalSearch(table, mech, deadline)
     best: AllocationState | None = None
@@ -445,5 +458,7 @@ def agh(
             consider(ls.improve(cold), False)
 
     assert best is not None
-    termination = "deadline" if deadline.passed() else "converged"
+    termination = (
+        "stopped" if deadline.stopped() else "deadline" if deadline.passed() else "converged"
+    )
     return best, SearchStats(ls.iterations, starts, best_from_warm, termination, time_to_best)

@@ -37,7 +37,6 @@ class Mechanisms:
     m3: bool = True
 
 
-
 @dataclass(slots=True)
 class _Option:
     kind: str  # "use" (spare + new replicas on d), "upgrade" (M3), "unmet"

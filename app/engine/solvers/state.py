@@ -209,5 +209,3 @@ def state_from_plan(
         if i is not None:
             st.u[i] = min(f, max(0.0, 1.0 - float(st.x[i].sum())))
     return st
-
-

@@ -16,10 +16,11 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
+from app.engine.contracts import json_number, relative_gap
 from app.engine.model.domain import Scenario
 from app.engine.perf.model import DEFAULT_PROFILE, EngineProfile
 from app.engine.plan.candidates import CandidateTable, candidate_table
@@ -36,8 +37,8 @@ from app.engine.solvers.milp.model import (
     write_mipstart,
 )
 
-Termination = Literal["optimal", "time_limit", "infeasible", "unbounded", "cancelled", "error"]
-SolutionStatus = Literal["optimal", "feasible", "none"]
+MilpTermination = Literal["optimal", "time_limit", "infeasible", "unbounded", "cancelled", "error"]
+MilpStatus = Literal["optimal", "feasible", "none"]
 
 
 # --------------------------------------------------------------------------------------
@@ -50,10 +51,11 @@ class MilpResult:
     `solution_status` what it returned; `objective` is the evaluator's cost of the
     extracted plan (`solver_objective` is the solver's own figure, for reference);
     `bound` the best proven lower bound. A time-limited incumbent is termination
-    `time_limit`, status `feasible`, never optimal."""
+    `time_limit`, status `feasible`, never optimal. For an audit, `certified_gap`
+    is the reference plan's (cost − bound) / cost."""
 
-    termination: str
-    solution_status: str
+    termination: MilpTermination
+    solution_status: MilpStatus
     objective: float | None
     solver_objective: float | None
     bound: float | None
@@ -64,10 +66,9 @@ class MilpResult:
     plan: Plan | None
     evaluation: Evaluation | None
     feasible: bool
-    scenario: Scenario = field(repr=False)
     reference_cost: float | None = None
     reference_feasible: bool | None = None
-    reference_gap: float | None = None
+    certified_gap: float | None = None
     warm_start_used: bool = False
     time_limit_s: float = 0.0
     relative_gap_target: float = 1e-4
@@ -80,37 +81,18 @@ class MilpResult:
     message: str = ""
 
     def to_document(self) -> dict[str, Any]:
-        return {
-            "termination": self.termination,
-            "solution_status": self.solution_status,
-            "objective": _json_num(self.objective),
-            "solver_objective": _json_num(self.solver_objective),
-            "bound": _json_num(self.bound),
-            "relative_gap": _json_num(self.relative_gap),
-            "feasible": self.feasible,
-            "reference_cost": _json_num(self.reference_cost),
-            "reference_feasible": self.reference_feasible,
-            "reference_gap": _json_num(self.reference_gap),
-            "wall_s": self.wall_s,
-            "build_s": self.build_s,
-            "solve_s": self.solve_s,
-            "solver": self.solver,
-            "solver_version": self.solver_version,
-            "warm_start_used": self.warm_start_used,
-            "time_limit_s": self.time_limit_s,
-            "relative_gap_target": self.relative_gap_target,
-            "threads": self.threads,
-            "candidates": self.candidates,
-            "variables": self.variables,
-            "constraints": self.constraints,
-            "message": self.message,
-            "plan": (
-                plan_document(self.scenario, self.plan, self.evaluation)
-                if self.plan is not None and self.evaluation is not None
-                else None
-            ),
-            "evaluation": self.evaluation.to_document() if self.evaluation is not None else None,
+        doc = {
+            f.name: json_number(getattr(self, f.name))
+            for f in fields(self)
+            if f.name not in ("plan", "evaluation")
         }
+        doc["plan"] = (
+            plan_document(self.plan, self.evaluation)
+            if self.plan is not None and self.evaluation is not None
+            else None
+        )
+        doc["evaluation"] = self.evaluation.to_document() if self.evaluation else None
+        return doc
 
 
 def _message(termination: str, outcome: SolverOutcome | None) -> str:
@@ -121,17 +103,6 @@ def _message(termination: str, outcome: SolverOutcome | None) -> str:
             f"availability, budget or storage); solver: {said}"
         )
     return said
-
-
-def _json_num(v: float | None) -> float | None:
-    return v if v is not None and math.isfinite(v) else None
-
-
-def _gap(cost: float, bound: float) -> float:
-    """Relative gap (cost − bound)/|cost|, 0 when both are ~0, never negative."""
-    if abs(cost) < 1e-9:
-        return 0.0 if bound >= cost - 1e-9 else math.inf
-    return max(0.0, (cost - bound) / abs(cost))
 
 
 # --------------------------------------------------------------------------------------
@@ -156,20 +127,8 @@ def solve_milp(
     limit whatever it is doing. `cancel` kills it within a second. `current` is
     the live plan (change cost); `warm_start` a plan handed to the solver as its
     first incumbent. `on_process` receives the solver's Popen (for tests)."""
-    return _run(
-        scenario,
-        None,
-        time_limit_s,
-        relative_gap,
-        threads,
-        cancel,
-        backend,
-        current,
-        warm_start,
-        table,
-        profile,
-        on_process,
-    )
+    call = _Call(scenario, time_limit_s, relative_gap, threads, backend, current, profile)
+    return _run(call, None, cancel, warm_start, table, on_process)
 
 
 def audit(
@@ -191,54 +150,33 @@ def audit(
     bound, `(cost_ref − bound) / cost_ref`. Unless `warm_start` is given, a
     feasible reference is the solver's warm start (its first incumbent), so even a
     time-limited audit returns a plan no worse than the reference."""
-    return _run(
-        scenario,
-        reference,
-        time_limit_s,
-        relative_gap,
-        threads,
-        cancel,
-        backend,
-        current,
-        warm_start,
-        table,
-        profile,
-        on_process,
-    )
+    call = _Call(scenario, time_limit_s, relative_gap, threads, backend, current, profile)
+    return _run(call, reference, cancel, warm_start, table, on_process)
 
 
-def _run(
-    scenario: Scenario,
-    reference: Plan | None,
-    time_limit_s: float,
-    relative_gap: float,
-    threads: int,
-    cancel: threading.Event | None,
-    backend: str,
-    current: Plan | None,
-    warm_start: Plan | None,
-    table: CandidateTable | None,
-    profile: EngineProfile,
-    on_process: Callable[[Any], None] | None,
-) -> MilpResult:
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, not {backend!r}")
-    if not (time_limit_s > 0 and math.isfinite(time_limit_s)):
-        raise ValueError("time_limit_s must be a positive finite number")
-    t0 = time.monotonic()
-    deadline = t0 + time_limit_s
-    solver_name = backend
-    version = backend_version(backend)
+@dataclass
+class _Call:
+    """One exact solve: its inputs, and how to turn what happened into a result."""
 
-    ref_cost = ref_feasible = ref_eval = None
-    if reference is not None:
-        ref_eval = evaluate_plan(scenario, reference, current=current, profile=profile)
-        ref_cost, ref_feasible = ref_eval.cost.total, ref_eval.feasible
-        if warm_start is None and ref_feasible:
-            warm_start = reference
+    scenario: Scenario
+    time_limit_s: float
+    relative_gap: float
+    threads: int
+    backend: str
+    current: Plan | None
+    profile: EngineProfile
+    t0: float = field(default_factory=time.monotonic)
+    reference_cost: float | None = None
+    reference_feasible: bool | None = None
+    solver: str = ""
+    version: str = ""
+
+    def evaluate(self, plan: Plan) -> Evaluation:
+        return evaluate_plan(self.scenario, plan, current=self.current, profile=self.profile)
 
     def finish(
-        termination: str,
+        self,
+        termination: MilpTermination,
         outcome: SolverOutcome | None = None,
         plan: Plan | None = None,
         ev: Evaluation | None = None,
@@ -249,39 +187,38 @@ def _run(
         bound = outcome.bound if outcome is not None else None
         if termination in ("infeasible", "unbounded", "error"):
             bound = None  # whatever the log printed last is not a bound on anything
-        objective = ev.cost.total if ev is not None else None
-        if plan is None:
-            status = "none"
-        elif termination == "optimal":
-            status = "optimal"
-        else:
-            status = "feasible"
         if outcome is not None and outcome.has_solution and outcome.objective is not None:
             # A lower bound never exceeds the solver's own incumbent value.
             bound = outcome.objective if bound is None else min(bound, outcome.objective)
-        gap = _gap(objective, bound) if objective is not None and bound is not None else None
-        ref_gap = _gap(ref_cost, bound) if ref_cost is not None and bound is not None else None
+        objective = ev.cost.total if ev is not None else None
+        status: MilpStatus = (
+            "none" if plan is None else "optimal" if termination == "optimal" else "feasible"
+        )
+        ref = self.reference_cost
         return MilpResult(
             termination=termination,
             solution_status=status,
             objective=objective,
             solver_objective=outcome.objective if outcome is not None else None,
             bound=bound,
-            relative_gap=gap,
-            wall_s=time.monotonic() - t0,
-            solver=solver_name,
-            solver_version=version,
+            relative_gap=relative_gap(objective, bound)
+            if objective is not None and bound is not None
+            else None,
+            wall_s=time.monotonic() - self.t0,
+            solver=self.solver,
+            solver_version=self.version,
             plan=plan,
             evaluation=ev,
             feasible=bool(ev is not None and ev.feasible),
-            scenario=scenario,
-            reference_cost=ref_cost,
-            reference_feasible=ref_feasible,
-            reference_gap=ref_gap,
+            reference_cost=ref,
+            reference_feasible=self.reference_feasible,
+            certified_gap=relative_gap(ref, bound)
+            if ref is not None and bound is not None
+            else None,
             warm_start_used=bool(outcome is not None and outcome.mipstart_used),
-            time_limit_s=time_limit_s,
-            relative_gap_target=relative_gap,
-            threads=threads,
+            time_limit_s=self.time_limit_s,
+            relative_gap_target=self.relative_gap,
+            threads=self.threads,
             build_s=build_s,
             solve_s=outcome.wall_s if outcome is not None else 0.0,
             candidates=mm.table.size if mm is not None else 0,
@@ -290,19 +227,41 @@ def _run(
             message=message or _message(termination, outcome),
         )
 
+
+def _run(
+    call: _Call,
+    reference: Plan | None,
+    cancel: threading.Event | None,
+    warm_start: Plan | None,
+    table: CandidateTable | None,
+    on_process: Callable[[Any], None] | None,
+) -> MilpResult:
+    if call.backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, not {call.backend!r}")
+    if not (call.time_limit_s > 0 and math.isfinite(call.time_limit_s)):
+        raise ValueError("time_limit_s must be a positive finite number")
+    deadline = call.t0 + call.time_limit_s
+    call.solver, call.version = call.backend, backend_version(call.backend)
+    if reference is not None:
+        ref_eval = call.evaluate(reference)
+        call.reference_cost, call.reference_feasible = ref_eval.cost.total, ref_eval.feasible
+        if warm_start is None and ref_eval.feasible:
+            warm_start = reference
     if cancel is not None and cancel.is_set():
-        return finish("cancelled", message="cancelled before the solver started")
+        return call.finish("cancelled", message="cancelled before the solver started")
     if table is None:
-        table = candidate_table(scenario, profile)
-    mm = build_model(table, current=current)
+        table = candidate_table(call.scenario, call.profile)
+    mm = build_model(table, current=call.current)
     with tempfile.TemporaryDirectory(prefix="llm-allocator-milp-") as tmp:
         wm = write_lp(mm, Path(tmp) / "model.lp")
-        build_s = time.monotonic() - t0
+        build_s = time.monotonic() - call.t0
         if cancel is not None and cancel.is_set():
-            return finish("cancelled", mm=mm, build_s=build_s, message="cancelled while building")
+            return call.finish(
+                "cancelled", mm=mm, build_s=build_s, message="cancelled while building"
+            )
         remaining = deadline - time.monotonic()
         if remaining <= 0.05:
-            return finish(
+            return call.finish(
                 "time_limit",
                 mm=mm,
                 build_s=build_s,
@@ -312,39 +271,49 @@ def _run(
         if warm_start is not None and write_mipstart(mm, wm, warm_start, Path(tmp) / "start.sol"):
             mipstart = Path(tmp) / "start.sol"
         outcome = run_backend(
-            backend,
+            call.backend,
             wm.path,
             remaining,
-            relative_gap,
-            threads,
+            call.relative_gap,
+            call.threads,
             cancel,
             mipstart,
             deadline,
             on_process,
         )
-        solver_name = outcome.solver or backend
-        version = outcome.version or version
-        if outcome.has_solution and outcome.termination != "cancelled":
-            sol = read_solution(mm, wm, outcome.values)
-        else:
-            sol = None
+        call.solver = outcome.solver or call.backend
+        call.version = outcome.version or call.version
+        sol = (
+            read_solution(mm, wm, outcome.values)
+            if outcome.has_solution and outcome.termination != "cancelled"
+            else None
+        )
     if sol is None:
-        if outcome.termination == "time_limit" and outcome.mipstart_used and warm_start is not None:
-            # Killed before writing its solution file: the warm start, which the
-            # solver had accepted as an incumbent, is the best plan we hold.
-            ev = evaluate_plan(scenario, warm_start, current=current, profile=profile)
-            if ev.feasible:
-                return finish(
-                    "time_limit",
-                    outcome,
-                    warm_start,
-                    ev,
-                    mm,
-                    build_s,
-                    message=outcome.message + "; returning the warm start (the solver's "
-                    "accepted incumbent)",
-                )
-        return finish(outcome.termination, outcome, mm=mm, build_s=build_s)
+        return _without_solution(call, outcome, warm_start, mm, build_s)
     plan = solution_to_plan(mm, sol)
-    ev = evaluate_plan(scenario, plan, current=current, profile=profile)
-    return finish(outcome.termination, outcome, plan, ev, mm, build_s)
+    return call.finish(outcome.termination, outcome, plan, call.evaluate(plan), mm, build_s)
+
+
+def _without_solution(
+    call: _Call,
+    outcome: SolverOutcome,
+    warm_start: Plan | None,
+    mm: MilpModel,
+    build_s: float,
+) -> MilpResult:
+    """The solver returned no values. If it was stopped after accepting the warm
+    start as its incumbent, that plan is the best we hold: return it."""
+    if outcome.termination == "time_limit" and outcome.mipstart_used and warm_start is not None:
+        ev = call.evaluate(warm_start)
+        if ev.feasible:
+            return call.finish(
+                "time_limit",
+                outcome,
+                warm_start,
+                ev,
+                mm,
+                build_s,
+                message=outcome.message + "; returning the warm start (the solver's "
+                "accepted incumbent)",
+            )
+    return call.finish(outcome.termination, outcome, mm=mm, build_s=build_s)

@@ -294,7 +294,6 @@ def write_lp(mm: MilpModel, path: Path) -> WrittenModel:
     return WrittenModel(path, names(m.r), names(m.x), names(m.u), z, time.monotonic() - t0)
 
 
-
 @dataclass(frozen=True)
 class Solution:
     r: np.ndarray  # (D,)
@@ -378,5 +377,3 @@ def write_mipstart(mm: MilpModel, wm: WrittenModel, warm: Plan, path: Path) -> i
     if rows:
         path.write_text("\n".join(rows) + "\n")
     return len(rows)
-
-
