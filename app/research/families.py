@@ -462,7 +462,8 @@ def budget_binding(
 ) -> Document:
     """**A budget that binds**: every type may leave at most 10% of its demand unmet,
     at a high penalty ($0.01-0.2 per request, log-uniform: two to three orders
-    of magnitude above what serving a request costs), and the budget is below what serving everything costs.
+    of magnitude above what serving a request costs), and the budget is below
+    what serving everything costs.
     Feasible plans exist only with the right *knapsack* of what to leave unmet:
     the 10% of the types whose capacity is dearest per dollar of penalty avoided;
     a planner that cuts at the end instead breaks the caps.
