@@ -32,8 +32,10 @@ bound above what is available); `timing_set()` the `scale` instances.
 
 Feasibility by construction uses two facts of the §1 model:
 * a *reference plan* that gives each type dedicated replicas of one candidate that
-  meets its error bound alone is feasible whenever availability and budget cover
-  it (so availability/budget set from it keep the instance feasible);
+  meets its error bound alone, or of two whose traffic-weighted error is exactly
+  at the bound, is feasible whenever availability and budget cover it (so
+  availability/budget set from it keep the instance feasible; `certify` checks
+  such a plan for any document);
 * with no unmet allowed, every type i needs at least
   min_d λ_i/μ_id / max_utilization replicas' worth of GPUs (gpus_per_replica each)
   and at least that many dollars (replica cost each) on its cheapest candidate,
@@ -309,18 +311,19 @@ def scarce(
 
     The reference plan gives each type dedicated replicas of its cheapest candidate
     (meeting the type's error bound alone) on a GPU type drawn at random among
-    those that can serve it; availability = its GPUs per type. That plan is
-    feasible, so the instance is (`expect="feasible"`).
+    those where that costs at most 2x the type's cheapest option; availability =
+    its GPUs per type (+0-10%). That plan is feasible, so the instance is
+    (`expect="feasible"`).
 
     * `budget=True`: every type may leave 10-20% unmet at $0.02-0.2 per request
-      (high: orders of magnitude above the cost of serving one); the reference plan is then each
-      type's cheapest option for its mandatory share 1 − ζ (one candidate or the
-      two-candidate mix at its error bound, dedicated whole replicas):
-      availability = its GPUs (+0-10%, +1-4 GPUs of every type), budget = its
-      rental (+0-2%). Feasible by
-      construction; GPUs and money both bind unless sharing replicas frees enough
-      (`budget_binding_proof` proves binding on some seeds): the plan must choose
-      who is left unmet, and a planner that cannot pays the penalty many times.
+      (high: orders of magnitude above the cost of serving one); the reference
+      plan is then each type's cheapest option for its mandatory share 1 − ζ (one
+      candidate or the two-candidate mix at its error bound, dedicated whole
+      replicas): availability = its GPUs (+0-10%, +1-4 GPUs of every type),
+      budget = its rental (+0-2%). Feasible by construction; GPUs and money both
+      bind unless sharing replicas frees enough (`budget_binding_proof` proves the
+      budget binds on some seeds): the plan must choose who is left unmet, and a
+      planner that cannot pays the penalty many times over.
     * `short=True`: availability scaled to 85% of the GPUs any plan needs (the
       accuracy- and integrality-free lower bound), no unmet allowed: provably
       infeasible (`expect="infeasible"`); a planner must say which demand it
