@@ -18,6 +18,7 @@ import httpx
 from fastapi.testclient import TestClient
 
 from app.service.app import create_app
+from app.service.runtime import Running, Runtime
 from app.service.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,6 +42,13 @@ def fast_settings(tmp_path: Path, **overrides: Any) -> Settings:
 def client_for(settings: Settings) -> Iterator[TestClient]:
     with TestClient(create_app(settings), raise_server_exceptions=False) as client:
         yield client
+
+
+def running(client: TestClient) -> Running:
+    """The objects the app's lifespan owns (the client must be started)."""
+    rt: Runtime = client.app.state.runtime  # type: ignore[attr-defined]
+    assert rt.running is not None, "the app is not running"
+    return rt.running
 
 
 def wait_for_plan(

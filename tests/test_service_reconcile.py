@@ -10,13 +10,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from service_support import client_for, fast_settings, wait_for_plan
+from service_support import client_for, fast_settings, running, wait_for_plan
 
 from app.engine.api import demo_scenario_document, normalize_scenario
 from app.engine.plan.diff import plan_diff
 from app.service.changes import apply_availability, apply_demand
+from app.service.errors import InvalidInput
 from app.service.pool import SolverCrashed, SolverPool, SolverTimeout
-from app.service.problems import ProblemError
 from app.service.schemas import AvailabilityUpdate, DemandUpdate
 from app.service.worker import warm_up
 
@@ -24,7 +24,7 @@ from app.service.worker import warm_up
 def test_bursts_coalesce_into_fewer_replans(tmp_path: Path) -> None:
     with client_for(fast_settings(tmp_path)) as c:
         wait_for_plan(c, 1)
-        reconciler = c.app.state.reconciler
+        reconciler = running(c).reconciler
         solves_before = reconciler.solves
         n = 15
         for k in range(n):
@@ -48,6 +48,9 @@ class FlakyPool:
         self.real = real
         self.failures = failures
 
+    def announce(self, generation: int) -> None:
+        self.real.announce(generation)
+
     async def run(self, timeout_s: float, fn: Any, *args: Any) -> Any:
         if self.failures > 0:
             self.failures -= 1
@@ -58,7 +61,7 @@ class FlakyPool:
 def test_failed_solve_keeps_plan_marks_degraded_and_retries(tmp_path: Path) -> None:
     with client_for(fast_settings(tmp_path, retry_backoff_initial_s=1.0)) as c:
         first = wait_for_plan(c, 1)
-        reconciler = c.app.state.reconciler
+        reconciler = running(c).reconciler
         reconciler.pool = FlakyPool(reconciler.pool, failures=1)
         r = c.post(
             "/v1/cluster/demand",
@@ -198,6 +201,6 @@ def test_apply_availability_unknown_ids_all_named() -> None:
     update = AvailabilityUpdate.model_validate(
         {"available": {"X1": 1, "L4": 2}, "price_per_hour": {"X2": 1.0}}
     )
-    with pytest.raises(ProblemError) as err:
+    with pytest.raises(InvalidInput) as err:
         apply_availability(spec, update)
     assert [f for f, _ in err.value.errors] == ["available.X1", "price_per_hour.X2"]

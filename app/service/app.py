@@ -20,6 +20,7 @@ from app.service.pool import SolverPool
 from app.service.problems import document_problems, install_problem_handlers
 from app.service.reconcile import Reconciler
 from app.service.routers import audits, cluster, health, perf, plan, solve
+from app.service.runtime import Running, Runtime
 from app.service.settings import Settings
 from app.service.state import ControlPlane
 from app.service.store import Store
@@ -40,13 +41,20 @@ demand or GPU availability changes.
 """
 
 
+def runtime_of(app: FastAPI) -> Runtime:
+    rt: Runtime = app.state.runtime
+    return rt
+
+
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    settings: Settings = app.state.settings
-    metrics: Metrics = app.state.metrics
+    rt = runtime_of(app)
+    settings, metrics = rt.settings, rt.metrics
     store = Store(settings.db_path)
     store.open()  # StoreError: refuse to start, with the reason
-    reconcile_pool = SolverPool("reconcile", 1, settings.solver_start_method)
+    reconcile_pool = SolverPool(
+        "reconcile", 1, settings.solver_start_method, share_generation=True
+    )
     whatif_pool = SolverPool(
         "whatif", settings.whatif_workers, settings.solver_start_method, lazy=True
     )
@@ -60,12 +68,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await audit_manager.start()
         cp.on_spec_change = reconciler.wake
         reconciler.start()
-        app.state.store = store
-        app.state.control_plane = cp
-        app.state.audits = audit_manager
-        app.state.whatif_pool = whatif_pool
-        app.state.reconciler = reconciler
-        app.state.stopping = False
+        rt.running = Running(store, cp, audit_manager, whatif_pool, reconciler)
+        rt.stopping = False
         log.info(
             "serving generation %d (plan %s) from %s",
             cp.cluster.generation,
@@ -74,14 +78,13 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         )
         yield
     finally:
-        app.state.stopping = True
+        rt.stopping = True
         cp.close()
         await reconciler.stop()
         await audit_manager.close()
         reconcile_pool.close()
         whatif_pool.close()
-        for name in ("control_plane", "audits", "whatif_pool", "reconciler", "store"):
-            setattr(app.state, name, None)
+        rt.running = None
         store.close()
 
 
@@ -93,10 +96,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description=DESCRIPTION,
         lifespan=lifespan,
     )
-    app.state.settings = settings
-    app.state.metrics = Metrics()
-    app.state.whatif_busy = {"n": 0}
-    app.state.stopping = False
+    app.state.runtime = Runtime(settings, Metrics())
     install_problem_handlers(app)
     generate_openapi = app.openapi
 
@@ -120,5 +120,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(IdempotencyMiddleware)
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
     app.add_middleware(HeadAsGetMiddleware)
-    app.add_middleware(HttpMetricsMiddleware, metrics=app.state.metrics)
+    app.add_middleware(HttpMetricsMiddleware, metrics=runtime_of(app).metrics)
     return app

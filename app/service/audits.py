@@ -31,13 +31,15 @@ from multiprocessing.process import BaseProcess
 from multiprocessing.synchronize import Event as MpEvent
 from typing import Any
 
+from app.engine.contracts import ExactOptions
+from app.engine.errors import InputError
+from app.service.errors import Busy, InvalidInput
 from app.service.metrics import Metrics
-from app.service.problems import ProblemError, field_problem
 from app.service.schemas import AuditCreate
 from app.service.settings import Settings
 from app.service.state import ControlPlane
 from app.service.store import AuditRow
-from app.service.worker import audit_child, is_finite_number
+from app.service.worker import audit_child
 
 log = logging.getLogger("llm_allocator.service")
 
@@ -47,23 +49,10 @@ SHUTDOWN_GRACE_S = 3.0  # at shutdown, how long cancelled audits get to stop CBC
 
 
 def certified_gap(result: dict[str, Any] | None) -> float | None:
-    """The audited plan's gap to the proven bound, wherever the engine's audit
-    document puts it."""
-    if not result:
-        return None
-    for path in (
-        ("certified_gap",),
-        ("reference_gap",),
-        ("reference", "certified_gap"),
-        ("reference", "gap"),
-        ("plan_gap",),
-    ):
-        v: Any = result
-        for key in path:
-            v = v.get(key) if isinstance(v, dict) else None
-        if is_finite_number(v):
-            return float(v)
-    return None
+    """The audited plan's (cost − proven bound) / cost, from the engine's audit
+    document (`MilpResult.certified_gap`); None when unknown."""
+    gap = (result or {}).get("certified_gap")
+    return float(gap) if isinstance(gap, int | float) and not isinstance(gap, bool) else None
 
 
 @dataclass(slots=True)
@@ -118,13 +107,12 @@ class AuditManager:
         # of them is counted. The reservation is released when the job ends, or
         # here if creating it fails.
         if self._admitted >= s.max_concurrent_audits + s.max_queued_audits:
-            raise ProblemError(
-                429,
-                "too-many-audits",
+            raise Busy(
                 f"{self._admitted} audits are queued or running (limit "
                 f"{s.max_concurrent_audits} running + {s.max_queued_audits} queued); "
                 "retry later or cancel one",
-                headers={"Retry-After": "10"},
+                10,
+                "too-many-audits",
             )
         self._admitted += 1
         try:
@@ -137,13 +125,13 @@ class AuditManager:
         s = self.settings
         time_limit = req.time_limit_s or min(s.audit_default_time_limit_s, s.audit_max_time_limit_s)
         if time_limit > s.audit_max_time_limit_s:
-            raise field_problem(
+            raise InvalidInput.field(
                 "time_limit_s", f"must be <= {s.audit_max_time_limit_s} (service setting)"
             )
         if req.plan_version is not None:
             row = await self.store.call(self.store.get_plan, req.plan_version)
             if row is None:
-                raise field_problem(
+                raise InvalidInput.field(
                     "plan_version",
                     f"plan version {req.plan_version} does not exist (or was pruned)",
                 )
@@ -151,10 +139,10 @@ class AuditManager:
             row = self.state.plan
         spec = row.spec if row else self.state.cluster.spec
         plan_doc = row.plan if row else None
+        options = ExactOptions.model_validate(req.model_dump(include=_EXACT_FIELDS))
         request_doc = {
             "time_limit_s": time_limit,
-            "relative_gap": req.relative_gap,
-            "threads": req.threads,
+            **options.model_dump(),
             "plan_version": row.version if row else None,
         }
         audit_id = uuid.uuid4().hex
@@ -173,7 +161,7 @@ class AuditManager:
         job = _Job(audit_id, self._ctx.Event())
         self._jobs[audit_id] = job
         job.task = asyncio.create_task(
-            self._run(job, spec, plan_doc, time_limit, req.relative_gap, req.threads),
+            self._run(job, spec, plan_doc, time_limit, options),
             name=f"audit-{audit_id}",
         )
         return created
@@ -186,8 +174,7 @@ class AuditManager:
         spec: dict[str, Any],
         plan: dict[str, Any] | None,
         time_limit_s: float,
-        relative_gap: float,
-        threads: int,
+        options: ExactOptions,
     ) -> None:
         try:
             async with self._slots:
@@ -207,18 +194,17 @@ class AuditManager:
                     spec,
                     plan,
                     time_limit_s,
-                    relative_gap,
-                    threads,
+                    options,
                 )
             if self._closing:
                 await self._finish(job, "failed", None, "interrupted by shutdown")
             elif job.cancel_requested:
-                result = msg.get("result") if msg.get("ok") else None
+                result = msg[1] if msg[0] == "ok" else None
                 await self._finish(job, "cancelled", result, "cancelled by request")
-            elif msg.get("ok"):
-                await self._finish(job, "succeeded", msg["result"], None)
+            elif msg[0] == "ok":
+                await self._finish(job, "succeeded", msg[1], None)
             else:
-                await self._finish(job, "failed", None, msg.get("message", "audit failed"))
+                await self._finish(job, "failed", None, _describe(msg[1]))
         except asyncio.CancelledError:
             if job.cancel_requested and not self._closing:
                 # A user cancel of a queued audit (cancel() cancels the waiting task).
@@ -249,15 +235,14 @@ class AuditManager:
         spec: dict[str, Any],
         plan: dict[str, Any] | None,
         time_limit_s: float,
-        relative_gap: float,
-        threads: int,
-    ) -> dict[str, Any]:
+        options: ExactOptions,
+    ) -> tuple[str, Any]:
         """Runs on a waiter thread: start the audit process and wait for its one
         message, enforcing the hard limit and the cancel grace."""
         recv, send = self._ctx.Pipe(duplex=False)
         proc = self._ctx.Process(
             target=audit_child,
-            args=(send, job.cancel, spec, plan, time_limit_s, relative_gap, threads),
+            args=(send, job.cancel, spec, plan, time_limit_s, options),
             name=f"audit-{job.id[:8]}",
         )
         proc.start()
@@ -265,7 +250,7 @@ class AuditManager:
         send.close()
         hard_deadline = time.monotonic() + time_limit_s + KILL_GRACE_S
         cancel_deadline: float | None = None
-        msg: dict[str, Any] | None = None
+        msg: tuple[str, Any] | None = None
         try:
             while True:
                 if recv.poll(0.2):
@@ -291,12 +276,10 @@ class AuditManager:
             recv.close()
             job.process = None
         if msg is None:
-            code = proc.exitcode
-            return {
-                "ok": False,
-                "kind": "error",
-                "message": f"audit process ended without a result (exit code {code})",
-            }
+            return (
+                "error",
+                RuntimeError(f"audit process ended without a result (exit code {proc.exitcode})"),
+            )
         return msg
 
     # -- read / cancel -------------------------------------------------------------------
@@ -336,6 +319,16 @@ class AuditManager:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await job.task
         self._waiters.shutdown(wait=True)
+
+
+_EXACT_FIELDS = set(ExactOptions.model_fields)
+
+
+def _describe(exc: object) -> str:
+    """An audit failure in the user's terms: an input error names the field."""
+    if isinstance(exc, InputError):
+        return f"{exc.field}: {exc.message}"
+    return str(exc) or type(exc).__name__
 
 
 def _kill_group(proc: BaseProcess) -> None:

@@ -16,6 +16,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from app.service.deps import get_settings
 from app.service.problems import ProblemError
 
 _bearer = HTTPBearer(auto_error=False, description="set LLM_ALLOCATOR_TOKEN to require it")
@@ -25,7 +26,7 @@ def require_token(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> None:
-    expected: str | None = request.app.state.settings.token_value()
+    expected: str | None = get_settings(request).token_value()
     if expected is None:
         return
     challenge = {"WWW-Authenticate": 'Bearer realm="llm-allocator"'}

@@ -13,13 +13,12 @@ from typing import Any, cast
 
 from pydantic import BaseModel
 
-from app.service.problems import ProblemError
+from app.service.errors import InvalidInput
 from app.service.schemas import AvailabilityUpdate, DemandUpdate
 
 
-def _invalid(errors: list[tuple[str, str]]) -> ProblemError:
-    detail = "; ".join(f"{f}: {m}" for f, m in errors[:5])
-    return ProblemError(422, "validation", detail, title="Invalid input", errors=errors)
+def _invalid(errors: list[tuple[str, str]]) -> InvalidInput:
+    return InvalidInput(errors)
 
 
 def apply_demand(

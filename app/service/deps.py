@@ -1,5 +1,5 @@
 """Dependency aliases: the objects the lifespan owns, as `Annotated` types that
-route functions declare."""
+route functions declare (all read from the one typed `Runtime`)."""
 
 from __future__ import annotations
 
@@ -11,39 +11,44 @@ from app.service.audits import AuditManager
 from app.service.metrics import Metrics
 from app.service.pool import SolverPool
 from app.service.problems import ProblemError
+from app.service.runtime import Running, Runtime
 from app.service.settings import Settings
 from app.service.state import ControlPlane
 
 
-def _running(request: Request, name: str) -> object:
-    obj = getattr(request.app.state, name, None)
-    if obj is None:
+def get_runtime(request: Request) -> Runtime:
+    rt: Runtime = request.app.state.runtime
+    return rt
+
+
+def _running(request: Request) -> Running:
+    running = get_runtime(request).running
+    if running is None:
         raise ProblemError(503, "not-started", "the service is starting or stopping")
-    return obj
+    return running
 
 
 def get_settings(request: Request) -> Settings:
-    settings: Settings = request.app.state.settings
-    return settings
+    return get_runtime(request).settings
 
 
 def get_metrics(request: Request) -> Metrics:
-    metrics: Metrics = request.app.state.metrics
-    return metrics
+    return get_runtime(request).metrics
 
 
 def get_control_plane(request: Request) -> ControlPlane:
-    return _running(request, "control_plane")  # type: ignore[return-value]
+    return _running(request).control_plane
 
 
 def get_audits(request: Request) -> AuditManager:
-    return _running(request, "audits")  # type: ignore[return-value]
+    return _running(request).audits
 
 
 def get_whatif_pool(request: Request) -> SolverPool:
-    return _running(request, "whatif_pool")  # type: ignore[return-value]
+    return _running(request).whatif_pool
 
 
+RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 ControlPlaneDep = Annotated[ControlPlane, Depends(get_control_plane)]

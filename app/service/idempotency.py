@@ -20,6 +20,7 @@ import time
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.service.problems import problem_response
+from app.service.runtime import Runtime
 from app.service.store import Store, StoredResponse
 
 log = logging.getLogger("llm_allocator.service")
@@ -68,7 +69,8 @@ class IdempotencyMiddleware:
                 instance=path,
             )(scope, receive, send)
             return
-        store: Store | None = getattr(scope["app"].state, "store", None)
+        rt: Runtime = scope["app"].state.runtime
+        store: Store | None = rt.running.store if rt.running is not None else None
         if store is None:  # not started (no lifespan): nothing to remember with
             await self.app(scope, receive, send)
             return
@@ -152,7 +154,7 @@ class IdempotencyMiddleware:
                     for k, v in start.get("headers", [])
                     if k.decode("latin-1").lower() in _KEEP_HEADERS
                 }
-                ttl = scope["app"].state.settings.idempotency_ttl_s
+                ttl = rt.settings.idempotency_ttl_s
                 try:
                     await store.call(
                         store.put_response,

@@ -16,13 +16,17 @@ import logging
 import multiprocessing
 import os
 import signal
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from typing import Any
+from multiprocessing.sharedctypes import Synchronized
+from typing import Any, TypeVar
 
 from app.service.worker import init_worker, warm_up
 
 log = logging.getLogger("llm_allocator.service")
+
+R = TypeVar("R")
 
 
 class SolverCrashed(RuntimeError):
@@ -34,13 +38,25 @@ class SolverTimeout(SolverCrashed):
 
 
 class SolverPool:
-    def __init__(self, name: str, workers: int, start_method: str, lazy: bool = False) -> None:
+    def __init__(
+        self,
+        name: str,
+        workers: int,
+        start_method: str,
+        lazy: bool = False,
+        share_generation: bool = False,
+    ) -> None:
         """`lazy`: start the workers on first use rather than in `start()` (what-if
-        solves are rare; no need to hold a process for them from the start)."""
+        solves are rare; no need to hold a process for them from the start).
+        `share_generation`: the workers see `announce(generation)` (a re-plan for an
+        older generation then stops early)."""
         self.name = name
         self.workers = workers
         self.lazy = lazy
         self._ctx = multiprocessing.get_context(start_method)
+        self._latest: Synchronized[int] | None = (
+            self._ctx.Value("q", 0, lock=False) if share_generation else None
+        )
         self._executor: ProcessPoolExecutor | None = None
         self._open = False
         self.restarts = 0
@@ -52,7 +68,10 @@ class SolverPool:
 
     def _spawn(self) -> None:
         self._executor = ProcessPoolExecutor(
-            max_workers=self.workers, mp_context=self._ctx, initializer=init_worker
+            max_workers=self.workers,
+            mp_context=self._ctx,
+            initializer=init_worker,
+            initargs=(self._latest,),
         )
         # Start the workers now (imports take ~1 s) rather than on the first solve.
         for _ in range(self.workers):
@@ -73,6 +92,11 @@ class SolverPool:
             with contextlib.suppress(ProcessLookupError, PermissionError, OSError):
                 p.kill()
 
+    def announce(self, generation: int) -> None:
+        """Tell the workers the newest generation: a solve for an older one stops."""
+        if self._latest is not None and generation > self._latest.value:
+            self._latest.value = generation
+
     def restart(self) -> None:
         self._kill_workers()
         if self._executor is not None:
@@ -90,7 +114,7 @@ class SolverPool:
             self._executor.shutdown(wait=True, cancel_futures=True)
             self._executor = None
 
-    async def run(self, timeout_s: float, fn: Any, *args: Any) -> Any:
+    async def run(self, timeout_s: float, fn: Callable[..., R], *args: Any) -> R:
         """Run `fn(*args)` in a worker; raise SolverTimeout past `timeout_s`,
         SolverCrashed if the worker dies. The pool is usable again afterwards.
 

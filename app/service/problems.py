@@ -21,6 +21,15 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
 from app.engine.errors import InputError
+from app.engine.model.schemas import loc_to_path
+from app.service.errors import (
+    Busy,
+    InvalidInput,
+    NotFound,
+    PreconditionFailed,
+    ServiceError,
+    Unavailable,
+)
 
 log = logging.getLogger("llm_allocator.service")
 
@@ -110,13 +119,7 @@ def loc_to_field(loc: Sequence[int | str]) -> str:
     parts = list(loc)
     if parts and parts[0] in ("body", "query", "path", "header", "cookie"):
         parts = parts[1:]
-    out = ""
-    for part in parts:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += f".{part}" if out else str(part)
-    return out or "body"
+    return loc_to_path(parts, empty="body")
 
 
 def _validation_errors(exc: RequestValidationError) -> list[tuple[str, str]]:
@@ -157,6 +160,26 @@ def _allowed_methods(request: Request) -> list[str]:
     return sorted(methods)
 
 
+def _map_service_error(
+    exc: ServiceError,
+) -> tuple[int, str, str, dict[str, str], list[tuple[str, str]]]:
+    """The one place a control-plane error becomes HTTP: (status, problem type,
+    title, headers, field errors)."""
+    if isinstance(exc, InvalidInput):
+        return 422, "validation", "Invalid input", {}, exc.errors
+    if isinstance(exc, PreconditionFailed):
+        return 412, "precondition-failed", "Precondition Failed", {"ETag": exc.etag}, []
+    if isinstance(exc, Busy):
+        retry = {"Retry-After": str(max(1, round(exc.retry_after_s)))}
+        return 429, exc.kind, "Too Many Requests", retry, []
+    if isinstance(exc, NotFound):
+        return 404, "not-found", "Not Found", {}, []
+    if isinstance(exc, Unavailable):
+        retry = {"Retry-After": str(max(1, round(exc.retry_after_s)))}
+        return 503, exc.kind, "Service Unavailable", retry, []
+    return 500, "solver-error", "Internal Server Error", {}, []
+
+
 def install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(ProblemError)
     async def _problem(request: Request, exc: ProblemError) -> JSONResponse:
@@ -176,6 +199,21 @@ def install_problem_handlers(app: FastAPI) -> None:
         detail = "; ".join(f"{f}: {m}" for f, m in errors[:5]) or "invalid request"
         return problem_response(
             422, "validation", "Invalid input", detail, errors=errors, instance=request.url.path
+        )
+
+    @app.exception_handler(ServiceError)
+    async def _service(request: Request, exc: ServiceError) -> JSONResponse:
+        status, slug, title, headers, errors = _map_service_error(exc)
+        if status >= 500:
+            log.error("%s on %s %s: %s", type(exc).__name__, request.method, request.url.path, exc)
+        return problem_response(
+            status,
+            slug,
+            title,
+            exc.detail,
+            errors=errors,
+            instance=request.url.path,
+            headers=headers,
         )
 
     @app.exception_handler(InputError)

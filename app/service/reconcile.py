@@ -25,33 +25,16 @@ import sqlite3
 import time
 from typing import Any
 
-from app.engine.plan.diff import plan_diff
+from app.engine.api import plan_diff
+from app.engine.contracts import SolverOptions
+from app.engine.errors import InputError
 from app.service.metrics import Metrics
 from app.service.pool import SolverCrashed, SolverPool, SolverTimeout
 from app.service.settings import Settings
 from app.service.state import ControlPlane
-from app.service.worker import solve_job
+from app.service.worker import SolveJob, SolveOutcome, solve_job
 
 log = logging.getLogger("llm_allocator.service")
-
-SOLVER_KEYS = (
-    "algorithm",
-    "objective",
-    "termination",
-    "wall_s",
-    "time_to_best_s",
-    "iterations",
-    "starts",
-    "warm_start_used",
-    "seed",
-    "time_budget_s",
-    "candidates",
-)
-
-
-def solver_info(result: dict[str, Any]) -> dict[str, Any]:
-    return {k: result.get(k) for k in SOLVER_KEYS if k in result}
-
 
 class Reconciler:
     def __init__(
@@ -68,6 +51,8 @@ class Reconciler:
         self.solves = 0  # re-plans attempted (tests read it)
 
     def wake(self) -> None:
+        """The spec changed: re-plan the latest, and stop a solve of an older one."""
+        self.pool.announce(self.state.cluster.generation)
         self._wake.set()
 
     def start(self) -> None:
@@ -124,67 +109,68 @@ class Reconciler:
         self.state.note_solving(cluster.generation)
         self.solves += 1
         started = time.monotonic()
+        job = SolveJob(
+            spec=cluster.spec,
+            options=SolverOptions(time_budget_s=s.time_budget_s, seed=s.seed),
+            current_plan=live.plan if live else None,
+            generation=cluster.generation,
+        )
         try:
-            out = await self.pool.run(
-                s.time_budget_s + s.solve_grace_s,
-                solve_job,
-                cluster.spec,
-                "agh",
-                s.time_budget_s,
-                s.seed,
-                live.plan if live else None,
-            )
+            out = await self.pool.run(s.time_budget_s + s.solve_grace_s, solve_job, job)
         except SolverTimeout as exc:
             self._fail(cluster.generation, "SolverTimeout", str(exc))
             return False
         except SolverCrashed as exc:
             self._fail(cluster.generation, "SolverCrashed", str(exc))
             return False
+        except InputError as exc:
+            # The engine rejects the spec it validated before: retrying the same
+            # spec would fail the same way.
+            self._fail(
+                cluster.generation,
+                "InvalidScenario",
+                f"{exc.field}: {exc.message}",
+                retry=False,
+            )
+            return False
+        except Exception as exc:  # a bug in the engine: logged, retried with back-off
+            log.exception("solver error")
+            self._fail(cluster.generation, "SolveFailed", f"{type(exc).__name__}: {exc}")
+            return False
         finally:
             self.metrics.solve_seconds.labels("reconcile").observe(time.monotonic() - started)
-        if not out["ok"]:
-            if out["kind"] == "input":
-                # The engine rejects the spec it validated before: retrying the same
-                # spec would fail the same way.
-                self._fail(
-                    cluster.generation,
-                    "InvalidScenario",
-                    f"{out['field']}: {out['message']}",
-                    retry=False,
-                )
-            else:
-                log.error("solver error:\n%s", out.get("traceback", ""))
-                self._fail(cluster.generation, "SolveFailed", out["message"])
-            return False
+        return await self._publish(cluster.generation, cluster.spec, out)
 
-        result, analysis = out["result"], out["analysis"]
-        diff = plan_diff(
-            live.plan if live else None, result["plan"], live.version if live else None
-        )
+    async def _publish(self, generation: int, spec: dict[str, Any], out: SolveOutcome) -> bool:
+        """Store the plan (durable first), then swap it in."""
+        live = self.state.plan
+        diff = plan_diff(live.plan if live else None, out.plan, live.version if live else None)
         try:
             row = await self.state.store.call(
                 self.state.store.insert_plan,
-                cluster.generation,
-                cluster.spec,
-                result["plan"],
-                solver_info(result),
-                analysis,
+                generation,
+                spec,
+                out.plan,
+                out.solver,
+                out.analysis,
                 diff,
-                s.plan_history_limit,
+                self.settings.plan_history_limit,
+                out.explanation,
             )
         except sqlite3.Error as exc:
-            self._fail(cluster.generation, "StorageError", f"could not store the plan: {exc}")
+            self._fail(generation, "StorageError", f"could not store the plan: {exc}")
             return False
         self._backoff_s = 0.0
         self._blocked_generation = None
         await self.state.publish(row)
         self.metrics.replans.labels("published").inc()
         log.info(
-            "plan version %d for generation %d: cost %.2f, feasible %s, %d action(s)",
+            "plan version %d for generation %d: cost %.2f, feasible %s, %s, %d action(s)",
             row.version,
             row.observed_generation,
-            float(result["plan"]["cost"].get("total") or 0.0),
-            result["plan"].get("feasible"),
+            float(out.plan["cost"].get("total") or 0.0),
+            out.plan.get("feasible"),
+            out.solver.get("termination"),
             len(diff["actions"]),
         )
         return True

@@ -24,6 +24,7 @@ from pydantic import (
     model_validator,
 )
 
+from app.engine.contracts import ExactOptions, SolverOptions
 from app.engine.errors import ScenarioError
 from app.engine.model.schemas import GPUSpec, ModelSpec, PrecisionSpec, QueryTypeSpec, ScenarioSpec
 
@@ -35,7 +36,6 @@ RESPONSE = ConfigDict(extra="allow")
 # Hard schema caps; the configured limits (settings) may only be lower.
 MAX_PERF_CASES = 1024
 MAX_QUERY_TYPES = 10_000
-AlgorithmName = Literal["gh", "agh", "milp"]
 
 
 def _under(prefix: str, v: Any, handler: ValidatorFunctionWrapHandler) -> Any:
@@ -316,16 +316,12 @@ class PlanHistoryPage(BaseModel):
 # ------------------------------------------------------------------- solve ----
 
 
-class SolveRequest(BaseModel):
-    """A what-if solve: nothing is stored."""
+class SolveRequest(SolverOptions):
+    """A what-if solve: nothing is stored. The solver options are the engine's
+    one `SolverOptions` schema (`algorithm`, `time_budget_s`, `seed`, …)."""
 
-    model_config = REQUEST
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True, frozen=True)
     scenario: ScenarioSpec
-    algorithm: AlgorithmName = "agh"
-    time_budget_s: float = Field(
-        default=1.0, gt=0.0, le=3600.0, description="AGH budget, or MILP time limit"
-    )
-    seed: int = Field(default=0, ge=0, le=2**31 - 1)
     current_plan: PlanDocument | None = Field(
         default=None, description="live plan: warm start and change cost"
     )
@@ -335,13 +331,24 @@ class SolveRequest(BaseModel):
     def _name_field(cls, v: Any, handler: ValidatorFunctionWrapHandler) -> Any:
         return _under("scenario", v, handler)
 
+    def options(self) -> SolverOptions:
+        return SolverOptions.model_validate(self.model_dump(include=_OPTION_FIELDS))
+
+
+_OPTION_FIELDS = set(SolverOptions.model_fields)
+
 
 class SolveResponse(BaseModel):
+    """The solve result (the engine's `SolveResult` document) and its analysis."""
+
     model_config = RESPONSE
     algorithm: str
-    plan: PlanDocument
-    objective: float | None
     termination: str
+    status: Literal["optimal", "feasible", "infeasible", "none"]
+    objective: float | None
+    bound: float | None = Field(default=None, description="best proven lower bound known")
+    gap: float | None = Field(default=None, description="(objective - bound) / objective")
+    plan: PlanDocument
     wall_s: float | None = None
     analysis: Analysis
 
@@ -349,16 +356,14 @@ class SolveResponse(BaseModel):
 # ------------------------------------------------------------------ audits ----
 
 
-class AuditCreate(BaseModel):
+class AuditCreate(ExactOptions):
     """An exact MILP audit of a plan version (default: the live plan) against the
-    spec it was made for."""
+    spec it was made for. The solver options are the engine's `ExactOptions`."""
 
-    model_config = REQUEST
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True, frozen=True)
     time_limit_s: float | None = Field(
         default=None, gt=0.0, le=86_400.0, description="default: the service setting"
     )
-    relative_gap: float = Field(default=1e-4, ge=0.0, le=1.0)
-    threads: int = Field(default=1, ge=1, le=64)
     plan_version: int | None = Field(
         default=None, ge=1, le=2**62, description="default: the live plan"
     )

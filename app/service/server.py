@@ -17,6 +17,7 @@ import uvicorn
 from pydantic import ValidationError
 
 from app.service.app import create_app
+from app.service.runtime import Runtime
 from app.service.settings import Settings
 from app.service.store import StoreError, check_database
 
@@ -28,12 +29,12 @@ class _Server(uvicorn.Server):
     def handle_exit(self, sig: int, frame: Any) -> None:
         app = self.config.loaded_app
         state = getattr(getattr(app, "app", app), "state", None)
-        cp = getattr(state, "control_plane", None) if state is not None else None
-        if state is not None:
-            state.stopping = True
-        if cp is not None:
-            with contextlib.suppress(RuntimeError):
-                asyncio.get_running_loop().call_soon(cp.close)
+        rt: Runtime | None = getattr(state, "runtime", None)
+        if rt is not None:
+            rt.stopping = True
+            if rt.running is not None:
+                with contextlib.suppress(RuntimeError):
+                    asyncio.get_running_loop().call_soon(rt.running.control_plane.close)
         super().handle_exit(sig, frame)
 
 

@@ -20,8 +20,8 @@ from typing import Any
 
 from app.engine.api import demo_scenario_document, normalize_scenario
 from app.engine.errors import InputError
+from app.service.errors import InvalidInput, PreconditionFailed, Unavailable
 from app.service.metrics import Metrics
-from app.service.problems import ProblemError
 from app.service.settings import Settings
 from app.service.store import PlanRow, Store, utc_now
 
@@ -166,25 +166,16 @@ class ControlPlane:
         async with self._write_lock:
             cur = self.cluster
             if not if_match_ok(if_match, cur.etag):
-                raise ProblemError(
-                    412,
-                    "precondition-failed",
+                raise PreconditionFailed(
                     f"If-Match {if_match} does not match the current ETag {cur.etag} "
                     f"(generation {cur.generation}); GET /v1/cluster and retry",
-                    headers={"ETag": cur.etag},
+                    cur.etag,
                 )
             candidate = mutate(cur.spec)
             try:
                 spec = normalize_scenario(candidate)
             except InputError as exc:
-                field_name = field_map(exc.field)
-                raise ProblemError(
-                    422,
-                    "validation",
-                    f"{field_name}: {exc.message}",
-                    title="Invalid input",
-                    errors=[(field_name, exc.message)],
-                ) from None
+                raise InvalidInput.field(field_map(exc.field), exc.message) from None
             if spec == cur.spec:
                 return cur, False
             generation = cur.generation + 1
@@ -194,11 +185,8 @@ class ControlPlane:
                 )
             except sqlite3.Error as exc:
                 log.error("could not persist the cluster spec: %s", exc)
-                raise ProblemError(
-                    503,
-                    "storage-unavailable",
-                    "the change could not be stored; it was not applied",
-                    headers={"Retry-After": "5"},
+                raise Unavailable(
+                    "the change could not be stored; it was not applied", 5, "storage-unavailable"
                 ) from None
             self._cluster = ClusterSnapshot.make(generation, spec, updated_at)
             self.metrics.spec_updates.inc()

@@ -1,37 +1,57 @@
 """Code that runs in the solver processes, never in the service's own process.
 
-It imports only the engine facade. Results cross the process boundary as plain
-JSON-able dicts; errors too (`{"ok": false, ...}`): the engine's exceptions carry
-two constructor arguments and do not survive pickling, and a worker should never
-hand the parent an object it cannot unpickle.
+It imports only the engine facade. A job crosses the process boundary as a frozen
+`SolveJob` (the scenario and plan documents as stored, and the one
+`SolverOptions`); the worker parses each document once, solves, and answers with
+a `SolveOutcome` of JSON-ready documents: the plan, the solver's account, the
+analysis and the explanation, all derived from the solve's own evaluation (no
+second evaluation, no explanation computed in the request process). Engine
+errors cross back as themselves (they pickle); anything else is a bug and crosses
+back as the exception the pool reports.
+
+A re-plan can be stopped: the reconcile pool shares a `latest_generation` counter
+with its workers (set at process start, `init_worker`); a job for an older
+generation stops as soon as a newer one is announced and returns its best plan
+(`termination: "stopped"`).
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
 import signal
 import threading
 import time
-import traceback
+from dataclasses import dataclass
 from multiprocessing.connection import Connection
+from multiprocessing.sharedctypes import Synchronized
 from multiprocessing.synchronize import Event as MpEvent
 from typing import Any
 
-# Constraints worth reporting as "binding" (coverage and unmet caps are equalities
-# or bookkeeping and always sit at their bound).
-BINDING_KINDS = ("capacity", "availability", "accuracy", "budget", "storage")
+from app.engine import api
+from app.engine.contracts import (
+    AuditRequest,
+    ExactOptions,
+    PlanAnalysis,
+    SolveRequest,
+    SolverOptions,
+)
+from app.engine.errors import EngineError
+
+# Set in each reconcile worker by `init_worker`: the newest generation the service
+# has announced (None in what-if workers: their jobs are never stopped).
+_LATEST: Synchronized[int] | None = None
 
 
-def init_worker() -> None:
+def init_worker(latest_generation: Synchronized[int] | None = None) -> None:
     """Pool-process initializer. A process group of its own lets the parent kill the
-    worker together with any CBC it started; ignoring SIGINT leaves Ctrl-C to the
-    parent, which shuts the pool down in order."""
+    worker together with any solver it started; ignoring SIGINT leaves Ctrl-C to
+    the parent, which shuts the pool down in order."""
+    global _LATEST
     os.setpgrp()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _LATEST = latest_generation
     _exit_with_parent()
-    import app.engine.api  # noqa: F401 - pay the numpy/engine import before the first solve
 
 
 def _exit_with_parent() -> None:
@@ -50,6 +70,7 @@ def _exit_with_parent() -> None:
 
 
 def warm_up() -> bool:
+    """A no-op task: makes the pool start its processes (and import the engine)."""
     return True
 
 
@@ -59,58 +80,64 @@ def plain(doc: Any) -> Any:
     return json.loads(text, parse_constant=lambda _c: None)
 
 
-def _error(exc: BaseException) -> dict[str, Any]:
-    from app.engine.errors import InputError
+@dataclass(frozen=True, slots=True)
+class SolveJob:
+    """One solve. `generation` is the spec generation it serves (None: a what-if,
+    never stopped); `explain` asks for the explanation too."""
 
-    if isinstance(exc, InputError):
-        return {"ok": False, "kind": "input", "field": exc.field, "message": exc.message}
-    return {
-        "ok": False,
-        "kind": "error",
-        "message": f"{type(exc).__name__}: {exc}",
-        "traceback": traceback.format_exc(limit=20),
-    }
-
-
-def analyse(
-    spec: dict[str, Any], plan: dict[str, Any], current_plan: dict[str, Any] | None
-) -> dict[str, Any]:
-    """What the evaluator says beyond the plan document: which constraints bind,
-    how each query type is served, GPUs in use."""
-    from app.engine.api import evaluate_documents
-
-    ev = evaluate_documents(spec, plan, current_plan)
-    binding = [
-        c
-        for c in ev.get("constraints", [])
-        if c.get("constraint") in BINDING_KINDS
-        and c.get("slack") is not None
-        and c["slack"] <= 1e-3 * max(1.0, abs(c.get("rhs") or 0.0))
-    ]
-    return {
-        "binding_constraints": binding,
-        "query_types": ev.get("query_types", []),
-        "total_gpus": ev.get("total_gpus"),
-        "gpus_by_type": ev.get("gpus_by_type", {}),
-    }
+    spec: dict[str, Any]
+    options: SolverOptions
+    current_plan: dict[str, Any] | None = None
+    generation: int | None = None
+    explain: bool = True
 
 
-def solve_job(
-    spec: dict[str, Any],
-    algorithm: str,
-    time_budget_s: float,
-    seed: int,
-    current_plan: dict[str, Any] | None,
-) -> dict[str, Any]:
-    """One solve plus its analysis."""
-    try:
-        from app.engine.api import solve_documents
+@dataclass(frozen=True, slots=True)
+class SolveOutcome:
+    """What a solve sends back: JSON-ready documents."""
 
-        result = solve_documents(spec, algorithm, time_budget_s, seed, current_plan)
-        analysis = analyse(spec, result["plan"], current_plan)
-        return {"ok": True, "result": plain(result), "analysis": plain(analysis)}
-    except Exception as exc:
-        return _error(exc)
+    plan: dict[str, Any]
+    solver: dict[str, Any]
+    analysis: dict[str, Any]
+    explanation: dict[str, Any] | None
+
+
+@dataclass(frozen=True, slots=True)
+class _NewerGeneration:
+    """The stop signal of a re-plan: a newer generation has been announced."""
+
+    generation: int
+
+    def is_set(self) -> bool:
+        return _LATEST is not None and _LATEST.value > self.generation
+
+
+def solve_job(job: SolveJob) -> SolveOutcome:
+    """Parse the documents once, solve, and derive everything else from the
+    solve's own evaluation (and, for the explanation, its candidate table)."""
+    scenario = api.parse_scenario(job.spec)
+    current = api.parse_plan(job.current_plan) if job.current_plan is not None else None
+    request = SolveRequest(scenario, job.options, current)
+    stop = _NewerGeneration(job.generation) if job.generation is not None else None
+    if job.explain:
+        done = api.replan(request, stop=stop)
+        result, explanation = done.result, done.explanation
+        analysis = done.analysis
+    else:
+        result, explanation = api.solve(request, stop=stop), None
+        analysis = PlanAnalysis.of(result.evaluation)
+    doc = result.to_document()
+    return SolveOutcome(
+        plan=plain(doc.pop("plan")),
+        solver=plain(doc),
+        analysis=plain(analysis.to_document()),
+        explanation=plain(explanation) if explanation is not None else None,
+    )
+
+
+def explain_job(spec: dict[str, Any], plan: dict[str, Any]) -> dict[str, Any]:
+    """The explanation of a stored plan that was published without one."""
+    return plain(api.explain(api.parse_scenario(spec), api.parse_plan(plan)))
 
 
 def audit_child(
@@ -119,14 +146,14 @@ def audit_child(
     spec: dict[str, Any],
     plan: dict[str, Any] | None,
     time_limit_s: float,
-    relative_gap: float,
-    threads: int,
+    options: ExactOptions,
 ) -> None:
-    """Entry point of an audit process: runs the MILP audit and sends one message.
-    A watcher thread turns the parent's cross-process cancel into the
-    threading.Event the engine understands (it then kills CBC within 1 s). It also
-    cancels if the parent dies (kill -9): an orphaned audit would otherwise keep
-    CBC busy until its time limit."""
+    """Entry point of an audit process: runs the MILP audit and sends one message,
+    `("ok", result document)` or `("error", exception)`. A watcher thread turns the
+    parent's cross-process cancel into the threading.Event the engine understands
+    (it then kills the solver within 1 s). It also cancels if the parent dies
+    (kill -9): an orphaned audit would otherwise keep the solver busy until its
+    time limit."""
     os.setpgrp()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     local_cancel = threading.Event()
@@ -140,24 +167,18 @@ def audit_child(
 
     threading.Thread(target=watch, daemon=True, name="cancel-watch").start()
     try:
-        from app.engine.api import audit_documents
-
-        result = audit_documents(
-            spec,
-            plan,
-            time_limit_s=time_limit_s,
-            relative_gap=relative_gap,
-            threads=threads,
-            cancel=local_cancel,
+        request = AuditRequest(
+            api.parse_scenario(spec),
+            api.parse_plan(plan) if plan is not None else None,
+            time_limit_s,
+            options,
         )
-        msg: dict[str, Any] = {"ok": True, "result": plain(result)}
-    except Exception as exc:
-        msg = _error(exc)
+        msg: tuple[str, Any] = ("ok", plain(api.audit(request, local_cancel).to_document()))
+    except EngineError as exc:  # picklable: the parent maps it (an input error: 422)
+        msg = ("error", exc)
+    except Exception as exc:  # a bug: its description, not the object (it may not pickle)
+        msg = ("error", RuntimeError(f"{type(exc).__name__}: {exc}"))
     try:
         conn.send(msg)
     finally:
         conn.close()
-
-
-def is_finite_number(v: Any) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)

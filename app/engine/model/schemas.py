@@ -9,7 +9,7 @@ options outside what the performance model supports.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -181,7 +181,7 @@ class ScenarioSpec(BaseModel):
         return self
 
 
-def _loc_to_path(loc: tuple[int | str, ...]) -> str:
+def loc_to_path(loc: Sequence[int | str], empty: str = "scenario") -> str:
     """Pydantic's error location as a path into the document: `a.b[2].c`; a bad
     dict key `('error_rates', 'k', '[key]')` as `error_rates['k']` (repr escapes
     whatever is not printable)."""
@@ -196,13 +196,13 @@ def _loc_to_path(loc: tuple[int | str, ...]) -> str:
             out += f"[{part!r}]"
         else:
             out += f".{part}" if out else str(part)
-    return out or "scenario"
+    return out or empty
 
 
 def first_validation_error(exc: ValidationError, prefix: str = "") -> ScenarioError:
     """The first pydantic error as a ScenarioError naming the field."""
     err = exc.errors()[0]
-    path = _loc_to_path(tuple(err["loc"]))
+    path = loc_to_path(tuple(err["loc"]))
     if prefix:
         path = f"{prefix}.{path}" if path != "scenario" else prefix
     ctx_err = (err.get("ctx") or {}).get("error")

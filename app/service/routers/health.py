@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from app.service.deps import MetricsDep
+from app.service.deps import MetricsDep, RuntimeDep
 from app.service.schemas import Health
 
 router = APIRouter(tags=["health"])
@@ -23,15 +23,14 @@ async def healthz() -> dict[str, str]:
     summary="Readiness: started, database open, a plan exists",
     responses={503: {"model": Health, "description": "not ready"}},
 )
-async def readyz(request: Request) -> Response:
+async def readyz(rt: RuntimeDep) -> Response:
     """503 until the first plan is live (the first solve takes about
     `time_budget_s` after start) and while shutting down."""
-    state = request.app.state
-    cp = getattr(state, "control_plane", None)
+    running = rt.running
     checks = {
-        "started": "ok" if cp is not None and not getattr(state, "stopping", False) else "no",
-        "database": "ok" if getattr(state, "store", None) is not None else "no",
-        "plan": "ok" if cp is not None and cp.plan is not None else "no",
+        "started": "ok" if running is not None and not rt.stopping else "no",
+        "database": "ok" if running is not None else "no",
+        "plan": "ok" if running is not None and running.control_plane.plan is not None else "no",
     }
     ready = all(v == "ok" for v in checks.values())
     return JSONResponse(

@@ -3,17 +3,18 @@ history; long-polling for the plan of a given generation."""
 
 from __future__ import annotations
 
-import asyncio
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request, Response
 
-from app.service.deps import ControlPlaneDep, SettingsDep
+from app.service.audits import certified_gap
+from app.service.deps import ControlPlaneDep, RuntimeDep, SettingsDep, WhatIfPoolDep
 from app.service.http import json_with_etag
 from app.service.problems import ProblemError, problem_responses
 from app.service.schemas import PlanHistoryPage, PlanStatus, PlanVersion
 from app.service.state import ControlPlane
 from app.service.store import PlanRow
+from app.service.worker import explain_job
 
 router = APIRouter(prefix="/v1/plan", tags=["plan"])
 
@@ -22,8 +23,6 @@ MAX_VERSION = 2**62  # SQLite integers are 64-bit: larger ids cannot exist
 
 
 async def _last_audit(cp: ControlPlane, row: PlanRow) -> dict[str, Any] | None:
-    from app.service.audits import certified_gap
-
     audit = await cp.store.call(cp.store.latest_finished_audit, row.version)
     if audit is None:
         return None
@@ -117,7 +116,7 @@ async def plan_history(
     return json_with_etag(request, {"items": items, "next": nxt})
 
 
-_EXPLAINED_MAX = 16  # explanations kept per app (plan versions are immutable)
+_EXPLAINED_MAX = 16  # explanations of plans stored without one, kept per app
 
 
 @router.get(
@@ -125,29 +124,29 @@ _EXPLAINED_MAX = 16  # explanations kept per app (plan versions are immutable)
     summary="Why the live plan is what it is",
     responses={304: {"description": "Not Modified (If-None-Match)"}, **problem_responses(404)},
 )
-async def explain_plan(request: Request, cp: ControlPlaneDep) -> Response:
+async def explain_plan(
+    request: Request,
+    cp: ControlPlaneDep,
+    rt: RuntimeDep,
+    pool: WhatIfPoolDep,
+    settings: SettingsDep,
+) -> Response:
     """For each query type: where its traffic went, its cheapest feasible
     candidates ($ per request at the policy's headroom) and whether they are used,
     how many candidates meet its SLOs and accuracy bound, the constraints that bind
     (availability of a GPU type, budget, storage, accuracy) and why demand is unmet
-    when it is. Derived from the live plan and the spec it was made for."""
-    from app.engine.api import explain_documents
-
+    when it is. Computed with the plan, in the solver process (a plan stored by an
+    older version without one is explained once, in a solver process too)."""
     row = cp.plan
     if row is None:
         raise ProblemError(404, "not-found", "no plan has been computed yet")
-    cache: dict[int, dict[str, Any]] = request.app.state.__dict__.setdefault("explained", {})
-    body = cache.get(row.version)
-    if body is None:
-        explanation = await asyncio.to_thread(explain_documents, row.spec, row.plan)
-        body = {
-            "version": row.version,
-            "observed_generation": row.observed_generation,
-            **explanation,
-        }
-        if len(cache) >= _EXPLAINED_MAX:
-            cache.pop(next(iter(cache)))
-        cache[row.version] = body
+    explanation = row.explanation or rt.explained.get(row.version)
+    if explanation is None:
+        explanation = await pool.run(settings.solve_grace_s, explain_job, row.spec, row.plan)
+        if len(rt.explained) >= _EXPLAINED_MAX:
+            rt.explained.pop(next(iter(rt.explained)))
+        rt.explained[row.version] = explanation
+    body = {"version": row.version, "observed_generation": row.observed_generation, **explanation}
     return json_with_etag(request, body)
 
 

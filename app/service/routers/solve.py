@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import time
 
-from fastapi import APIRouter, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter
 
+from app.engine.errors import InputError, PlanFormatError
 from app.service.auth import Authorized
-from app.service.deps import MetricsDep, SettingsDep, WhatIfPoolDep
+from app.service.deps import MetricsDep, RuntimeDep, SettingsDep, WhatIfPoolDep
+from app.service.errors import Busy, InvalidInput, SolverFailed, Unavailable
 from app.service.pool import SolverCrashed, SolverTimeout
-from app.service.problems import ProblemError, field_problem, problem_responses
+from app.service.problems import problem_responses
 from app.service.schemas import SolveRequest, SolveResponse
-from app.service.worker import solve_job
+from app.service.worker import SolveJob, solve_job
 
 router = APIRouter(prefix="/v1", tags=["solve"])
 
@@ -31,58 +32,48 @@ router = APIRouter(prefix="/v1", tags=["solve"])
     responses=problem_responses(401, 413, 422, 429, 503),
 )
 async def solve(
-    request: Request,
     body: SolveRequest,
     pool: WhatIfPoolDep,
     settings: SettingsDep,
     metrics: MetricsDep,
-) -> Response:
+    rt: RuntimeDep,
+) -> SolveResponse:
     """`time_budget_s` is AGH's anytime budget, or the MILP's time limit; it may
     not exceed the `whatif_max_time_budget_s` setting. `current_plan` (optional)
     warm-starts AGH and prices the change cost against it."""
     if body.time_budget_s > settings.whatif_max_time_budget_s:
-        raise field_problem(
+        raise InvalidInput.field(
             "time_budget_s", f"must be <= {settings.whatif_max_time_budget_s} (service setting)"
         )
-    busy: dict[str, int] = request.app.state.whatif_busy
-    if busy["n"] >= pool.workers:
-        raise ProblemError(
-            429,
-            "solver-busy",
+    if rt.whatif_busy >= pool.workers:
+        raise Busy(
             f"all {pool.workers} what-if solver(s) are busy; retry shortly",
-            headers={"Retry-After": str(max(1, round(body.time_budget_s)))},
+            body.time_budget_s,
+            "solver-busy",
         )
-    busy["n"] += 1
+    job = SolveJob(
+        spec=body.scenario.model_dump(mode="json"),
+        options=body.options(),
+        current_plan=body.current_plan.model_dump(mode="json", exclude_none=True)
+        if body.current_plan
+        else None,
+        explain=False,
+    )
+    rt.whatif_busy += 1
     started = time.monotonic()
     try:
-        out = await pool.run(
-            body.time_budget_s + settings.solve_grace_s,
-            solve_job,
-            body.scenario.model_dump(mode="json"),
-            body.algorithm,
-            body.time_budget_s,
-            body.seed,
-            body.current_plan.model_dump(mode="json", exclude_none=True)
-            if body.current_plan
-            else None,
-        )
+        out = await pool.run(body.time_budget_s + settings.solve_grace_s, solve_job, job)
     except (SolverTimeout, SolverCrashed) as exc:
-        raise ProblemError(
-            503,
-            "solver-unavailable",
-            f"the solve did not complete: {exc}",
-            headers={"Retry-After": "5"},
+        raise Unavailable(
+            f"the solve did not complete: {exc}", 5, "solver-unavailable"
         ) from None
+    except InputError as exc:
+        # The engine names the field inside the document it was given.
+        where = "current_plan" if isinstance(exc, PlanFormatError) else "scenario"
+        raise exc.under(where) from None
+    except Exception as exc:
+        raise SolverFailed(f"the solver failed: {type(exc).__name__}: {exc}") from exc
     finally:
-        busy["n"] -= 1
+        rt.whatif_busy -= 1
         metrics.solve_seconds.labels("whatif").observe(time.monotonic() - started)
-    if not out["ok"]:
-        if out["kind"] == "input":
-            f = out["field"]
-            prefix = "current_plan" if f.split("[")[0].split(".")[0] in _PLAN_FIELDS else "scenario"
-            raise field_problem(f"{prefix}.{f}", out["message"])
-        raise ProblemError(500, "solver-error", f"the solver failed: {out['message']}")
-    return JSONResponse({**out["result"], "analysis": out["analysis"]})
-
-
-_PLAN_FIELDS = {"plan", "deployments", "routing", "unmet"}
+    return SolveResponse.model_validate({**out.solver, "plan": out.plan, "analysis": out.analysis})
