@@ -15,13 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from conftest import ROOT
 from fastapi.testclient import TestClient
 
 from app.service.app import create_app
 from app.service.runtime import Running, Runtime
 from app.service.settings import Settings
 
-ROOT = Path(__file__).resolve().parents[1]
 TOKEN = "test-token-123"
 
 
@@ -53,13 +53,13 @@ def running(client: TestClient) -> Running:
 
 def wait_for_plan(
     client: TestClient | httpx.Client, generation: int, timeout_s: float = 60
-) -> dict:
+) -> dict[str, Any]:
     """Long-poll until the plan for `generation` is live (or re-planning failed)."""
     deadline = time.monotonic() + timeout_s
     while True:
         r = client.get("/v1/plan", params={"wait_for_generation": generation, "timeout_s": 10})
         assert r.status_code == 200, r.text
-        body = r.json()
+        body: dict[str, Any] = r.json()
         if (body["observed_generation"] or 0) >= generation:
             return body
         if time.monotonic() > deadline:

@@ -11,8 +11,8 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from conftest import generated_instances
+from hypothesis import given, settings
 from test_milp import CASES, enumerate_optimum, two_gpu_scenario
 
 from app.engine.plan.candidates import candidate_table
@@ -20,7 +20,7 @@ from app.engine.plan.evaluate import evaluate_plan
 from app.engine.solvers.milp.audit import solve_milp
 from app.engine.solvers.milp.relaxation import lp_relaxation
 from app.research.baselines import BASELINES, BaselineResult, dvr, hf, lpr, run_baseline, subtable
-from app.research.instances import VARIANTS, generate
+from app.research.instances import generate
 
 REL = 1e-6
 
@@ -121,26 +121,12 @@ def test_subtable_keeps_constants() -> None:
     np.testing.assert_array_equal(sub.replica_cost, table.replica_cost[keep])
 
 
-PROPS = settings(
-    derandomize=True,
-    max_examples=5,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow],
-    database=None,
-)
+PROPS = settings(max_examples=5)
 
 
 @pytest.mark.milp
 @PROPS
-@given(
-    st.tuples(
-        st.integers(2, 5),
-        st.integers(2, 4),
-        st.sampled_from([2, 4, 6]),
-        st.integers(0, 10_000),
-        st.sampled_from(VARIANTS),
-    )
-)
+@given(generated_instances(types=(2, 5), models=(2, 4), tiers=(2, 4, 6)))
 def test_baselines_never_beat_the_milp_bound(args: tuple[int, int, int, int, str]) -> None:
     scenario = generate(*args)
     table = candidate_table(scenario)

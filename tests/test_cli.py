@@ -10,12 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import ROOT
 
 from app.cli import main
 from app.engine.model.demo import demo_scenario_document
 from app.engine.model.schemas import parse_scenario
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def _write(path: Path, doc: Any) -> str:

@@ -16,7 +16,7 @@ import pytest
 from app.engine.errors import PlanFormatError
 from app.engine.model.catalog import DEFAULT_PRECISIONS, catalog_gpu, catalog_model
 from app.engine.model.domain import GPU, Model, Policy, QueryType, Scenario
-from app.engine.plan.candidates import pair_constants
+from app.engine.plan.candidates import PairConstants, pair_constants
 from app.engine.plan.evaluate import Evaluation, evaluate_plan, plan_document
 from app.engine.plan.plan import Deployment, Plan, Route, deployment_id, plan_from_document
 
@@ -63,7 +63,9 @@ def with_type(s: Scenario, i: int, **changes: Any) -> Scenario:
     return replace(s, query_types=tuple(qts))
 
 
-def constants(s: Scenario, gpu: str, prec: str, tp: int = 1, pp: int = 1, model: str = LLAMA8):
+def constants(
+    s: Scenario, gpu: str, prec: str, tp: int = 1, pp: int = 1, model: str = LLAMA8
+) -> PairConstants:
     return pair_constants(
         s,
         np.array([s.model_index()[model]]),
@@ -565,7 +567,8 @@ def test_demand_factor_overloads_a_just_sized_plan() -> None:
 def _plan_doc() -> dict[str, Any]:
     s = tiny()
     plan = feasible_plan(s)
-    return json.loads(json.dumps(plan_document(plan, evaluate_plan(s, plan))))
+    doc: dict[str, Any] = json.loads(json.dumps(plan_document(plan, evaluate_plan(s, plan))))
+    return doc
 
 
 def test_plan_document_round_trips() -> None:

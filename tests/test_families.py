@@ -171,4 +171,4 @@ def test_certify_reference_plan_is_feasible_by_the_evaluator() -> None:
     )
     ev = evaluate_plan(s, plan)
     assert ev.feasible, ev.violations
-    assert ev.cost.rental <= s.policy.budget + 1e-6
+    assert s.policy.budget is not None and ev.cost.rental <= s.policy.budget + 1e-6

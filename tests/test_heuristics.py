@@ -6,14 +6,17 @@ input handled without exceptions."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import replace
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from conftest import generated_instances
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from app.engine.model.catalog import DEFAULT_PRECISIONS, catalog_gpu, catalog_model
+from app.engine.model.demo import demo_scenario
 from app.engine.model.domain import Policy, QueryType, Scenario
 from app.engine.plan.candidates import CandidateTable, candidate_table
 from app.engine.plan.evaluate import Evaluation, evaluate_plan
@@ -22,26 +25,14 @@ from app.engine.solvers.agh import LocalSearch, _Deadline, agh, better
 from app.engine.solvers.greedy import Mechanisms, greedy, type_order
 from app.engine.solvers.solve import solve
 from app.engine.solvers.state import AllocationState
-from app.research.instances import VARIANTS, generate, tp_bound_instance
+from app.research.instances import generate, tp_bound_instance
 
 BUDGET_S = 0.5  # AGH time budget; small instances converge well before it
 REL = 1e-6
 
-PROPS = settings(
-    derandomize=True,
-    max_examples=25,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow],
-    database=None,
-)
+PROPS = settings(max_examples=25)
 
-instances = st.tuples(
-    st.integers(1, 6),
-    st.integers(1, 6),
-    st.sampled_from([2, 4, 6, 10]),
-    st.integers(0, 10_000),
-    st.sampled_from(VARIANTS),
-)
+instances = generated_instances()
 
 
 def _table(args: tuple[int, int, int, int, str]) -> CandidateTable:
@@ -187,7 +178,7 @@ def test_warm_start_after_demand_change_not_worse_than_cold(
         assert ev_warm.objective <= ev_cold.objective * (1 + 1e-9) + 1e-9
 
 
-def _first_seed(pred, seeds=range(400, 460)):  # type: ignore[no-untyped-def]
+def _first_seed(pred: Callable[[int], bool], seeds: Iterable[int] = range(400, 460)) -> int:
     """The first seed whose instance meets a precondition (deterministic), so the
     property below is tested on a real case even after the model is recalibrated."""
     for seed in seeds:
@@ -410,18 +401,10 @@ def test_agh_on_an_empty_candidate_table(case: str) -> None:
 
 
 def _demo() -> Scenario:
-    from app.engine.model.demo import demo_scenario
-
     return demo_scenario()
 
 
-@settings(
-    derandomize=True,
-    max_examples=12,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow],
-    database=None,
-)
+@settings(max_examples=12)
 @given(
     cost=st.floats(0.0, 50.0),
     scale=st.floats(0.3, 2.0),

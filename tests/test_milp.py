@@ -27,7 +27,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from conftest import generated_instances
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from app.engine.model.catalog import DEFAULT_PRECISIONS, catalog_gpu, catalog_model
@@ -40,7 +41,7 @@ from app.engine.solvers.milp.backends.cbc import classify, parse_bound, parse_so
 from app.engine.solvers.milp.backends.process import ProcessRun, run_process
 from app.engine.solvers.milp.model import build_model
 from app.engine.solvers.milp.relaxation import lp_relaxation
-from app.research.instances import VARIANTS, generate
+from app.research.instances import generate
 
 REL = 1e-6
 CHEAP, FAST = "L4", "H100-SXM"
@@ -541,21 +542,9 @@ def test_parse_bound_rounds_down_printed_precision() -> None:
 # --------------------------------------------------------------------------------------
 # properties
 
-PROPS = settings(
-    derandomize=True,
-    max_examples=8,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow],
-    database=None,
-)
+PROPS = settings(max_examples=8)
 
-small_instances = st.tuples(
-    st.integers(2, 5),
-    st.integers(2, 4),
-    st.sampled_from([2, 4, 6]),
-    st.integers(0, 10_000),
-    st.sampled_from(VARIANTS),
-)
+small_instances = generated_instances(types=(2, 5), models=(2, 4), tiers=(2, 4, 6))
 
 
 @pytest.mark.milp

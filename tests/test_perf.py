@@ -8,10 +8,10 @@ from __future__ import annotations
 import importlib.util
 import sys
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import ROOT
 
 from app.engine.model.catalog import catalog_gpu, catalog_model, catalog_models, catalog_precision
 from app.engine.model.domain import GPU, Model, Precision
@@ -31,7 +31,6 @@ from app.engine.perf.model import (
     ttft_s,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
 DATA_DIR = ROOT.parent / "shared" / "data" / "measured"
 
 # ---------------------------------------------------------------- a toy case

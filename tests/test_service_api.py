@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 from service_support import client_for, fast_settings, wait_for_plan
@@ -23,10 +25,10 @@ def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
         yield c
 
 
-def assert_problem(r, status: int, field: str | None = None) -> dict:
+def assert_problem(r: httpx.Response, status: int, field: str | None = None) -> dict[str, Any]:
     assert r.status_code == status, r.text
     assert r.headers["content-type"].startswith(PROBLEM)
-    body = r.json()
+    body: dict[str, Any] = r.json()
     assert {"type", "title", "status", "detail", "errors"} <= body.keys()
     assert body["status"] == status
     if field is not None:
@@ -417,7 +419,7 @@ def test_body_limit(tmp_path: Path) -> None:
         big = {"mode": "merge", "query_types": [{"id": "code", "task": "x" * 100}] * 100}
         assert_problem(c.post("/v1/cluster/demand", json=big), 413)
 
-        def chunks():
+        def chunks() -> Iterator[bytes]:
             yield b'{"mode": "merge", "query_types": ['
             for _ in range(200):
                 yield b'{"id": "code", "arrival_rate": 1.0},'

@@ -7,6 +7,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -20,10 +21,12 @@ from app.research.instances import generate
 pytestmark = pytest.mark.milp
 
 
-def wait_state(c: TestClient, audit_id: str, states: set[str], timeout_s: float = 90) -> dict:
+def wait_state(
+    c: TestClient, audit_id: str, states: set[str], timeout_s: float = 90
+) -> dict[str, Any]:
     deadline = time.monotonic() + timeout_s
     while True:
-        body = c.get(f"/v1/audits/{audit_id}").json()
+        body: dict[str, Any] = c.get(f"/v1/audits/{audit_id}").json()
         if body["state"] in states:
             return body
         assert time.monotonic() < deadline, body
@@ -150,7 +153,8 @@ def test_concurrent_creates_respect_the_admission_limit(tmp_path: Path) -> None:
 
         def create(_: int) -> httpx.Response:
             barrier.wait()
-            return c.post("/v1/audits", json={"time_limit_s": 300})
+            r: httpx.Response = c.post("/v1/audits", json={"time_limit_s": 300})
+            return r
 
         with ThreadPoolExecutor(12) as pool:
             answers = list(pool.map(create, range(12)))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -38,7 +39,9 @@ WRITES = [
 
 
 @pytest.mark.parametrize(("method", "path", "body"), WRITES)
-def test_protected_endpoints_need_the_token(client: TestClient, method, path, body) -> None:
+def test_protected_endpoints_need_the_token(
+    client: TestClient, method: str, path: str, body: dict[str, Any] | None
+) -> None:
     before = client.get("/v1/cluster").json()["generation"]
     for headers in ({}, BAD, {"Authorization": f"Basic {TOKEN}"}):
         kwargs = {"headers": headers} | ({"json": body} if body is not None else {})

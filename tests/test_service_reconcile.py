@@ -62,7 +62,7 @@ def test_failed_solve_keeps_plan_marks_degraded_and_retries(tmp_path: Path) -> N
     with client_for(fast_settings(tmp_path, retry_backoff_initial_s=1.0)) as c:
         first = wait_for_plan(c, 1)
         reconciler = running(c).reconciler
-        reconciler.pool = FlakyPool(reconciler.pool, failures=1)
+        reconciler.pool = FlakyPool(reconciler.pool, failures=1)  # type: ignore[assignment]
         r = c.post(
             "/v1/cluster/demand",
             json={"mode": "merge", "query_types": [{"id": "code", "arrival_rate": 40}]},

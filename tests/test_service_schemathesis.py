@@ -63,7 +63,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
         HealthCheck.function_scoped_fixture,
     ],
 )
-def test_api_conforms_and_never_5xx(case: schemathesis.Case, server: ServerProcess) -> None:
+def test_api_conforms_and_never_5xx(case: schemathesis.Case, server: ServerProcess) -> None:  # type: ignore[type-arg]
     case.call_and_validate(
         base_url=server.url,
         headers={"Authorization": f"Bearer {TOKEN}"},

@@ -4,32 +4,21 @@ computation), the stress helpers and the report's table builders."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from dataclasses import replace
 from pathlib import Path
 from types import ModuleType
 
 import numpy as np
 import pytest
+from conftest import load_bench
 
 from app.engine.model.demo import demo_scenario
+from app.engine.model.domain import Scenario
 from app.engine.plan.evaluate import evaluate_plan
 from app.engine.plan.plan import Deployment, Plan
 from app.engine.solvers.solve import solve
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _load(name: str) -> ModuleType:
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, ROOT / "bench" / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[name] = mod  # rolling imports stress by name
-    spec.loader.exec_module(mod)
-    return mod
+_load = load_bench
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +84,7 @@ def test_snapshots_are_trailing_means(rolling: ModuleType) -> None:
 # rolling replay accounting
 
 
-def _one_type_scenario() -> tuple[object, Plan]:
+def _one_type_scenario() -> tuple[Scenario, Plan]:
     s = demo_scenario()
     math_type = next(q for q in s.query_types if q.id == "math")
     s = replace(s, query_types=(replace(math_type, arrival_rate=3.0),))

@@ -137,7 +137,8 @@ def solve_job(job: SolveJob) -> SolveOutcome:
 
 def explain_job(spec: dict[str, Any], plan: dict[str, Any]) -> dict[str, Any]:
     """The explanation of a stored plan that was published without one."""
-    return plain(api.explain(api.parse_scenario(spec), api.parse_plan(plan)))
+    doc: dict[str, Any] = plain(api.explain(api.parse_scenario(spec), api.parse_plan(plan)))
+    return doc
 
 
 def audit_child(

@@ -67,8 +67,9 @@ class PlansRepo(StoreCore):
 
     @staticmethod
     def _plan_row(r: tuple[Any, ...]) -> PlanRow:
-        docs = [json.loads(x) for x in r[3:8]]
-        return PlanRow(r[0], r[1], r[2], *docs, json.loads(r[8]) if r[8] is not None else None)
+        spec, plan, solver, analysis, diff = (json.loads(x) for x in r[3:8])
+        explanation = json.loads(r[8]) if r[8] is not None else None
+        return PlanRow(r[0], r[1], r[2], spec, plan, solver, analysis, diff, explanation)
 
     def latest_plan(self) -> PlanRow | None:
         r = self.conn.execute(
