@@ -43,6 +43,8 @@ from app.engine.plan.candidates import candidate_table  # noqa: E402
 from app.engine.plan.evaluate import Evaluation  # noqa: E402
 from app.engine.plan.plan import Plan  # noqa: E402
 from app.engine.solvers.milp.audit import solve_milp  # noqa: E402
+from app.engine.solvers.milp.backends.cbc import cbc_version  # noqa: E402
+from app.engine.solvers.milp.backends.highs import highs_version  # noqa: E402
 from app.engine.solvers.solve import solve  # noqa: E402
 from app.research.families import Instance, benchmark_set, timing_set  # noqa: E402
 
@@ -432,8 +434,6 @@ def main() -> None:
             insts += [(i, True) for i in timing_set()]
         if only:
             insts = [(i, t) for i, t in insts if any(o in i.name for o in only)]
-        from app.engine.solvers.milp.backends.cbc import cbc_version
-        from app.engine.solvers.milp.highs import highs_version
 
         data: dict[str, Any] = {
             "meta": {

@@ -26,6 +26,9 @@ from app.research.instances import VARIANTS
 
 ROOT = Path(__file__).resolve().parents[1]
 
+# Prometheus and the vLLM-metrics exporter (tests/support/fixtures.py).
+pytest_plugins = ["support.fixtures"]
+
 settings.register_profile(
     "ci",
     derandomize=True,

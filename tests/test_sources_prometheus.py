@@ -45,8 +45,6 @@ from app.service.sources import (
 from app.service.sources.config import DemandQuery, LatencyQuery
 from app.service.sources.windows import last_complete_end, plan_fetch, rfc3339
 
-pytest_plugins = ["support.fixtures"]
-
 T0 = 1_800_000_000  # a multiple of 60 (and of 2)
 
 

@@ -95,9 +95,7 @@ def parse_plan(doc: Any) -> Plan:
 
 def solve(request: SolveRequest, stop: StopSignal | None = None) -> SolveResult:
     """Plan with GH, AGH or the MILP (`request.options`)."""
-    return run_solve(
-        request.scenario, current=request.current, options=request.options, stop=stop
-    )
+    return run_solve(request.scenario, current=request.current, options=request.options, stop=stop)
 
 
 def evaluate(request: EvaluateRequest) -> Evaluation:
@@ -127,9 +125,7 @@ def audit(request: AuditRequest, cancel: threading.Event | None = None) -> MilpR
     )
 
 
-def explain(
-    scenario: Scenario, plan: Plan, evaluation: Evaluation | None = None
-) -> dict[str, Any]:
+def explain(scenario: Scenario, plan: Plan, evaluation: Evaluation | None = None) -> dict[str, Any]:
     """Why the plan is what it is: per query type its routes, its cheapest
     alternatives, the constraints that bind, and why demand is unmet when it is."""
     return explain_plan(scenario, plan, evaluation)
