@@ -125,6 +125,13 @@ class Policy:
     change_cost_per_gpu: float = 0.0
     tp_options: tuple[int, ...] = (1, 2, 4, 8)
     pp_options: tuple[int, ...] = (1, 2, 4)
+    # The control loop (app.engine.model.schemas.PolicySpec documents each).
+    replan_interval_s: float = 300.0
+    actuation_delay_s: float = 180.0
+    demand_quantile: float = 0.95
+    forecast: str = "window_quantile"
+    replan_deadband: float = 0.05
+    scale_down_stabilization_s: float = 600.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,6 +30,13 @@ MAX_MONEY = 1e9
 
 Fraction = Field(ge=0.0, le=1.0)
 
+# Forecast methods (app.engine.forecast): the latest window; a recent-window
+# quantile; a state-space model of level, trend and time of day with conformal
+# uncertainty. The default is the method that won the backtest
+# (bench/results/forecast_backtest.md).
+ForecastMethodName = Literal["last", "window_quantile", "ucm_conformal"]
+DEFAULT_FORECAST: ForecastMethodName = "window_quantile"
+
 
 class QueryTypeSpec(BaseModel):
     model_config = _CONFIG
@@ -150,6 +157,42 @@ class PolicySpec(BaseModel):
     )
     tp_options: list[Literal[1, 2, 4, 8]] = Field(default=[1, 2, 4, 8], min_length=1)
     pp_options: list[Literal[1, 2, 4]] = Field(default=[1, 2, 4], min_length=1)
+    # The control loop (read by the service; the solvers ignore them).
+    replan_interval_s: float = Field(
+        default=300.0,
+        gt=0.0,
+        le=86_400.0,
+        description="a plan is expected to live this long: forecasts cover it and a "
+        "forecast-driven plan is revised at least this often",
+    )
+    actuation_delay_s: float = Field(
+        default=180.0,
+        ge=0.0,
+        le=86_400.0,
+        description="from publishing a plan to its being in force (replicas loading)",
+    )
+    demand_quantile: float = Field(
+        default=0.95,
+        gt=0.0,
+        lt=1.0,
+        description="quantile of per-minute rates a forecast-driven plan carries",
+    )
+    forecast: ForecastMethodName = Field(
+        default=DEFAULT_FORECAST, description="how observed demand becomes planned demand"
+    )
+    replan_deadband: float = Field(
+        default=0.05,
+        ge=0.0,
+        le=10.0,
+        description="re-plan when a type's planned rate moves by more than this share",
+    )
+    scale_down_stabilization_s: float = Field(
+        default=600.0,
+        ge=0.0,
+        le=86_400.0,
+        description="plan for the highest forecast of this window (a dip does not shed "
+        "capacity a returning burst needs)",
+    )
 
     @field_validator("tp_options", "pp_options")
     @classmethod
@@ -242,6 +285,12 @@ def spec_to_domain(spec: ScenarioSpec) -> Scenario:
             change_cost_per_gpu=p.change_cost_per_gpu,
             tp_options=tuple(p.tp_options),
             pp_options=tuple(p.pp_options),
+            replan_interval_s=p.replan_interval_s,
+            actuation_delay_s=p.actuation_delay_s,
+            demand_quantile=p.demand_quantile,
+            forecast=p.forecast,
+            replan_deadband=p.replan_deadband,
+            scale_down_stabilization_s=p.scale_down_stabilization_s,
         ),
     )
 

@@ -10,6 +10,7 @@ from app.service.store.audits import ACTIVE_AUDIT_STATES, AuditRow, AuditsRepo
 from app.service.store.cluster import ClusterRepo, ClusterRow
 from app.service.store.core import StoreError, utc_now
 from app.service.store.idempotency import IdempotencyRepo, StoredResponse
+from app.service.store.observations import DemandRow, ForecastRow, ObservationsRepo
 from app.service.store.plans import PlanRow, PlansRepo
 from app.service.store.schema import SCHEMA_VERSION
 
@@ -18,6 +19,8 @@ __all__ = [
     "SCHEMA_VERSION",
     "AuditRow",
     "ClusterRow",
+    "DemandRow",
+    "ForecastRow",
     "PlanRow",
     "Store",
     "StoreError",
@@ -27,7 +30,7 @@ __all__ = [
 ]
 
 
-class Store(ClusterRepo, PlansRepo, AuditsRepo, IdempotencyRepo):
+class Store(ClusterRepo, PlansRepo, AuditsRepo, IdempotencyRepo, ObservationsRepo):
     """The service's database: every method is one short transaction, run on the
     store's own thread through `call`."""
 

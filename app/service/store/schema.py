@@ -52,5 +52,42 @@ _V2 = """
 ALTER TABLE plans ADD COLUMN explanation TEXT;
 """
 
-MIGRATIONS: tuple[str, ...] = (_V1, _V2)
+# v3: the control loop's inputs and memory: demand observations (counts over
+# windows, one row per type and window start), latency observations, the
+# forecasts the plans were made for, and small documents (calibration, sources,
+# poll cursors) by key.
+_V3 = """
+CREATE TABLE demand_observations (
+    query_type          TEXT NOT NULL,
+    start_s             REAL NOT NULL,
+    window_s            REAL NOT NULL,
+    requests            REAL NOT NULL,
+    input_tokens_mean   REAL,
+    output_tokens_mean  REAL,
+    received_at         TEXT NOT NULL,
+    PRIMARY KEY (query_type, start_s)
+) WITHOUT ROWID;
+CREATE TABLE latency_observations (
+    seq          INTEGER PRIMARY KEY AUTOINCREMENT,
+    observation  TEXT NOT NULL,
+    start_s      REAL,
+    received_ts  REAL NOT NULL
+);
+CREATE TABLE forecasts (
+    query_type    TEXT NOT NULL,
+    made_at_s     REAL NOT NULL,
+    valid_from_s  REAL NOT NULL,
+    valid_to_s    REAL NOT NULL,
+    rate          REAL NOT NULL,
+    method        TEXT NOT NULL,
+    PRIMARY KEY (query_type, made_at_s)
+) WITHOUT ROWID;
+CREATE TABLE documents (
+    key         TEXT PRIMARY KEY,
+    document    TEXT NOT NULL,
+    updated_at  TEXT NOT NULL
+);
+"""
+
+MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3)
 SCHEMA_VERSION = len(MIGRATIONS)

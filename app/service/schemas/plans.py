@@ -1,0 +1,180 @@
+"""Schemas of /v1/plan: the plan document, its solver account, analysis, diff,
+conditions, versions and history."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import (
+    BaseModel,
+    Field,
+)
+
+# strict: no bool-as-number or number-as-string coercion in what we define (the
+# engine's scenario schemas keep pydantic's lax mode).
+from app.service.schemas.common import (
+    MAX_QUERY_TYPES,
+    REQUEST,
+    RESPONSE,
+)
+
+
+class DeploymentDoc(BaseModel):
+    model_config = REQUEST
+    id: str | None = Field(default=None, examples=["Qwen2.5-7B@H100-SXM/bf16/tp1pp1"])
+    model: str
+    gpu: str
+    precision: str
+    tp: int = Field(ge=1, le=64)
+    pp: int = Field(ge=1, le=64)
+    replicas: int = Field(ge=0, le=1_000_000)
+    gpus: int | None = Field(default=None, description="output only (tp*pp*replicas)")
+    utilization: float | None = Field(default=None, description="output only")
+
+
+class RouteDoc(BaseModel):
+    model_config = REQUEST
+    query_type: str
+    deployment: str
+    fraction: float = Field(ge=0.0, le=1.0)
+
+
+class UnmetDoc(BaseModel):
+    model_config = REQUEST
+    query_type: str
+    fraction: float = Field(ge=0.0, le=1.0)
+
+
+class PlanDocument(BaseModel):
+    """The engine's plan document. As input only the decisions (deployments,
+    routing, unmet) count; cost, feasibility and violations are recomputed."""
+
+    model_config = REQUEST
+    deployments: list[DeploymentDoc] = Field(default_factory=list, max_length=100_000)
+    routing: list[RouteDoc] = Field(default_factory=list, max_length=1_000_000)
+    unmet: list[UnmetDoc] = Field(default_factory=list, max_length=MAX_QUERY_TYPES)
+    cost: dict[str, float | None] | None = Field(default=None, description="output only")
+    feasible: bool | None = Field(default=None, description="output only")
+    violations: list[dict[str, Any]] | None = Field(default=None, description="output only")
+
+
+class SolverInfo(BaseModel):
+    model_config = RESPONSE
+    algorithm: str = Field(examples=["agh"])
+    objective: float | None = None
+    termination: str = Field(examples=["converged"])
+    wall_s: float | None = None
+    time_to_best_s: float | None = None
+    iterations: int | None = None
+    starts: int | None = None
+    warm_start_used: bool | None = None
+    seed: int | None = None
+    time_budget_s: float | None = None
+    candidates: int | None = None
+
+
+class Analysis(BaseModel):
+    model_config = RESPONSE
+    binding_constraints: list[dict[str, Any]] = Field(
+        description="capacity/availability/accuracy/budget/storage constraints at their bound"
+    )
+    query_types: list[dict[str, Any]] = Field(description="how each query type is served")
+    total_gpus: int | None = None
+    gpus_by_type: dict[str, int] = Field(default_factory=dict)
+
+
+class PlanAction(BaseModel):
+    model_config = RESPONSE
+    op: Literal["create", "scale", "delete", "route", "unmet"]
+    description: str
+    deployment: str | None = None
+    query_type: str | None = None
+    from_replicas: int | None = None
+    to_replicas: int | None = None
+    gpus_delta: int | None = None
+    model: str | None = None
+    gpu: str | None = None
+    precision: str | None = None
+    tp: int | None = None
+    pp: int | None = None
+    from_fraction: float | None = None
+    to_fraction: float | None = None
+
+
+class PlanDiff(BaseModel):
+    """Actions from the previous plan version to this one, in a safe order: create
+    and scale up, then routing/unmet changes, then scale down and delete."""
+
+    model_config = RESPONSE
+    from_version: int | None
+    actions: list[PlanAction]
+    summary: dict[str, Any]
+
+
+class Condition(BaseModel):
+    model_config = RESPONSE
+    type: Literal["Ready", "UpToDate", "Degraded"]
+    status: Literal["True", "False", "Unknown"]
+    reason: str = Field(examples=["Reconciled"])
+    message: str
+    last_transition_time: str
+
+
+class AuditSummary(BaseModel):
+    model_config = RESPONSE
+    id: str
+    state: str
+    certified_gap: float | None = None
+
+
+class PlanStatus(BaseModel):
+    """The live plan and the reconcile status. `plan` is null (and `status`
+    "Pending") until the first plan exists."""
+
+    model_config = RESPONSE
+    version: int | None = Field(examples=[12])
+    generation: int = Field(description="current generation of the cluster spec")
+    observed_generation: int | None = Field(description="generation this plan was made for")
+    status: Literal["Pending", "Reconciling", "Ready", "Degraded"]
+    conditions: list[Condition]
+    created_at: str | None
+    plan: PlanDocument | None
+    solver: SolverInfo | None
+    analysis: Analysis | None
+    diff: PlanDiff | None
+    last_audit: AuditSummary | None = Field(
+        default=None, description="latest finished audit of this plan version"
+    )
+
+
+class PlanVersion(BaseModel):
+    model_config = RESPONSE
+    version: int
+    observed_generation: int
+    created_at: str
+    plan: PlanDocument
+    solver: SolverInfo
+    analysis: Analysis
+    diff: PlanDiff
+    spec: dict[str, Any] | None = Field(
+        default=None, description="the scenario it was made for (?include_spec=true)"
+    )
+
+
+class PlanSummary(BaseModel):
+    model_config = RESPONSE
+    version: int
+    observed_generation: int
+    created_at: str
+    cost_total: float | None
+    feasible: bool
+    gpus: int
+    algorithm: str
+    termination: str
+    actions: int
+
+
+class PlanHistoryPage(BaseModel):
+    model_config = RESPONSE
+    items: list[PlanSummary]
+    next: str | None = Field(description="URL of the next (older) page, null at the end")
