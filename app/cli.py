@@ -136,7 +136,7 @@ def cmd_audit(a: argparse.Namespace) -> None:
 
 
 def cmd_demo(_: argparse.Namespace) -> None:
-    from app.engine.model.demo import demo_scenario_document
+    from app.engine.api import demo_scenario_document
 
     _print(demo_scenario_document())
 

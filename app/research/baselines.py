@@ -16,9 +16,11 @@ raising.
 from __future__ import annotations
 
 import math
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -28,6 +30,7 @@ from app.engine.perf.model import DEFAULT_PROFILE, EngineProfile
 from app.engine.plan.candidates import CandidateTable, PairConstants, candidate_table
 from app.engine.plan.evaluate import Evaluation, evaluate_plan, plan_document
 from app.engine.plan.plan import Plan
+from app.engine.solvers.greedy import greedy
 from app.engine.solvers.milp.audit import solve_milp
 from app.engine.solvers.milp.backends.cbc import run_cbc
 from app.engine.solvers.milp.model import (
@@ -144,8 +147,6 @@ def _routing_lp(
     cancel: threading.Event | None,
 ) -> tuple[MilpModel, Solution | None, str]:
     """Optimal routing (x, u) over fixed replicas: the §1 LP with r pinned."""
-    import tempfile
-    from pathlib import Path
 
     mm = build_model(table, relax=True)
     for d, v in enumerate(mm.model.r.values()):
@@ -389,7 +390,6 @@ def hf(
     share of the time limit; keep the cheapest feasible plan over the types. If no
     single GPU type can serve the demand the result is infeasible (the plan of the
     type with the fewest violations is returned for inspection)."""
-    from app.engine.solvers.greedy import greedy
 
     t0 = time.monotonic()
     if table is None:

@@ -56,7 +56,8 @@ import numpy as np
 from app.engine.model.catalog import DEFAULT_PRECISIONS, catalog_gpus, catalog_models
 from app.engine.model.demo import demo_query_types
 from app.engine.model.domain import GPU, Model, Policy, Precision, QueryType, Scenario
-from app.engine.model.schemas import scenario_to_document
+from app.engine.model.schemas import parse_scenario, scenario_to_document
+from app.engine.plan.candidates import candidate_table
 
 Document = dict[str, Any]
 
@@ -161,7 +162,6 @@ class _Reference:
 
 
 def _table(s: Scenario) -> Any:
-    from app.engine.plan.candidates import candidate_table
 
     return candidate_table(s)
 
@@ -520,7 +520,6 @@ def budget_binding_proof(doc: Document) -> bool:
     """True when the budget provably binds: the lower bound on the rental of
     serving every type in full (per type the LP's mix, fractional replicas,
     availability ignored) exceeds it."""
-    from app.engine.model.schemas import parse_scenario
 
     s = parse_scenario(doc)
     if s.policy.budget is None:
@@ -539,7 +538,6 @@ def certify(doc: Document) -> str | None:
       hold together, or more rental than the budget (lower bounds, accuracy- and
       integrality-free for GPUs, accuracy-aware for money);
     * None otherwise (e.g. `scarce`, whose availability fits a *random* plan)."""
-    from app.engine.model.schemas import parse_scenario
 
     s = parse_scenario(doc)
     table = _table(s)

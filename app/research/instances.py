@@ -28,9 +28,18 @@ from dataclasses import replace
 
 import numpy as np
 
-from app.engine.model.catalog import DEFAULT_PRECISIONS, catalog_gpus, catalog_models
+from app.engine.model.catalog import (
+    DEFAULT_PRECISIONS,
+    catalog_gpu,
+    catalog_gpus,
+    catalog_model,
+    catalog_models,
+)
 from app.engine.model.demo import trace_profiles
 from app.engine.model.domain import GPU, Model, Policy, Precision, QueryType, Scenario
+from app.engine.perf.model import predict
+from app.engine.plan.candidates import candidate_table
+from app.engine.solvers.greedy import greedy
 
 TIER_GPUS = (
     "RTX-4090",
@@ -138,8 +147,6 @@ def generate(
     if variant == "loose":
         return scenario
     # Both tight variants are derived from what GH needs on the loose instance.
-    from app.engine.plan.candidates import candidate_table
-    from app.engine.solvers.greedy import greedy
 
     table = candidate_table(scenario)
     st = greedy(table)
@@ -189,8 +196,6 @@ def tp_bound_instance() -> Scenario:
     performance model (so the instance keeps its shape when the model is
     recalibrated): TPOT SLO halfway between TP1's and TP2's TPOT at concurrency 1;
     the bulk rate fills 70% of one TP1 replica."""
-    from app.engine.model.catalog import catalog_gpu, catalog_model
-    from app.engine.perf.model import predict
 
     model = catalog_model("Llama-3.1-8B")
     gpu = catalog_gpu("L40S")
@@ -210,7 +215,6 @@ def tp_bound_instance() -> Scenario:
         precisions=(bf16,),
         policy=Policy(storage_capacity_gb=17.0, storage_price_per_gb_h=0.01),
     )
-    from app.engine.plan.candidates import candidate_table
 
     table = candidate_table(scenario)
     k = table.index["Llama-3.1-8B@L40S/bf16/tp1pp1"]
