@@ -1,4 +1,4 @@
-"""Performance model (app/engine/perf.py): hand-computed values (including the
+"""Performance model (app/engine/perf/): hand-computed values (including the
 admission wait ω), monotonicity, validation of inputs, the exactness of
 max_slo_batch against trying every batch, and the calibration against the shared
 measurements (targets of SPEC §2)."""
@@ -16,20 +16,23 @@ import pytest
 from app.engine.model.catalog import catalog_gpu, catalog_model, catalog_models, catalog_precision
 from app.engine.model.domain import GPU, Model, Precision
 from app.engine.perf.model import (
-    DEFAULT_PROFILE,
-    PROFILES,
-    SPLITWISE_PROFILE,
-    TRTLLM_PROFILE,
-    EngineProfile,
     decode_step_s,
     hardware_arrays,
     kv_capacity_tokens,
-    max_slo_batch,
-    predict,
     prefill_s,
     tpot_s,
     ttft_s,
 )
+from app.engine.perf.predict import predict
+from app.engine.perf.profiles import (
+    DEFAULT_PROFILE,
+    PROFILES,
+    SGLANG_PROFILE,
+    SPLITWISE_PROFILE,
+    TRTLLM_PROFILE,
+    EngineProfile,
+)
+from app.engine.perf.slo_batch import max_slo_batch
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA_DIR = ROOT.parent / "shared" / "data" / "measured"
@@ -103,37 +106,58 @@ def test_ttft_by_hand() -> None:
 
 
 def test_admission_wait_by_hand() -> None:
-    # ω = 0.5, B = 3, h = 1000, f = 200. TPOT(3): mean context 1100;
-    # memory = (2e9 + 3·1100·8192 = 27,033,600 KV) / 5e11 = 0.0040540672 s
-    # compute = 3·(2e9 + 4·2·1100·1024) / 5e13 = 1.2054e-4 s -> memory-bound
-    # + overhead 0.0012 -> step 0.0052540672; interference γ·(B/f)·prefill·(B−1)/B
-    # = 0.5·(3/200)·0.04008192·(2/3) = 2.004096e-4 -> TPOT 0.0054544768 s.
-    # wait = ω·f·TPOT/B = 0.5·200·0.0054544768/3 = 0.181815893333… s, on top of
-    # TTFT without it (0.09016384, test_ttft_by_hand): 0.271979733333… s.
+    # ω = 0.5, B = 3, h = 1000, f = 150 (f/B = 50 decode steps, below the cap of 64).
+    # TPOT(3): mean context 1075; memory = (2e9 + 3·1075·8192 = 26,419,200 KV) / 5e11
+    # = 0.0040528384 s; compute = 3·(2e9 + 4·2·1075·1024)/5e13 = 1.2053e-4 s ->
+    # memory-bound; + overhead 0.0012 -> step 0.0052528384; interference
+    # γ·prefill·(B−1)/f = 0.5·0.04008192·2/150 = 2.672128e-4 -> TPOT 0.0055200512 s.
+    # wait = ω·TPOT·f/B = 0.5·0.0055200512·50 = 0.13800128 s, on top of TTFT without
+    # it (0.09016384, test_ttft_by_hand): 0.22816512 s.
     prof = replace(TOY_PROFILE, admission_wait=0.5)
     hw = toy_hw()
-    assert tpot_s(hw, 1000.0, 200.0, 3.0, prof)[0] == pytest.approx(0.0054544768, rel=1e-12)
-    assert ttft_s(hw, 1000.0, 3.0, prof, f=200.0)[0] == pytest.approx(
-        0.09016384 + 0.5 * 200.0 * 0.0054544768 / 3.0, rel=1e-12
-    )
-    assert ttft_s(hw, 1000.0, 3.0, prof, f=200.0)[0] == pytest.approx(0.2719797333333, rel=1e-12)
+    assert tpot_s(hw, 1000.0, 150.0, 3.0, prof)[0] == pytest.approx(0.0055200512, rel=1e-12)
+    assert ttft_s(hw, 1000.0, 3.0, prof, f=150.0)[0] == pytest.approx(0.22816512, rel=1e-12)
     # no output length, or a lone request, or ω = 0: no wait
     assert ttft_s(hw, 1000.0, 3.0, prof)[0] == pytest.approx(0.09016384, rel=1e-12)
-    assert ttft_s(hw, 1000.0, 1.0, prof, f=200.0)[0] == pytest.approx(0.05008192, rel=1e-12)
-    assert ttft_s(hw, 1000.0, 3.0, TOY_PROFILE, f=200.0)[0] == pytest.approx(0.09016384)
+    assert ttft_s(hw, 1000.0, 1.0, prof, f=150.0)[0] == pytest.approx(0.05008192, rel=1e-12)
+    assert ttft_s(hw, 1000.0, 3.0, TOY_PROFILE, f=150.0)[0] == pytest.approx(0.09016384)
     # vectorised over B, and `predict` passes the output length
-    t = ttft_s(hw, 1000.0, np.array([1.0, 3.0]), prof, f=200.0)
-    assert t == pytest.approx([0.05008192, 0.2719797333333], rel=1e-12)
-    out = predict(TOY_MODEL, TOY_GPU, BF16, 1, 1, 1000, 200, 3, profile=prof)
-    assert out["ttft_s"] == pytest.approx(0.2719797333333, rel=1e-12)
-    assert out["e2e_s"] == pytest.approx(0.2719797333333 + 200 * 0.0054544768, rel=1e-12)
+    t = ttft_s(hw, 1000.0, np.array([1.0, 3.0]), prof, f=150.0)
+    assert t == pytest.approx([0.05008192, 0.22816512], rel=1e-12)
+    out = predict(TOY_MODEL, TOY_GPU, BF16, 1, 1, 1000, 150, 3, profile=prof)
+    assert out["ttft_s"] == pytest.approx(0.22816512, rel=1e-12)
+    assert out["e2e_s"] == pytest.approx(0.22816512 + 150 * 0.0055200512, rel=1e-12)
+
+
+def test_admission_wait_is_capped_in_decode_steps() -> None:
+    """The wait is one inter-completion interval, f/B decode steps, but at most
+    `admission_wait_max_steps` of them: bounded in the output length."""
+    prof = replace(TOY_PROFILE, admission_wait=0.5, admission_wait_max_steps=64.0)
+    hw = toy_hw()
+    base = ttft_s(hw, 1000.0, 3.0, prof)[0]  # no wait without f
+    for f in (200.0, 4096.0, 1e6):
+        wait = ttft_s(hw, 1000.0, 3.0, prof, f=f)[0] - base
+        assert wait == pytest.approx(0.5 * 64.0 * tpot_s(hw, 1000.0, f, 3.0, prof)[0], rel=1e-12)
+    # the uncapped form (S = inf) is the old ω·f·TPOT/B
+    free = replace(prof, admission_wait_max_steps=np.inf)
+    wait = ttft_s(hw, 1000.0, 3.0, free, f=200.0)[0] - base
+    assert wait == pytest.approx(0.5 * 200.0 / 3.0 * tpot_s(hw, 1000.0, 200.0, 3.0, free)[0])
+    # TensorRT-LLM's fitted wait stays within 64 decode steps at any output length
+    hw8 = _hw("Llama-3.1-8B", "H100-SXM", "bf16", 1)
+    for f in (16.0, 512.0, 4096.0, 65536.0):
+        for b in (2.0, 8.0, 64.0):
+            t1 = ttft_s(hw8, 1024.0, b, TRTLLM_PROFILE, f=f)[0]
+            t0 = ttft_s(hw8, 1024.0, b, TRTLLM_PROFILE)[0]
+            step = tpot_s(hw8, 1024.0, f, b, TRTLLM_PROFILE)[0]
+            assert t1 - t0 <= TRTLLM_PROFILE.admission_wait * 64.0 * step * (1 + 1e-12)
 
 
 def test_profiles_registered() -> None:
-    assert PROFILES == {
+    assert dict(PROFILES) == {
         "vllm-2025": DEFAULT_PROFILE,
         "trtllm-2025": TRTLLM_PROFILE,
         "splitwise-2023": SPLITWISE_PROFILE,
+        "sglang-from-vllm-2025": SGLANG_PROFILE,
     }
     assert DEFAULT_PROFILE.admission_wait == 0.0 == SPLITWISE_PROFILE.admission_wait
     assert 0.5 < TRTLLM_PROFILE.admission_wait < 1.5

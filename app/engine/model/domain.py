@@ -81,7 +81,8 @@ class Model:
 class GPU:
     """A GPU type. `tflops` maps a compute precision (bf16, fp8, int8) to dense
     TFLOPS/TOPS; link speeds are GB/s per GPU; `available` is how many GPUs of this
-    type may be rented now; price is $ per GPU-hour."""
+    type may be rented now; price is $ per GPU-hour. `engine` names the serving
+    engine on this GPU type (None: the policy's)."""
 
     id: str
     memory_gb: float
@@ -92,6 +93,7 @@ class GPU:
     gpus_per_node: int
     price_per_hour: float
     available: int
+    engine: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "tflops", _frozen_map(self.tflops))
@@ -115,7 +117,8 @@ class Precision:
 
 @dataclass(frozen=True, slots=True)
 class Policy:
-    """Fleet-wide policy. Money is $ per horizon (`horizon_h` hours)."""
+    """Fleet-wide policy. Money is $ per horizon (`horizon_h` hours). `engine` is
+    the serving engine the performance model assumes (a GPU type may override it)."""
 
     horizon_h: float = 1.0
     budget: float | None = None
@@ -125,6 +128,7 @@ class Policy:
     change_cost_per_gpu: float = 0.0
     tp_options: tuple[int, ...] = (1, 2, 4, 8)
     pp_options: tuple[int, ...] = (1, 2, 4)
+    engine: str = "vllm"
 
 
 @dataclass(frozen=True, slots=True)

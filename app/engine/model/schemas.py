@@ -14,8 +14,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from app.engine.model.domain import GPU, Model, Policy, Precision, QueryType, Scenario
 from app.engine.errors import ScenarioError
+from app.engine.model.domain import GPU, Model, Policy, Precision, QueryType, Scenario
+from app.engine.perf.profiles import DEFAULT_ENGINE, ENGINE_NAMES, ENGINES, unknown_engine_message
 
 # strict: no bool-as-number or str-as-number coercion (JSON ints are still floats).
 _CONFIG = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True, strict=True)
@@ -28,6 +29,7 @@ MAX_COUNT = 1_000_000  # GPUs of one type
 MAX_MONEY = 1e9
 
 Fraction = Field(ge=0.0, le=1.0)
+_ENGINES = ", ".join(ENGINE_NAMES)
 
 
 class QueryTypeSpec(BaseModel):
@@ -114,6 +116,18 @@ class GPUSpec(BaseModel):
     gpus_per_node: int = Field(ge=1, le=64)
     price_per_hour: float = Field(ge=0.0, le=MAX_MONEY, description="$ per GPU-hour")
     available: int = Field(ge=0, le=MAX_COUNT, description="GPUs that may be rented now")
+    engine: str | None = Field(
+        default=None,
+        description=f"serving engine on this GPU type, overriding the policy's ({_ENGINES})",
+        examples=["trtllm"],
+    )
+
+    @field_validator("engine")
+    @classmethod
+    def _known_engine(cls, v: str | None) -> str | None:
+        if v is not None and v not in ENGINES:
+            raise ValueError(unknown_engine_message(v))
+        return v
 
     @field_validator("tflops")
     @classmethod
@@ -149,6 +163,18 @@ class PolicySpec(BaseModel):
     )
     tp_options: list[Literal[1, 2, 4, 8]] = Field(default=[1, 2, 4, 8], min_length=1)
     pp_options: list[Literal[1, 2, 4]] = Field(default=[1, 2, 4], min_length=1)
+    engine: str = Field(
+        default=DEFAULT_ENGINE,
+        description=f"serving engine the performance model assumes ({_ENGINES})",
+        examples=["vllm"],
+    )
+
+    @field_validator("engine")
+    @classmethod
+    def _known_engine(cls, v: str) -> str:
+        if v not in ENGINES:
+            raise ValueError(unknown_engine_message(v))
+        return v
 
     @field_validator("tp_options", "pp_options")
     @classmethod
@@ -233,6 +259,7 @@ def spec_to_domain(spec: ScenarioSpec) -> Scenario:
             change_cost_per_gpu=p.change_cost_per_gpu,
             tp_options=tuple(p.tp_options),
             pp_options=tuple(p.pp_options),
+            engine=p.engine,
         ),
     )
 
