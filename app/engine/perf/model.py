@@ -27,7 +27,8 @@ The model, per replica of `n` (TP) x `m` (PP) GPUs:
   reads the stage's weights (MoE: the experts `B` tokens touch, at most all) and
   the KV cache of its micro-batch, over an effective fraction of peak bandwidth;
   two all-reduces per layer for TP; a token passes all `m` stages plus `m−1` hops;
-  a per-step engine overhead `a + b·layers`; plus the prefill work of arriving
+  a per-step engine overhead `a + b·layers + c·B` (c: per running sequence:
+  sampling, scheduling); plus the prefill work of arriving
   requests that the scheduler interleaves with decode: γ·(B/f)·prefill (B requests
   generating f tokens each start B/f prefills per decode step).
 * KV capacity: usable memory (a fraction of the GPU's, minus a runtime reserve)
@@ -251,8 +252,12 @@ def _decode_coeffs(hw: Hardware, h: ArrayLike, f: ArrayLike, prof: EngineProfile
             + 2.0 * hw.layers * ar_lat
             + (m - 1.0) * prof.hop_latency_s
         ),
+        # per micro-batch sequence: its activations' all-reduce and hop transfers, and
+        # the engine's per-sequence bookkeeping of a step (sampling, scheduling),
+        # which the whole batch (m micro-batches) pays once per token
         per_seq=act
-        * (2.0 * hw.layers * ar_per_byte + (m - 1.0) / (hw.pp_link * prof.link_efficiency)),
+        * (2.0 * hw.layers * ar_per_byte + (m - 1.0) / (hw.pp_link * prof.link_efficiency))
+        + prof.step_overhead_per_seq_s * m,
     )
 
 
