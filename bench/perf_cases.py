@@ -333,14 +333,17 @@ def calibration_draws(
     prior: CalibrationPrior,
     method: str = "hierarchical",
     seed: int = 0,
+    outlier: float = 1.0,
 ) -> dict[tuple[str, int], np.ndarray]:
     """What calibrating on k observations per group buys on the group's other
     points. For each draw and k: k points drawn at random (seeded) in every
     (engine, GPU, model, precision) group, one calibration fitted on all of them
     (`method` "hierarchical": `calibrate_ratios` with `prior`; "median": each
     group's median measured/predicted ratio, the naive alternative), then the
-    corrected predictions of the points not drawn. Returns, per (engine, k), an
-    array (draws, 2) of (TTFT MAPE, TPOT MAPE) over the engine's undrawn points."""
+    corrected predictions of the points not drawn. `outlier` != 1 multiplies the
+    measured TTFT and TPOT of one drawn point per group (a gross error: a stalled
+    window) before fitting. Returns, per (engine, k), an array (draws, 2) of
+    (TTFT MAPE, TPOT MAPE) over the engine's undrawn points."""
     keys = cases.calibration_keys()
     groups: dict[GroupKey, np.ndarray] = group_indices(keys)
     engines = sorted({k[0] for k in keys})
@@ -352,7 +355,12 @@ def calibration_draws(
                 g: rng.choice(idx, size=min(k, len(idx) - 1), replace=False)
                 for g, idx in groups.items()
             }
-            factors = _draw_factors(keys, cases, pred_ttft, pred_tpot, train, prior, method)
+            meas = (cases.ttft.copy(), cases.tpot.copy())
+            for idx in train.values():
+                if len(idx):
+                    meas[0][idx[0]] *= outlier
+                    meas[1][idx[0]] *= outlier
+            factors = _draw_factors(keys, meas, pred_ttft, pred_tpot, train, prior, method)
             c1, c2 = pred_ttft.copy(), pred_tpot.copy()
             test = np.ones(len(cases), dtype=bool)
             for g, idx in groups.items():
@@ -375,7 +383,7 @@ def group_indices(keys: list[GroupKey]) -> dict[GroupKey, np.ndarray]:
 
 def _draw_factors(
     keys: list[GroupKey],
-    cases: Cases,
+    meas: tuple[np.ndarray, np.ndarray],
     pred_ttft: np.ndarray,
     pred_tpot: np.ndarray,
     train: dict[GroupKey, np.ndarray],
@@ -385,16 +393,16 @@ def _draw_factors(
     if method == "median":
         return {
             g: (
-                float(np.median(cases.ttft[i] / pred_ttft[i])) if len(i) else 1.0,
-                float(np.median(cases.tpot[i] / pred_tpot[i])) if len(i) else 1.0,
+                float(np.median(meas[0][i] / pred_ttft[i])) if len(i) else 1.0,
+                float(np.median(meas[1][i] / pred_tpot[i])) if len(i) else 1.0,
             )
             for g, i in train.items()
         }
     idx = np.concatenate([i for i in train.values()]).astype(int)
     cal = calibrate_ratios(
         [keys[i] for i in idx],
-        cases.ttft[idx],
-        cases.tpot[idx],
+        meas[0][idx],
+        meas[1][idx],
         pred_ttft[idx],
         pred_tpot[idx],
         prior,

@@ -81,17 +81,19 @@ class LatencyObservation:
 class CalibrationPrior:
     """How much a correction needs before it moves. `*_points`: prior strength in
     points of each level (n0: a level with n consistent points moves n/(n + n0_eff)
-    of the way to them, n0_eff combining the levels above); chosen by
-    `bench/validate_perf.py` (calibration draws at k = 0, 2, 4, 8 points)."""
+    of the way to them, n0_eff combining the levels above: 8 for a group alone in
+    its engine). Chosen by `bench/validate_perf.py --calibration`: the prior with
+    the best worst-draw MAPE at k = 4 points over the model as fitted, perturbed
+    (bandwidth or compute efficiency x0.7) and with one gross outlier per group."""
 
-    group_points: float = 8.0  # a group around its engine × GPU
-    gpu_points: float = 8.0  # an engine × GPU around its engine
-    engine_points: float = 8.0  # an engine around no correction
+    group_points: float = 24.0  # a group around its engine × GPU
+    gpu_points: float = 24.0  # an engine × GPU around its engine
+    engine_points: float = 24.0  # an engine around no correction
     noise_ttft: float = 0.10  # floor of the log-ratio scale of one TTFT observation
     noise_tpot: float = 0.05  # the same for TPOT
     noise_dof: float = 4.0  # pseudo-points of that floor in the pooled scale
     huber_c: float = 1.345  # Huber threshold in scales (95% efficiency under normal noise)
-    max_log_factor: float = math.log(3.0)  # one log ratio's reach around its parent
+    max_log_factor: float = math.log(2.0)  # a lone point's reach (groups of <= 2 points)
 
     def effective_points(self) -> float:
         """n0 of an isolated group (no other data anywhere in its engine)."""
