@@ -535,7 +535,7 @@ def run_fit(ds: DataSets) -> None:
 
 # ---------------------------------------------------------------- calibration
 
-PRIOR_GRID = (1.5, 3.0, 6.0, 12.0, 24.0, 48.0)  # prior points per level (3 levels)
+PRIOR_GRID = (3.0, 6.0, 12.0, 24.0, 48.0)  # prior points: group level x levels above
 
 
 def _cal_table(res: dict[tuple[str, int], np.ndarray], ks: tuple[int, ...], title: str) -> None:
@@ -593,28 +593,30 @@ def run_calibration(ds: DataSets, draws: int) -> None:
         f"   groups: {len(set(cases.calibration_keys()))}; points: {len(cases)} "
         "(silicon c<=16 and splitwise)"
     )
-    print("-- prior strength n0 (points per level; effective n0 of an isolated group): score =")
+    print("-- prior strength: n0 of a group around its engine x GPU (rows) and of the levels")
+    print("   above, engine x GPU around engine and engine around no correction (columns);")
     print(
-        f"   Σ over engines of worst-draw k=4 TTFT/{CAL_TTFT_TARGET:.0f} "
-        f"+ TPOT/{CAL_TPOT_TARGET:.0f}"
+        f"   score = Σ over engines of worst-draw k=4 TTFT/{CAL_TTFT_TARGET:.0f} "
+        f"+ TPOT/{CAL_TPOT_TARGET:.0f}, summed over: {', '.join(settings)}"
     )
-    print(f"   in each setting (lower is better): {', '.join(settings)}")
+    print("   group / above" + "".join(f"{u:>8g}" for u in PRIOR_GRID))
     best, best_score = DEFAULT_PRIOR, float("inf")
-    for n0 in PRIOR_GRID:
-        prior = replace(DEFAULT_PRIOR, group_points=n0, gpu_points=n0, engine_points=n0)
-        scores = [
-            _score(calibration_draws(cases, t1, t2, (4,), draws, prior, outlier=o))
-            for (t1, t2), o in settings.values()
-        ]
-        print(
-            f"   n0 = {n0:5.1f} per level ({prior.effective_points():4.1f} effective): "
-            f"{' + '.join(f'{x:.2f}' for x in scores)} = {sum(scores):.2f}"
-        )
-        if sum(scores) < best_score:
-            best, best_score = prior, sum(scores)
+    for g in PRIOR_GRID:
+        row = []
+        for u in PRIOR_GRID:
+            prior = replace(DEFAULT_PRIOR, group_points=g, gpu_points=u, engine_points=u)
+            score = sum(
+                _score(calibration_draws(cases, t1, t2, (4,), draws, prior, outlier=o))
+                for (t1, t2), o in settings.values()
+            )
+            row.append(score)
+            if score < best_score - 1e-9:
+                best, best_score = prior, score
+        print(f"   {g:<14g}" + "".join(f"{x:8.2f}" for x in row))
     print(
-        f"   chosen: {best.group_points:g} per level ({best.effective_points():.1f} effective); "
-        f"committed DEFAULT_PRIOR: {DEFAULT_PRIOR.group_points:g} per level"
+        f"   chosen: group {best.group_points:g}, above {best.gpu_points:g} (an isolated "
+        f"group: {best.effective_points():.1f} effective points); committed DEFAULT_PRIOR: "
+        f"group {DEFAULT_PRIOR.group_points:g}, above {DEFAULT_PRIOR.gpu_points:g}"
         + ("" if best == DEFAULT_PRIOR else "  <-- update app/engine/perf/calibration.py")
     )
     print(

@@ -35,7 +35,7 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any
 
@@ -81,14 +81,17 @@ class LatencyObservation:
 class CalibrationPrior:
     """How much a correction needs before it moves. `*_points`: prior strength in
     points of each level (n0: a level with n consistent points moves n/(n + n0_eff)
-    of the way to them, n0_eff combining the levels above: 8 for a group alone in
+    of the way to them, n0_eff combining the levels above: 4.8 for a group alone in
     its engine). Chosen by `bench/validate_perf.py --calibration`: the prior with
     the best worst-draw MAPE at k = 4 points over the model as fitted, perturbed
-    (bandwidth or compute efficiency x0.7) and with one gross outlier per group."""
+    (bandwidth or compute efficiency x0.7) and with one gross outlier per group.
+    Groups may differ from their siblings (6 points) more than engines and GPUs
+    from no correction (48 points): one engine × GPU's groups inform each other,
+    but a new engine or GPU starts near factor 1."""
 
-    group_points: float = 24.0  # a group around its engine × GPU
-    gpu_points: float = 24.0  # an engine × GPU around its engine
-    engine_points: float = 24.0  # an engine around no correction
+    group_points: float = 6.0  # a group around its engine × GPU
+    gpu_points: float = 48.0  # an engine × GPU around its engine
+    engine_points: float = 48.0  # an engine around no correction
     noise_ttft: float = 0.10  # floor of the log-ratio scale of one TTFT observation
     noise_tpot: float = 0.05  # the same for TPOT
     noise_dof: float = 4.0  # pseudo-points of that floor in the pooled scale
@@ -172,16 +175,27 @@ class Calibration:
 
     def correction_for(self, engine: str, gpu: str, model: str, precision: str) -> Correction:
         """The correction of the finest level with points: the group, else its
-        engine × GPU, else its engine, else none (factor 1)."""
+        engine × GPU, else its engine, else none (factor 1). A fallback's
+        uncertainty adds the prior variance of the levels it skips (an unseen group
+        may differ from its engine × GPU by τ_group)."""
+        p, s1, s2 = self.prior, self.scale_ttft**2, self.scale_tpot**2
         est = self.groups.get((engine, gpu, model, precision))
-        level = LEVEL_GROUP
-        if est is None:
-            est, level = self.engine_gpus.get((engine, gpu)), LEVEL_ENGINE_GPU
+        if est is not None:
+            return _correction(est, LEVEL_GROUP)
+        est, level, skipped = (
+            self.engine_gpus.get((engine, gpu)),
+            LEVEL_ENGINE_GPU,
+            1.0 / p.group_points,
+        )
         if est is None:
             est, level = self.engines.get(engine), LEVEL_ENGINE
+            skipped += 1.0 / p.gpu_points
         if est is None:
             return NO_CORRECTION
-        return _correction(est, level)
+        widened = replace(
+            est, ttft_var=est.ttft_var + s1 * skipped, tpot_var=est.tpot_var + s2 * skipped
+        )
+        return _correction(widened, level)
 
     def moved_beyond(self, other: Calibration, deadband: float) -> bool:
         """Whether any correction (of any group or coarser level either calibration
