@@ -120,7 +120,8 @@ class _Raw:
     fits: bool
 
     def finite(self) -> bool:
-        return all(math.isfinite(v) for v in (self.ttft, self.tpot, self.throughput))
+        vals = (self.ttft, self.tpot, self.throughput, self.kv_requests)
+        return all(math.isfinite(v) for v in vals)
 
 
 def _raw(case: PerfCase, prof: EngineProfile, corr: Correction) -> _Raw:
@@ -210,7 +211,7 @@ def estimate(
     if calibration is not None:
         corr = calibration.correction_for(engine, case.gpu.id, case.model.id, case.precision.id)
     raw = _raw(case, prof, corr)
-    if not raw.finite() or not math.isfinite(raw.kv_requests):
+    if not raw.finite():
         return replace(base, error=_non_finite_error(case, prof))
     e2e = raw.ttft + case.output_tokens * raw.tpot
     if not math.isfinite(e2e):
