@@ -57,7 +57,7 @@ from perf_cases import (
 )
 
 from app.engine.model.catalog import catalog_gpu, catalog_model, catalog_precision
-from app.engine.perf.calibration import DEFAULT_PRIOR
+from app.engine.perf.calibration import DEFAULT_PRIOR, CalibrationPrior
 from app.engine.perf.model import hardware_arrays, kv_capacity_tokens, tpot_s, ttft_s
 from app.engine.perf.profiles import (
     DEFAULT_PROFILE,
@@ -268,30 +268,40 @@ def out_of_fit(ds: DataSets) -> None:
 
 
 def wait_forms(ds: DataSets) -> None:
-    """TensorRT-LLM's admission wait ω·TPOT·min(f/B, S): capped (committed), the
-    former uncapped form, and none, in and out of the fitted range."""
-    print("\n== TensorRT-LLM admission wait: capped at 64 decode steps vs uncapped vs none")
+    """TensorRT-LLM's admission wait ω·TPOT·min(f/B, S) for several caps S (ω as
+    fitted), the former uncapped form and none: TTFT MAPE on TensorRT-LLM's rows
+    (fitted, and out of fit) and on the only long-output rows of the data (vLLM's,
+    osl 1024/8192: another engine, the shared data's analogue of issue #10's
+    held-out TensorRT-LLM runs), and predicted TTFTs far outside the fit."""
+    print("\n== TensorRT-LLM admission wait ω·TPOT·min(f/B, S): the cap S in and out of the fit")
     trt, hi = ds.silicon.of_engine("trtllm"), ds.silicon_high.of_engine("trtllm")
-    forms = {
-        "capped, S = 64 (committed)": TRTLLM_PROFILE,
-        "uncapped (S = inf, before)": replace(TRTLLM_PROFILE, admission_wait_max_steps=np.inf),
-        "none (ω = 0)": replace(TRTLLM_PROFILE, admission_wait=0.0),
-    }
+    vl = concat_cases("vllm rows", ds.silicon.of_engine("vllm"), ds.silicon_high.of_engine("vllm"))
+    forms = {f"S = {c:g}": replace(TRTLLM_PROFILE, admission_wait_max_steps=c) for c in (8, 16, 32)}
+    forms["S = 64 (committed)"] = TRTLLM_PROFILE
+    forms["S = inf (before)"] = replace(TRTLLM_PROFILE, admission_wait_max_steps=np.inf)
+    forms["none (ω = 0)"] = replace(TRTLLM_PROFILE, admission_wait=0.0)
     model, gpu = catalog_model("Llama-3.1-70B"), catalog_gpu("H200-SXM")
     prec = catalog_precision("fp8")
     assert model is not None and gpu is not None and prec is not None
     hw = hardware_arrays([model], [gpu], [prec], [4], [1])
-    print(
-        f"  {'form':<28s} {'TTFT c<=16':>10s} {'c>16':>7s}   Llama-3.1-70B fp8 H200 TP4, "
-        "isl 1024: TTFT (s) at (osl, c) ="
-    )
     grid = [(512, 8), (1024, 4), (4096, 2), (4096, 16)]
-    print(f"  {'':<28s} {'':>10s} {'':>7s}   " + "  ".join(f"{o:>4d},{c:<3d}" for o, c in grid))
-    for name, prof in {**forms, "vLLM profile (reference)": DEFAULT_PROFILE}.items():
-        a = case_mape(trt, prof)[0] if prof is not DEFAULT_PROFILE else float("nan")
-        b = case_mape(hi, prof)[0] if prof is not DEFAULT_PROFILE else float("nan")
-        ts = [float(ttft_s(hw, 1024.0, c, prof, f=float(o))[0]) for o, c in grid]
-        print(f"  {name:<28s} {a:9.1f}% {b:6.1f}%   " + "  ".join(f"{t:8.2f}" for t in ts))
+    print(
+        f"  {'':<20s} {'TTFT MAPE on TRT-LLM rows':>26s} {'vLLM rows':>10s}   "
+        "70B fp8 H200 TP4 isl 1024: TTFT s"
+    )
+    print(
+        f"  {'wait':<20s} {'c<=16':>12s} {'c>16':>13s} {'(x-engine)':>10s}   "
+        + "  ".join(f"{o:>4d},{c:<3d}" for o, c in grid)
+    )
+    for name, prof in {**forms, "vLLM profile (ref.)": DEFAULT_PROFILE}.items():
+        ref = prof is DEFAULT_PROFILE
+        a = float("nan") if ref else case_mape(trt, prof)[0]
+        b = float("nan") if ref else case_mape(hi, prof)[0]
+        c = float("nan") if ref else case_mape(vl, prof)[0]
+        ts = [float(ttft_s(hw, 1024.0, c_, prof, f=float(o))[0]) for o, c_ in grid]
+        print(
+            f"  {name:<20s} {a:11.1f}% {b:12.1f}% {c:9.0f}%   " + "  ".join(f"{t:8.2f}" for t in ts)
+        )
 
 
 def grid_sanity() -> None:
@@ -559,6 +569,42 @@ def _score(res: dict[tuple[str, int], np.ndarray]) -> float:
     )
 
 
+def _choose_prior(
+    cases: Cases,
+    settings: dict[str, tuple[tuple[np.ndarray, np.ndarray], float]],
+    draws: int,
+) -> CalibrationPrior:
+    """The prior strength (group level x levels above) with the lowest summed k = 4
+    worst-draw score over `settings` ((predictions, outlier factor) each)."""
+    print("-- prior strength: n0 of a group around its engine x GPU (rows) and of the levels")
+    print("   above, engine x GPU around engine and engine around no correction (columns);")
+    print(
+        f"   score = Σ over engines of worst-draw k=4 TTFT/{CAL_TTFT_TARGET:.0f} "
+        f"+ TPOT/{CAL_TPOT_TARGET:.0f}, summed over: {', '.join(settings)}"
+    )
+    print("   group / above" + "".join(f"{u:>8g}" for u in PRIOR_GRID))
+    best, best_score = DEFAULT_PRIOR, float("inf")
+    for g in PRIOR_GRID:
+        row = []
+        for u in PRIOR_GRID:
+            prior = replace(DEFAULT_PRIOR, group_points=g, gpu_points=u, engine_points=u)
+            score = sum(
+                _score(calibration_draws(cases, t1, t2, (4,), draws, prior, outlier=o))
+                for (t1, t2), o in settings.values()
+            )
+            row.append(score)
+            if score < best_score - 1e-9:
+                best, best_score = prior, score
+        print(f"   {g:<14g}" + "".join(f"{x:8.2f}" for x in row))
+    print(
+        f"   chosen: group {best.group_points:g}, above {best.gpu_points:g} (an isolated "
+        f"group: {best.effective_points():.1f} effective points); committed DEFAULT_PRIOR: "
+        f"group {DEFAULT_PRIOR.group_points:g}, above {DEFAULT_PRIOR.gpu_points:g}"
+        + ("" if best == DEFAULT_PRIOR else "  <-- update app/engine/perf/shrinkage.py")
+    )
+    return best
+
+
 def run_calibration(ds: DataSets, draws: int) -> None:
     """Calibration on k random points per group, evaluated on the group's other
     points; the prior strength chosen on three settings: the model as fitted, a
@@ -593,32 +639,7 @@ def run_calibration(ds: DataSets, draws: int) -> None:
         f"   groups: {len(set(cases.calibration_keys()))}; points: {len(cases)} "
         "(silicon c<=16 and splitwise)"
     )
-    print("-- prior strength: n0 of a group around its engine x GPU (rows) and of the levels")
-    print("   above, engine x GPU around engine and engine around no correction (columns);")
-    print(
-        f"   score = Σ over engines of worst-draw k=4 TTFT/{CAL_TTFT_TARGET:.0f} "
-        f"+ TPOT/{CAL_TPOT_TARGET:.0f}, summed over: {', '.join(settings)}"
-    )
-    print("   group / above" + "".join(f"{u:>8g}" for u in PRIOR_GRID))
-    best, best_score = DEFAULT_PRIOR, float("inf")
-    for g in PRIOR_GRID:
-        row = []
-        for u in PRIOR_GRID:
-            prior = replace(DEFAULT_PRIOR, group_points=g, gpu_points=u, engine_points=u)
-            score = sum(
-                _score(calibration_draws(cases, t1, t2, (4,), draws, prior, outlier=o))
-                for (t1, t2), o in settings.values()
-            )
-            row.append(score)
-            if score < best_score - 1e-9:
-                best, best_score = prior, score
-        print(f"   {g:<14g}" + "".join(f"{x:8.2f}" for x in row))
-    print(
-        f"   chosen: group {best.group_points:g}, above {best.gpu_points:g} (an isolated "
-        f"group: {best.effective_points():.1f} effective points); committed DEFAULT_PRIOR: "
-        f"group {DEFAULT_PRIOR.group_points:g}, above {DEFAULT_PRIOR.gpu_points:g}"
-        + ("" if best == DEFAULT_PRIOR else "  <-- update app/engine/perf/calibration.py")
-    )
+    _choose_prior(cases, settings, draws)
     print(
         "-- with DEFAULT_PRIOR, per engine; cells: TTFT mean/worst draw, TPOT mean/worst draw (%)"
     )

@@ -11,16 +11,11 @@ hierarchical normal model on log(observed / predicted):
   in points of that level, `CalibrationPrior`), the engine's around 0 (no
   correction). A group with few points stays close to its parent, and to factor 1
   when nothing above it is known either; many consistent points override both.
-* the posterior mean and variance are computed top-down, each level's parent
-  estimated from the points *outside* it (no point counts twice):
-  prior of a group = engine × GPU without the group, whose own prior is the engine
-  without that GPU.
-* robustness: within each group the location is a Huber M-estimate (scale s, the
-  pooled within-group dispersion, never below a noise floor), so one outlier among
-  several points gets a bounded weight; in a group of one or two points (where an
-  outlier cannot be told from a shift) each log ratio is clipped to
-  ±`max_log_factor` before it enters.
+* robust: within each group the location is a Huber M-estimate, so one outlier
+  among several points gets a bounded weight; a lone point's reach is clipped.
 * uncertainty: the posterior standard deviation of each log factor.
+
+The estimator itself is `app.engine.perf.shrinkage`.
 
 `fit_calibration` takes observations and a predictor (default: the engine's
 profile through the model); `calibrate_ratios` is the same on precomputed arrays.
@@ -34,7 +29,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any
@@ -45,9 +40,34 @@ from numpy.typing import ArrayLike, NDArray
 from app.engine.model.domain import GPU, Model, Precision
 from app.engine.perf.model import hardware_arrays, tpot_s, ttft_s
 from app.engine.perf.profiles import EngineProfile, engine_profile
+from app.engine.perf.shrinkage import (
+    DEFAULT_PRIOR,
+    CalibrationPrior,
+    GroupKey,
+    fit_levels,
+    group_positions,
+)
+
+__all__ = [
+    "DEFAULT_PRIOR",
+    "EMPTY_CALIBRATION",
+    "LEVEL_ENGINE",
+    "LEVEL_ENGINE_GPU",
+    "LEVEL_GROUP",
+    "LEVEL_NONE",
+    "NO_CORRECTION",
+    "Calibration",
+    "CalibrationPrior",
+    "Correction",
+    "GroupFit",
+    "GroupKey",
+    "LatencyObservation",
+    "calibrate_ratios",
+    "fit_calibration",
+    "predict_observations",
+]
 
 FloatArray = NDArray[np.float64]
-GroupKey = tuple[str, str, str, str]  # (engine, gpu, model, precision)
 
 LEVEL_GROUP = "group"
 LEVEL_ENGINE_GPU = "engine_gpu"
@@ -75,35 +95,6 @@ class LatencyObservation:
     @property
     def key(self) -> GroupKey:
         return (self.engine, self.gpu.id, self.model.id, self.precision.id)
-
-
-@dataclass(frozen=True, slots=True)
-class CalibrationPrior:
-    """How much a correction needs before it moves. `*_points`: prior strength in
-    points of each level (n0: a level with n consistent points moves n/(n + n0_eff)
-    of the way to them, n0_eff combining the levels above: 4.8 for a group alone in
-    its engine). Chosen by `bench/validate_perf.py --calibration`: the prior with
-    the best worst-draw MAPE at k = 4 points over the model as fitted, perturbed
-    (bandwidth or compute efficiency x0.7) and with one gross outlier per group.
-    Groups may differ from their siblings (6 points) more than engines and GPUs
-    from no correction (48 points): one engine × GPU's groups inform each other,
-    but a new engine or GPU starts near factor 1."""
-
-    group_points: float = 6.0  # a group around its engine × GPU
-    gpu_points: float = 48.0  # an engine × GPU around its engine
-    engine_points: float = 48.0  # an engine around no correction
-    noise_ttft: float = 0.10  # floor of the log-ratio scale of one TTFT observation
-    noise_tpot: float = 0.05  # the same for TPOT
-    noise_dof: float = 4.0  # pseudo-points of that floor in the pooled scale
-    huber_c: float = 1.345  # Huber threshold in scales (95% efficiency under normal noise)
-    max_log_factor: float = math.log(2.0)  # a lone point's reach (groups of <= 2 points)
-
-    def effective_points(self) -> float:
-        """n0 of an isolated group (no other data anywhere in its engine)."""
-        return 1.0 / (1.0 / self.group_points + 1.0 / self.gpu_points + 1.0 / self.engine_points)
-
-
-DEFAULT_PRIOR = CalibrationPrior()
 
 
 @dataclass(frozen=True, slots=True)
@@ -354,8 +345,8 @@ def calibrate_ratios(
     m1, m2, p1, p2 = m1[idx], m2[idx], p1[idx], p2[idx]
     if not kept:
         return Calibration(prior=prior, skipped=len(keys))
-    fit1 = _fit_metric(kept, np.log(m1 / p1), prior, prior.noise_ttft)
-    fit2 = _fit_metric(kept, np.log(m2 / p2), prior, prior.noise_tpot)
+    fit1 = fit_levels(kept, np.log(m1 / p1), prior, prior.noise_ttft)
+    fit2 = fit_levels(kept, np.log(m2 / p2), prior, prior.noise_tpot)
 
     def merge(
         a: Mapping[Any, tuple[float, float, int]], b: Mapping[Any, tuple[float, float, int]]
@@ -363,7 +354,7 @@ def calibrate_ratios(
         return {k: _Estimate(a[k][0], b[k][0], a[k][1], b[k][1], a[k][2]) for k in a}
 
     groups = merge(fit1.groups, fit2.groups)
-    pos = _positions(kept)
+    pos = group_positions(kept)
     fits = []
     for key in sorted(groups):
         i, est = pos[key], groups[key]
@@ -391,123 +382,3 @@ def calibrate_ratios(
 
 def _mape(pred: FloatArray, meas: FloatArray) -> float:
     return float(100.0 * np.mean(np.abs(pred - meas) / meas))
-
-
-def _positions(keys: Iterable[GroupKey]) -> dict[GroupKey, NDArray[np.intp]]:
-    acc: dict[GroupKey, list[int]] = defaultdict(list)
-    for i, k in enumerate(keys):
-        acc[k].append(i)
-    return {k: np.array(v, dtype=np.intp) for k, v in acc.items()}
-
-
-@dataclass(frozen=True, slots=True)
-class _MetricFit:
-    """One metric's posteriors per level as (mean, variance, points)."""
-
-    groups: dict[GroupKey, tuple[float, float, int]]
-    engine_gpus: dict[tuple[str, str], tuple[float, float, int]]
-    engines: dict[str, tuple[float, float, int]]
-    scale: float
-
-
-@dataclass(slots=True)
-class _Sums:
-    """Huber-weighted sums of log ratios (Σw·r, Σw) and the count of points."""
-
-    wr: float = 0.0
-    w: float = 0.0
-    n: int = 0
-
-    def add(self, other: _Sums) -> None:
-        self.wr += other.wr
-        self.w += other.w
-        self.n += other.n
-
-    def minus(self, other: _Sums) -> _Sums:
-        return _Sums(self.wr - other.wr, self.w - other.w, self.n - other.n)
-
-
-def _pooled_scale(
-    pos: Mapping[GroupKey, NDArray[np.intp]], r: FloatArray, prior: CalibrationPrior, floor: float
-) -> float:
-    """The within-group scale of one observation's log ratio: MAD around each
-    group's median, pooled over groups of 3 or more points, with `noise_dof`
-    pseudo-points at the noise floor; never below the floor."""
-    dev: list[float] = []
-    dof = 0
-    for idx in pos.values():
-        if len(idx) >= 3:
-            x = r[idx]
-            dev.extend(np.abs(x - np.median(x)).tolist())
-            dof += len(idx) - 1
-    if not dev:
-        return floor
-    mad = 1.4826 * float(np.median(dev))
-    s2 = (prior.noise_dof * floor**2 + dof * mad**2) / (prior.noise_dof + dof)
-    return max(floor, math.sqrt(s2))
-
-
-def _huber_sums(x: FloatArray, scale: float, c: float) -> _Sums:
-    """Huber M-estimate of the location of `x` (scale fixed) as weighted sums."""
-    mu = float(np.median(x))
-    w = np.ones_like(x)
-    for _ in range(50):
-        dist = np.abs(x - mu)
-        w = np.minimum(1.0, c * scale / np.maximum(dist, 1e-300))
-        new = float(np.sum(w * x) / np.sum(w))
-        if abs(new - mu) < 1e-10:
-            mu = new
-            break
-        mu = new
-    return _Sums(float(np.sum(w * x)), float(np.sum(w)), len(x))
-
-
-def _posterior(s: _Sums, scale: float, prior_mean: float, prior_var: float) -> tuple[float, float]:
-    """Normal posterior of a level's log factor from its Huber sums."""
-    prec = s.w / scale**2 + 1.0 / prior_var
-    mean = (s.wr / scale**2 + prior_mean / prior_var) / prec
-    return mean, 1.0 / prec
-
-
-def _fit_metric(
-    keys: Sequence[GroupKey], r: FloatArray, prior: CalibrationPrior, floor: float
-) -> _MetricFit:
-    """Posteriors of one metric's log factor at every level (see the module doc)."""
-    pos = _positions(keys)
-    scale = _pooled_scale(pos, r, prior, floor)
-    tau_e = scale**2 / prior.engine_points
-    tau_g = scale**2 / prior.gpu_points
-    tau_k = scale**2 / prior.group_points
-
-    lim = prior.max_log_factor
-    sums: dict[GroupKey, _Sums] = {}
-    for k, idx in pos.items():
-        x = r[idx]
-        if len(x) <= 2:  # no outlier can be told from a shift: bound each point's reach
-            x = np.clip(x, -lim, lim)
-        sums[k] = _huber_sums(x, scale, prior.huber_c)
-
-    by_gpu: dict[tuple[str, str], _Sums] = defaultdict(_Sums)
-    by_eng: dict[str, _Sums] = defaultdict(_Sums)
-    for k, s in sums.items():
-        by_gpu[(k[0], k[1])].add(s)
-        by_eng[k[0]].add(s)
-
-    engines = {}
-    for e, s in by_eng.items():
-        mean, var = _posterior(s, scale, 0.0, tau_e)
-        engines[e] = (mean, var, s.n)
-    engine_gpus = {}
-    for (e, g), s in by_gpu.items():
-        pm, pv = _posterior(by_eng[e].minus(s), scale, 0.0, tau_e)  # the engine without this GPU
-        mean, var = _posterior(s, scale, pm, pv + tau_g)
-        engine_gpus[(e, g)] = (mean, var, s.n)
-    groups = {}
-    for k, s in sums.items():
-        eg = by_gpu[(k[0], k[1])]
-        rest = eg.minus(s)  # the GPU's other groups
-        em, ev = _posterior(by_eng[k[0]].minus(eg), scale, 0.0, tau_e)
-        pm, pv = _posterior(rest, scale, em, ev + tau_g)
-        mean, var = _posterior(s, scale, pm, pv + tau_k)
-        groups[k] = (mean, var, s.n)
-    return _MetricFit(groups, engine_gpus, engines, scale)
