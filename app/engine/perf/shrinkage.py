@@ -33,17 +33,18 @@ Posterior = tuple[float, float, int]  # (mean, variance, points) of a log factor
 class CalibrationPrior:
     """How much a correction needs before it moves. `*_points`: prior strength in
     points of each level (n0: a level with n consistent points moves n/(n + n0_eff)
-    of the way to them, n0_eff combining the levels above: 4.8 for a group alone in
+    of the way to them, n0_eff combining the levels above: 6 for a group alone in
     its engine). Chosen by `bench/validate_perf.py --calibration`: the prior with
     the best worst-draw MAPE at k = 4 points over the model as fitted, perturbed
-    (bandwidth or compute efficiency x0.7) and with one gross outlier per group.
-    Groups may differ from their siblings (6 points) more than engines and GPUs
-    from no correction (48 points): one engine × GPU's groups inform each other,
-    but a new engine or GPU starts near factor 1."""
+    (bandwidth or compute efficiency x0.7) and with one gross outlier per group
+    (a flat optimum: group 6 / above 48 scores within 0.1%). Groups may differ
+    from their siblings (12 points) more than engines and GPUs from no correction
+    (24 points each): one engine × GPU's groups inform each other, but a new
+    engine or GPU starts near factor 1."""
 
-    group_points: float = 6.0  # a group around its engine × GPU
-    gpu_points: float = 48.0  # an engine × GPU around its engine
-    engine_points: float = 48.0  # an engine around no correction
+    group_points: float = 12.0  # a group around its engine × GPU
+    gpu_points: float = 24.0  # an engine × GPU around its engine
+    engine_points: float = 24.0  # an engine around no correction
     noise_ttft: float = 0.10  # floor of the log-ratio scale of one TTFT observation
     noise_tpot: float = 0.05  # the same for TPOT
     noise_dof: float = 4.0  # pseudo-points of that floor in the pooled scale
