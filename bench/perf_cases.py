@@ -17,6 +17,7 @@ from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -185,7 +186,7 @@ def load_splitwise(data_dir: Path = DEFAULT_DATA_DIR) -> Cases:
     (138 GB) leave almost no KV memory on 2×80 GB, so the batch was evidently not
     run in full."""
     path = Path(data_dir) / SPLITWISE_FILE
-    acc: dict[tuple, list[tuple[float, float]]] = defaultdict(list)
+    acc: dict[tuple[Any, ...], list[tuple[float, float]]] = defaultdict(list)
     raw = 0
     with path.open(newline="") as fh:
         for row in csv.DictReader(fh):
@@ -201,8 +202,8 @@ def load_splitwise(data_dir: Path = DEFAULT_DATA_DIR) -> Cases:
             acc[key].append((float(row["prompt_time"]), float(row["token_time"])))
     means = {k: (np.mean([a for a, _ in v]), np.mean([b for _, b in v])) for k, v in acc.items()}
 
-    excluded: set[tuple] = set()
-    series: dict[tuple, list[int]] = defaultdict(list)
+    excluded: set[tuple[Any, ...]] = set()
+    series: dict[tuple[Any, ...], list[int]] = defaultdict(list)
     for k in means:
         series[k[:5]].append(k[5])
     for s, batches in series.items():
@@ -243,7 +244,7 @@ def load_splitwise(data_dir: Path = DEFAULT_DATA_DIR) -> Cases:
 def load_silicon(data_dir: Path = DEFAULT_DATA_DIR) -> Cases:
     """All H100 silicon runs (filter on `batch` for the concurrency <= 16 target)."""
     path = Path(data_dir) / SILICON_FILE
-    acc: dict[tuple, list[tuple[float, float]]] = defaultdict(list)
+    acc: dict[tuple[Any, ...], list[tuple[float, float]]] = defaultdict(list)
     raw = 0
     with path.open(newline="") as fh:
         for row in csv.DictReader(fh):
@@ -308,7 +309,8 @@ def predict_cases(cases: Cases, profile: Profiles) -> tuple[np.ndarray, np.ndarr
 
 def ape(pred: np.ndarray, meas: np.ndarray) -> np.ndarray:
     """Absolute percentage errors, in percent."""
-    return 100.0 * np.abs(np.asarray(pred) - np.asarray(meas)) / np.asarray(meas)
+    out: np.ndarray = 100.0 * np.abs(np.asarray(pred) - np.asarray(meas)) / np.asarray(meas)
+    return out
 
 
 def mape(pred: np.ndarray, meas: np.ndarray) -> float:
@@ -437,4 +439,5 @@ def concat_cases(name: str, *parts: Cases) -> Cases:
 def within_factor(pred: np.ndarray, meas: np.ndarray, factor: float = 2.0) -> np.ndarray:
     """Whether each prediction is within `factor` of its measurement (both ways)."""
     r = np.asarray(pred) / np.asarray(meas)
-    return (r <= factor) & (r >= 1.0 / factor)
+    out: np.ndarray = (r <= factor) & (r >= 1.0 / factor)
+    return out

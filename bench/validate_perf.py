@@ -463,6 +463,11 @@ def cross_validate(
         )
 
 
+def _equals(col: np.ndarray, v: float) -> Callable[[int], object]:
+    """The split predicate `col[i] == v`."""
+    return lambda i: col[i] == v
+
+
 def run_fit(ds: DataSets) -> None:
     t0 = time.perf_counter()
     print("\n== fit (minimise 0.5·(TTFT MAPE + TPOT MAPE); bounds:", end=" ")
@@ -478,14 +483,26 @@ def run_fit(ds: DataSets) -> None:
     print(f"TRTLLM_PROFILE fitted: {_fmt(fits['trtllm'])}")
     print("\nMAPE with the fitted constants:")
     print_table(ds, sw_fit, fits)
+    cross_validation(ds, sw_fit, fits)
+    print(f"\nfit time {time.perf_counter() - t0:.0f} s")
 
+
+def cross_validation(
+    ds: DataSets, sw_fit: EngineProfile, fits: Mapping[str, EngineProfile]
+) -> None:
+    """Leave one model / GPU / data set out, and one TP / isl / osl / concurrency
+    out per engine: re-fit on the rest, predict what was left out."""
+    si, sw = ds.silicon, ds.splitwise
     print(
         "\n== cross-validation: re-fit without the held-out rows, predict them\n"
         f"  {'held out':<36s} {'Ntr':>4s} {'Nte':>4s} {'train TTFT/TPOT':>13s} "
         f"{'held-out TTFT/TPOT':>15s} {'in 2x':>9s} {'full fit on them':>16s}"
     )
     tally: list[tuple[int, int, int]] = []
-    a100 = lambda i: sw.gpus[i].id == "A100-SXM-80GB"  # noqa: E731
+
+    def a100(i: int) -> bool:
+        return sw.gpus[i].id == "A100-SXM-80GB"
+
     cross_validate(
         "splitwise: leave one model out, leave one GPU out",
         sw,
@@ -505,7 +522,7 @@ def run_fit(ds: DataSets) -> None:
         splits: list[Split] = []
         for col, name in ((c.tp, "TP"), (c.h, "isl"), (c.f, "osl"), (c.batch, "concurrency")):
             for v in np.unique(col):
-                splits.append((f"{name} {int(v)} held out", lambda i, col=col, v=v: col[i] == v))
+                splits.append((f"{name} {int(v)} held out", _equals(col, float(v))))
         cross_validate(
             f"silicon {eng}: leave one TP / isl / osl / concurrency out",
             c,
@@ -515,7 +532,10 @@ def run_fit(ds: DataSets) -> None:
             splits,
             tally,
         )
-    is_trt = lambda i: si.engine[i] == "trtllm"  # noqa: E731
+
+    def is_trt(i: int) -> bool:
+        return si.engine[i] == "trtllm"
+
     cross_validate(
         "silicon: leave one data set (engine and model) out",
         si,
@@ -540,7 +560,6 @@ def run_fit(ds: DataSets) -> None:
         f"TPOT {sum(t[2] for t in tally)}/{n} (all splits; the cross-engine splits are "
         "the hardest: another engine's scheduler)"
     )
-    print(f"\nfit time {time.perf_counter() - t0:.0f} s")
 
 
 # ---------------------------------------------------------------- calibration
@@ -562,10 +581,12 @@ def _cal_table(res: dict[tuple[str, int], np.ndarray], ks: tuple[int, ...], titl
 
 def _score(res: dict[tuple[str, int], np.ndarray]) -> float:
     """k = 4, worst draw, relative to the targets, summed over engines."""
-    return sum(
-        v[:, 0].max() / CAL_TTFT_TARGET + v[:, 1].max() / CAL_TPOT_TARGET
-        for (_, k), v in res.items()
-        if k == 4
+    return float(
+        sum(
+            v[:, 0].max() / CAL_TTFT_TARGET + v[:, 1].max() / CAL_TPOT_TARGET
+            for (_, k), v in res.items()
+            if k == 4
+        )
     )
 
 
