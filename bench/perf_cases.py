@@ -1,9 +1,11 @@
 """Measured cases for calibrating and validating the performance model
-(`app/engine/perf.py`): loaders for the shared measurement tables, the model
-architectures they need that are not in the built-in catalog, and MAPE helpers.
+(`app/engine/perf/`): loaders for the shared measurement tables, the model
+architectures they need that are not in the built-in catalog, MAPE helpers, and
+the calibration draws of the benchmark.
 
-Used by `bench/validate_perf.py` and `tests/test_perf.py`. Needs only numpy and
-the project's own package (no scipy).
+Used by `bench/validate_perf.py`, `tests/test_perf.py` and
+`tests/test_calibration.py`. Needs only numpy and the project's own package (no
+scipy).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -24,13 +27,13 @@ if str(ROOT) not in sys.path:
 
 from app.engine.model.catalog import catalog_gpu, catalog_model, catalog_precision  # noqa: E402
 from app.engine.model.domain import GPU, Model, Precision  # noqa: E402
-from app.engine.perf.model import (  # noqa: E402
-    EngineProfile,
-    Hardware,
-    hardware_arrays,
-    tpot_s,
-    ttft_s,
+from app.engine.perf.calibration import (  # noqa: E402
+    CalibrationPrior,
+    GroupKey,
+    calibrate_ratios,
 )
+from app.engine.perf.model import Hardware, hardware_arrays, tpot_s, ttft_s  # noqa: E402
+from app.engine.perf.profiles import EngineProfile  # noqa: E402
 
 DEFAULT_DATA_DIR = ROOT.parent / "shared" / "data" / "measured"
 SPLITWISE_FILE = "splitwise_perf_model.csv"
@@ -103,6 +106,7 @@ class Cases:
     tpot: np.ndarray  # measured
     group: list[str]  # model×GPU×TP label
     engine: list[str] = field(default_factory=list)  # serving engine per point ('' if one)
+    gpu_label: list[str] = field(default_factory=list)  # GPU as measured (e.g. power-capped)
     raw_rows: int = 0  # source rows behind these points
     excluded_rows: int = 0
     excluded: list[str] = field(default_factory=list)  # labels of excluded points
@@ -133,6 +137,7 @@ class Cases:
             tpot=self.tpot[idx],
             group=[self.group[i] for i in idx],
             engine=[self.engine[i] for i in idx] if self.engine else [],
+            gpu_label=[self.gpu_label[i] for i in idx] if self.gpu_label else [],
         )
 
     def groups(self) -> list[str]:
@@ -143,6 +148,16 @@ class Cases:
 
     def of_engine(self, engine: str) -> Cases:
         return self.subset(np.array([e == engine for e in self.engine]), f"{self.name} {engine}")
+
+    def calibration_keys(self, engine: str = "") -> list[GroupKey]:
+        """(engine, GPU as measured, model, precision) of every point: the groups a
+        calibration corrects."""
+        gpus = self.gpu_label or [g.id for g in self.gpus]
+        engines = self.engine or [engine] * len(self)
+        return [
+            (e, g, m.id, p.id)
+            for e, g, m, p in zip(engines, gpus, self.models, self.precisions, strict=True)
+        ]
 
 
 def _gpu(gid: str) -> GPU:
@@ -171,7 +186,7 @@ def load_splitwise(data_dir: Path = DEFAULT_DATA_DIR) -> Cases:
     (138 GB) leave almost no KV memory on 2×80 GB, so the batch was evidently not
     run in full."""
     path = Path(data_dir) / SPLITWISE_FILE
-    acc: dict[tuple, list[tuple[float, float]]] = defaultdict(list)
+    acc: dict[tuple[Any, ...], list[tuple[float, float]]] = defaultdict(list)
     raw = 0
     with path.open(newline="") as fh:
         for row in csv.DictReader(fh):
@@ -187,8 +202,8 @@ def load_splitwise(data_dir: Path = DEFAULT_DATA_DIR) -> Cases:
             acc[key].append((float(row["prompt_time"]), float(row["token_time"])))
     means = {k: (np.mean([a for a, _ in v]), np.mean([b for _, b in v])) for k, v in acc.items()}
 
-    excluded: set[tuple] = set()
-    series: dict[tuple, list[int]] = defaultdict(list)
+    excluded: set[tuple[Any, ...]] = set()
+    series: dict[tuple[Any, ...], list[int]] = defaultdict(list)
     for k in means:
         series[k[:5]].append(k[5])
     for s, batches in series.items():
@@ -214,6 +229,8 @@ def load_splitwise(data_dir: Path = DEFAULT_DATA_DIR) -> Cases:
         ttft=np.array([means[k][0] for k in keys]) / 1e3,
         tpot=np.array([means[k][1] for k in keys]) / 1e3,
         group=[f"{k[0]}×{k[1]}×TP{k[2]}" for k in keys],
+        engine=["splitwise"] * len(keys),
+        gpu_label=[k[1] for k in keys],
         raw_rows=raw,
         excluded_rows=sum(len(acc[k]) for k in excluded),
         excluded=[
@@ -227,7 +244,7 @@ def load_splitwise(data_dir: Path = DEFAULT_DATA_DIR) -> Cases:
 def load_silicon(data_dir: Path = DEFAULT_DATA_DIR) -> Cases:
     """All H100 silicon runs (filter on `batch` for the concurrency <= 16 target)."""
     path = Path(data_dir) / SILICON_FILE
-    acc: dict[tuple, list[tuple[float, float]]] = defaultdict(list)
+    acc: dict[tuple[Any, ...], list[tuple[float, float]]] = defaultdict(list)
     raw = 0
     with path.open(newline="") as fh:
         for row in csv.DictReader(fh):
@@ -292,7 +309,8 @@ def predict_cases(cases: Cases, profile: Profiles) -> tuple[np.ndarray, np.ndarr
 
 def ape(pred: np.ndarray, meas: np.ndarray) -> np.ndarray:
     """Absolute percentage errors, in percent."""
-    return 100.0 * np.abs(np.asarray(pred) - np.asarray(meas)) / np.asarray(meas)
+    out: np.ndarray = 100.0 * np.abs(np.asarray(pred) - np.asarray(meas)) / np.asarray(meas)
+    return out
 
 
 def mape(pred: np.ndarray, meas: np.ndarray) -> float:
@@ -303,3 +321,123 @@ def case_mape(cases: Cases, profile: Profiles) -> tuple[float, float]:
     """(TTFT MAPE, TPOT MAPE) in percent."""
     t1, t2 = predict_cases(cases, profile)
     return mape(t1, cases.ttft), mape(t2, cases.tpot)
+
+
+# ---------------------------------------------------------------- calibration draws
+
+
+def calibration_draws(
+    cases: Cases,
+    pred_ttft: np.ndarray,
+    pred_tpot: np.ndarray,
+    ks: tuple[int, ...],
+    draws: int,
+    prior: CalibrationPrior,
+    method: str = "hierarchical",
+    seed: int = 0,
+    outlier: float = 1.0,
+) -> dict[tuple[str, int], np.ndarray]:
+    """What calibrating on k observations per group buys on the group's other
+    points. For each draw and k: k points drawn at random (seeded) in every
+    (engine, GPU, model, precision) group, one calibration fitted on all of them
+    (`method` "hierarchical": `calibrate_ratios` with `prior`; "median": each
+    group's median measured/predicted ratio, the naive alternative), then the
+    corrected predictions of the points not drawn. `outlier` != 1 multiplies the
+    measured TTFT and TPOT of one drawn point per group (a gross error: a stalled
+    window) before fitting. Returns, per (engine, k), an array (draws, 2) of
+    (TTFT MAPE, TPOT MAPE) over the engine's undrawn points."""
+    keys = cases.calibration_keys()
+    groups: dict[GroupKey, np.ndarray] = group_indices(keys)
+    engines = sorted({k[0] for k in keys})
+    out = {(e, k): np.zeros((draws, 2)) for e in engines for k in ks}
+    for k in ks:
+        for d in range(draws):
+            rng = np.random.default_rng([seed, k, d])
+            train = {
+                g: rng.choice(idx, size=min(k, len(idx) - 1), replace=False)
+                for g, idx in groups.items()
+            }
+            meas = (cases.ttft.copy(), cases.tpot.copy())
+            for idx in train.values():
+                if len(idx):
+                    meas[0][idx[0]] *= outlier
+                    meas[1][idx[0]] *= outlier
+            factors = _draw_factors(keys, meas, pred_ttft, pred_tpot, train, prior, method)
+            c1, c2 = pred_ttft.copy(), pred_tpot.copy()
+            test = np.ones(len(cases), dtype=bool)
+            for g, idx in groups.items():
+                c1[idx] *= factors[g][0]
+                c2[idx] *= factors[g][1]
+                test[train[g]] = False
+            for e in engines:
+                m = test & np.array([key[0] == e for key in keys])
+                out[(e, k)][d] = mape(c1[m], cases.ttft[m]), mape(c2[m], cases.tpot[m])
+    return out
+
+
+def group_indices(keys: list[GroupKey]) -> dict[GroupKey, np.ndarray]:
+    """The positions of each group's points."""
+    acc: dict[GroupKey, list[int]] = defaultdict(list)
+    for i, key in enumerate(keys):
+        acc[key].append(i)
+    return {key: np.array(v) for key, v in acc.items()}
+
+
+def _draw_factors(
+    keys: list[GroupKey],
+    meas: tuple[np.ndarray, np.ndarray],
+    pred_ttft: np.ndarray,
+    pred_tpot: np.ndarray,
+    train: dict[GroupKey, np.ndarray],
+    prior: CalibrationPrior,
+    method: str,
+) -> dict[GroupKey, tuple[float, float]]:
+    if method == "median":
+        return {
+            g: (
+                float(np.median(meas[0][i] / pred_ttft[i])) if len(i) else 1.0,
+                float(np.median(meas[1][i] / pred_tpot[i])) if len(i) else 1.0,
+            )
+            for g, i in train.items()
+        }
+    idx = np.concatenate([i for i in train.values()]).astype(int)
+    cal = calibrate_ratios(
+        [keys[i] for i in idx],
+        meas[0][idx],
+        meas[1][idx],
+        pred_ttft[idx],
+        pred_tpot[idx],
+        prior,
+    )
+    out = {}
+    for g in train:
+        c = cal.correction_for(*g)
+        out[g] = (c.ttft_factor, c.tpot_factor)
+    return out
+
+
+def concat_cases(name: str, *parts: Cases) -> Cases:
+    """Several data sets as one (engines and GPU labels kept per point)."""
+    return Cases(
+        name=name,
+        models=[m for c in parts for m in c.models],
+        gpus=[g for c in parts for g in c.gpus],
+        precisions=[p for c in parts for p in c.precisions],
+        tp=np.concatenate([c.tp for c in parts]),
+        pp=np.concatenate([c.pp for c in parts]),
+        h=np.concatenate([c.h for c in parts]),
+        f=np.concatenate([c.f for c in parts]),
+        batch=np.concatenate([c.batch for c in parts]),
+        ttft=np.concatenate([c.ttft for c in parts]),
+        tpot=np.concatenate([c.tpot for c in parts]),
+        group=[x for c in parts for x in c.group],
+        engine=[e for c in parts for e in (c.engine or [""] * len(c))],
+        gpu_label=[g for c in parts for g in (c.gpu_label or [x.id for x in c.gpus])],
+    )
+
+
+def within_factor(pred: np.ndarray, meas: np.ndarray, factor: float = 2.0) -> np.ndarray:
+    """Whether each prediction is within `factor` of its measurement (both ways)."""
+    r = np.asarray(pred) / np.asarray(meas)
+    out: np.ndarray = (r <= factor) & (r >= 1.0 / factor)
+    return out

@@ -42,7 +42,7 @@ def _gpu(gid: str, available: int) -> GPU:
 
 def tiny(**policy: Any) -> Scenario:
     """Two query types, one model (Llama-3.1-8B: general 0.33, code 0.27), two GPUs."""
-    chat = QueryType("chat", 10.0, 1000, 200, 2.0, 0.1, 0.35, 0.01, task="general")
+    chat = QueryType("chat", 10.0, 1000, 200, 2.0, 0.12, 0.35, 0.01, task="general")
     code = QueryType("code", 5.0, 800, 20, 1.0, 0.05, 0.30, 0.01, task="code")
     pol = Policy(horizon_h=HORIZON, **policy)
     s = Scenario(

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from app.engine.model.domain import Scenario
-from app.engine.perf.model import DEFAULT_PROFILE, EngineProfile
+from app.engine.perf.profiles import EngineProfile
 from app.engine.plan.candidates import CandidateTable, PairConstants, candidate_table
 from app.engine.plan.evaluate import Evaluation, evaluate_plan, plan_document
 from app.engine.plan.plan import Plan
@@ -86,7 +86,7 @@ def run_baseline(
     scenario: Scenario,
     time_limit_s: float = 60.0,
     table: CandidateTable | None = None,
-    profile: EngineProfile = DEFAULT_PROFILE,
+    profile: EngineProfile | None = None,
     cancel: threading.Event | None = None,
 ) -> BaselineResult:
     """Dispatch by name ("lpr", "dvr", "hf")."""
@@ -177,7 +177,7 @@ def lpr(
     scenario: Scenario,
     time_limit_s: float = 60.0,
     table: CandidateTable | None = None,
-    profile: EngineProfile = DEFAULT_PROFILE,
+    profile: EngineProfile | None = None,
     cancel: threading.Event | None = None,
 ) -> BaselineResult:
     """LP relaxation + greedy rounding.
@@ -298,7 +298,7 @@ def dvr(
     scenario: Scenario,
     time_limit_s: float = 60.0,
     table: CandidateTable | None = None,
-    profile: EngineProfile = DEFAULT_PROFILE,
+    profile: EngineProfile | None = None,
     cancel: threading.Event | None = None,
 ) -> BaselineResult:
     """Decoupled: provision first, route second.
@@ -380,7 +380,7 @@ def hf(
     scenario: Scenario,
     time_limit_s: float = 60.0,
     table: CandidateTable | None = None,
-    profile: EngineProfile = DEFAULT_PROFILE,
+    profile: EngineProfile | None = None,
     cancel: threading.Event | None = None,
     method: str = "milp",
 ) -> BaselineResult:

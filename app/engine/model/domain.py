@@ -10,6 +10,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # perf imports the domain: the type only, for the annotation
+    from app.engine.perf.calibration import Calibration
 
 
 def _frozen_map(m: Mapping[str, float]) -> Mapping[str, float]:
@@ -81,7 +85,8 @@ class Model:
 class GPU:
     """A GPU type. `tflops` maps a compute precision (bf16, fp8, int8) to dense
     TFLOPS/TOPS; link speeds are GB/s per GPU; `available` is how many GPUs of this
-    type may be rented now; price is $ per GPU-hour."""
+    type may be rented now; price is $ per GPU-hour. `engine` names the serving
+    engine on this GPU type (None: the policy's)."""
 
     id: str
     memory_gb: float
@@ -92,6 +97,7 @@ class GPU:
     gpus_per_node: int
     price_per_hour: float
     available: int
+    engine: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "tflops", _frozen_map(self.tflops))
@@ -115,7 +121,8 @@ class Precision:
 
 @dataclass(frozen=True, slots=True)
 class Policy:
-    """Fleet-wide policy. Money is $ per horizon (`horizon_h` hours)."""
+    """Fleet-wide policy. Money is $ per horizon (`horizon_h` hours). `engine` is
+    the serving engine the performance model assumes (a GPU type may override it)."""
 
     horizon_h: float = 1.0
     budget: float | None = None
@@ -132,15 +139,21 @@ class Policy:
     forecast: str = "window_quantile"
     replan_deadband: float = 0.05
     scale_down_stabilization_s: float = 600.0
+    engine: str = "vllm"
 
 
 @dataclass(frozen=True, slots=True)
 class Scenario:
+    """Everything a plan depends on. `calibration`, when set, corrects the latency
+    model per (engine, GPU, model, precision) from observed latencies; it is not
+    part of the scenario document (the service fits it from observations)."""
+
     query_types: tuple[QueryType, ...]
     models: tuple[Model, ...]
     gpus: tuple[GPU, ...]
     precisions: tuple[Precision, ...]
     policy: Policy = Policy()
+    calibration: Calibration | None = None
 
     def qt_index(self) -> dict[str, int]:
         return {q.id: k for k, q in enumerate(self.query_types)}

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from app.engine.errors import ScenarioError
 from app.engine.model.domain import GPU, Model, Policy, Precision, QueryType, Scenario
 from app.engine.model.ids import Id
+from app.engine.perf.profiles import DEFAULT_ENGINE, ENGINE_NAMES, ENGINES, unknown_engine_message
 
 # strict: no bool-as-number or str-as-number coercion (JSON ints are still floats).
 _CONFIG = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True, strict=True)
@@ -29,6 +30,7 @@ MAX_COUNT = 1_000_000  # GPUs of one type
 MAX_MONEY = 1e9
 
 Fraction = Field(ge=0.0, le=1.0)
+_ENGINES = ", ".join(ENGINE_NAMES)
 
 # Forecast methods (app.engine.forecast): the latest window; a recent-window
 # quantile; a state-space model of level, trend and time of day with conformal
@@ -122,6 +124,18 @@ class GPUSpec(BaseModel):
     gpus_per_node: int = Field(ge=1, le=64)
     price_per_hour: float = Field(ge=0.0, le=MAX_MONEY, description="$ per GPU-hour")
     available: int = Field(ge=0, le=MAX_COUNT, description="GPUs that may be rented now")
+    engine: str | None = Field(
+        default=None,
+        description=f"serving engine on this GPU type, overriding the policy's ({_ENGINES})",
+        examples=["trtllm"],
+    )
+
+    @field_validator("engine")
+    @classmethod
+    def _known_engine(cls, v: str | None) -> str | None:
+        if v is not None and v not in ENGINES:
+            raise ValueError(unknown_engine_message(v))
+        return v
 
     @field_validator("tflops")
     @classmethod
@@ -193,6 +207,18 @@ class PolicySpec(BaseModel):
         description="plan for the highest forecast of this window (a dip does not shed "
         "capacity a returning burst needs)",
     )
+    engine: str = Field(
+        default=DEFAULT_ENGINE,
+        description=f"serving engine the performance model assumes ({_ENGINES})",
+        examples=["vllm"],
+    )
+
+    @field_validator("engine")
+    @classmethod
+    def _known_engine(cls, v: str) -> str:
+        if v not in ENGINES:
+            raise ValueError(unknown_engine_message(v))
+        return v
 
     @field_validator("tp_options", "pp_options")
     @classmethod
@@ -291,6 +317,7 @@ def spec_to_domain(spec: ScenarioSpec) -> Scenario:
             forecast=p.forecast,
             replan_deadband=p.replan_deadband,
             scale_down_stabilization_s=p.scale_down_stabilization_s,
+            engine=p.engine,
         ),
     )
 

@@ -5,6 +5,11 @@ enumerates every candidate the scenario allows and computes, for all query types
 at once, `B*`, `μ`, error, delay, TTFT and TPOT as (I, D) arrays. Every solver (GH,
 AGH, the MILP, the baselines) reads this one table; the evaluator recomputes the
 same constants for a plan's deployments with `pair_constants`, the same code path.
+
+Each candidate is predicted with the profile of its GPU type's serving engine
+(`GPU.engine`, else `Policy.engine`) unless a `profile` is given for all, and, with
+a `Calibration`, with its (engine, GPU, model, precision) correction applied inside
+the B*/μ computation: the SLOs are checked on the corrected latencies.
 """
 
 from __future__ import annotations
@@ -16,16 +21,16 @@ import numpy as np
 from numpy.typing import NDArray
 
 from app.engine.model.domain import Scenario
+from app.engine.perf.calibration import Calibration
 from app.engine.perf.model import (
-    DEFAULT_PROFILE,
-    EngineProfile,
     hardware_arrays,
     kv_capacity_tokens,
-    max_slo_batch,
     throughput_rps,
     tpot_s,
     ttft_s,
 )
+from app.engine.perf.profiles import EngineProfile, engine_profile
+from app.engine.perf.slo_batch import max_slo_batch
 from app.engine.plan import costs
 from app.engine.plan.plan import Deployment, deployment_id
 
@@ -51,6 +56,39 @@ class PairConstants:
         return (self.bstar >= 1) & np.isfinite(self.error) & (self.mu > 0)
 
 
+def candidate_engines(scenario: Scenario, gpu_idx: IntArray) -> list[str]:
+    """The serving engine of each candidate: its GPU type's, else the policy's."""
+    default = scenario.policy.engine
+    by_gpu = [g.engine or default for g in scenario.gpus]
+    return [by_gpu[int(k)] for k in gpu_idx]
+
+
+def _correction_factors(
+    scenario: Scenario,
+    engines: list[str],
+    model_idx: IntArray,
+    gpu_idx: IntArray,
+    prec_idx: IntArray,
+    calibration: Calibration | None,
+) -> tuple[FloatArray, FloatArray]:
+    """(K,) TTFT and TPOT factors of each candidate's (engine, GPU, model, precision)."""
+    k = len(engines)
+    if calibration is None:
+        return np.ones(k), np.ones(k)
+    s = scenario
+    memo: dict[tuple[str, int, int, int], tuple[float, float]] = {}
+    c_t, c_p = np.empty(k), np.empty(k)
+    for i, (e, j, g, p) in enumerate(zip(engines, model_idx, gpu_idx, prec_idx, strict=True)):
+        key = (e, int(g), int(j), int(p))
+        if key not in memo:
+            c = calibration.correction_for(
+                e, s.gpus[key[1]].id, s.models[key[2]].id, s.precisions[key[3]].id
+            )
+            memo[key] = (c.ttft_factor, c.tpot_factor)
+        c_t[i], c_p[i] = memo[key]
+    return c_t, c_p
+
+
 def pair_constants(
     scenario: Scenario,
     model_idx: IntArray,
@@ -58,33 +96,59 @@ def pair_constants(
     prec_idx: IntArray,
     tp: IntArray,
     pp: IntArray,
-    profile: EngineProfile = DEFAULT_PROFILE,
+    profile: EngineProfile | None = None,
     delay_factor: float = 1.0,
     error_factor: float = 1.0,
+    calibration: Calibration | None = None,
 ) -> PairConstants:
     """Constants for K candidates given element-wise, against every query type.
 
-    `delay_factor` multiplies every predicted latency (stress evaluation: the
-    hardware turns out slower than modelled); `error_factor` multiplies error rates."""
+    Each candidate uses its engine's profile (`candidate_engines`), or `profile`
+    for all when given (an explicit override, for benchmarks). `calibration`
+    multiplies each candidate's predicted TTFT and TPOT by its correction, and
+    `delay_factor` every predicted latency (stress evaluation: the hardware turns
+    out slower than modelled); both enter B* (the SLOs hold for the corrected
+    latencies) and μ. `error_factor` multiplies error rates."""
     s = scenario
-    models = [s.models[k] for k in model_idx]
-    gpus = [s.gpus[k] for k in gpu_idx]
-    precs = [s.precisions[k] for k in prec_idx]
-    hw = hardware_arrays(models, gpus, precs, tp, pp)
+    calibration = calibration if calibration is not None else s.calibration
+    model_idx, gpu_idx, prec_idx = (
+        np.asarray(x, dtype=np.int64) for x in (model_idx, gpu_idx, prec_idx)
+    )
+    tp_a, pp_a = np.asarray(tp, dtype=np.int64), np.asarray(pp, dtype=np.int64)
+    engines = candidate_engines(s, gpu_idx)
+    c_t, c_p = _correction_factors(s, engines, model_idx, gpu_idx, prec_idx, calibration)
+    c_t *= delay_factor
+    c_p *= delay_factor
     qts = s.query_types
     h = np.array([q.input_tokens for q in qts])[:, None]
     f = np.array([q.output_tokens for q in qts])[:, None]
-    ttft_slo = np.array([q.ttft_s for q in qts])[:, None] / delay_factor
-    tpot_slo = np.array([q.tpot_s for q in qts])[:, None] / delay_factor
-    e2e_slo = np.array([q.e2e_s if q.e2e_s else np.inf for q in qts])[:, None] / delay_factor
-    bstar = max_slo_batch(hw, h, f, ttft_slo, tpot_slo, e2e_slo, profile)
-    b_eval = np.maximum(bstar, 1).astype(np.float64)
-    t1 = ttft_s(hw, h, b_eval, profile, f=f)
-    t2 = tpot_s(hw, h, f, b_eval, profile)
-    mu = np.where(bstar >= 1, throughput_rps(t1, t2, f, b_eval, hw, profile), 0.0)
-    t1 = t1 * delay_factor
-    t2 = t2 * delay_factor
-    mu = mu / delay_factor
+    ttft_slo = np.array([q.ttft_s for q in qts])[:, None]
+    tpot_slo = np.array([q.tpot_s for q in qts])[:, None]
+    e2e_slo = np.array([q.e2e_s if q.e2e_s else np.inf for q in qts])[:, None]
+    K = len(model_idx)
+    bstar = np.zeros((len(qts), K), dtype=np.int64)
+    t1, t2, mu = (np.zeros((len(qts), K)) for _ in range(3))
+    fits = np.zeros(K, dtype=bool)
+    groups: dict[str, list[int]] = {}
+    for k, e in enumerate(engines):
+        groups.setdefault("" if profile is not None else e, []).append(k)
+    for engine, cols in groups.items():
+        prof = profile if profile is not None else engine_profile(engine)
+        c = np.array(cols, dtype=np.int64)
+        hw = hardware_arrays(
+            [s.models[k] for k in model_idx[c]],
+            [s.gpus[k] for k in gpu_idx[c]],
+            [s.precisions[k] for k in prec_idx[c]],
+            tp_a[c],
+            pp_a[c],
+        )
+        b_g = max_slo_batch(hw, h, f, ttft_slo, tpot_slo, e2e_slo, prof, c_t[c], c_p[c])
+        b_eval = np.maximum(b_g, 1).astype(np.float64)
+        t1_g = ttft_s(hw, h, b_eval, prof, f=f) * c_t[c]
+        t2_g = tpot_s(hw, h, f, b_eval, prof) * c_p[c]
+        mu[:, c] = np.where(b_g >= 1, throughput_rps(t1_g, t2_g, f, b_eval, hw, prof), 0.0)
+        bstar[:, c], t1[:, c], t2[:, c] = b_g, t1_g, t2_g
+        fits[c] = kv_capacity_tokens(hw, prof) > 0
     # Error rate per (type, model of the scenario), then per candidate via its model.
     rate = np.full((len(qts), len(s.models)), np.inf)
     for j, mo in enumerate(s.models):
@@ -92,8 +156,8 @@ def pair_constants(
             r = mo.error_rate_for(q)
             if r is not None:
                 rate[i, j] = r
-    mult = np.array([p.error_multiplier for p in s.precisions])[np.asarray(prec_idx)]
-    raw = rate[:, np.asarray(model_idx)]
+    mult = np.array([p.error_multiplier for p in s.precisions])[prec_idx]
+    raw = rate[:, model_idx]
     # unknown quality (inf) stays inf: such a pair is never feasible
     err = np.where(np.isfinite(raw), np.minimum(1.0, raw * (mult * error_factor)[None, :]), np.inf)
     # Models that cannot hold the prompt plus output in their context never serve it.
@@ -101,13 +165,7 @@ def pair_constants(
     bstar = np.where(h + f <= ctx, bstar, 0)
     mu = np.where(bstar >= 1, mu, 0.0)
     return PairConstants(
-        bstar=bstar,
-        mu=mu,
-        error=err,
-        ttft=t1,
-        tpot=t2,
-        delay=t1 + f * t2,
-        fits=kv_capacity_tokens(hw, profile) > 0,
+        bstar=bstar, mu=mu, error=err, ttft=t1, tpot=t2, delay=t1 + f * t2, fits=fits
     )
 
 
@@ -120,13 +178,14 @@ class CandidateTable:
     feasible for at least one query type are kept."""
 
     scenario: Scenario
-    profile: EngineProfile
+    profile: EngineProfile | None  # the override used for all candidates; None: per engine
     model: IntArray
     gpu: IntArray
     precision: IntArray
     tp: IntArray
     pp: IntArray
     pairs: PairConstants
+    calibration: Calibration | None = None
 
     # ---- candidate-level -------------------------------------------------
     @cached_property
@@ -159,6 +218,12 @@ class CandidateTable:
     @property
     def size(self) -> int:
         return len(self.model)
+
+    @cached_property
+    def engines(self) -> list[str]:
+        """Each candidate's serving engine (from the scenario, even under a
+        `profile` override)."""
+        return candidate_engines(self.scenario, self.gpu)
 
     @cached_property
     def gpus_per_replica(self) -> IntArray:
@@ -261,14 +326,21 @@ def enumerate_candidates(scenario: Scenario) -> tuple[IntArray, ...]:
     return tuple(arr[:, k] for k in range(5))
 
 
-def candidate_table(scenario: Scenario, profile: EngineProfile = DEFAULT_PROFILE) -> CandidateTable:
-    """Build the table of useful candidates for a scenario."""
+def candidate_table(
+    scenario: Scenario,
+    profile: EngineProfile | None = None,
+    calibration: Calibration | None = None,
+) -> CandidateTable:
+    """Build the table of useful candidates for a scenario: each candidate with its
+    engine's profile (or `profile` for all), corrected by `calibration` if given."""
+    calibration = calibration if calibration is not None else scenario.calibration
     j, g, p, n, m = enumerate_candidates(scenario)
-    pairs = pair_constants(scenario, j, g, p, n, m, profile)
+    pairs = pair_constants(scenario, j, g, p, n, m, profile, calibration=calibration)
     keep = pairs.fits & pairs.feasible.any(axis=0)
     return CandidateTable(
         scenario=scenario,
         profile=profile,
+        calibration=calibration,
         model=j[keep],
         gpu=g[keep],
         precision=p[keep],

@@ -27,7 +27,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from app.engine.model.domain import Scenario
-from app.engine.perf.model import DEFAULT_PROFILE, EngineProfile
+from app.engine.perf.calibration import Calibration
+from app.engine.perf.profiles import EngineProfile
 from app.engine.plan import costs
 from app.engine.plan.candidates import PairConstants, pair_constants
 from app.engine.plan.plan import Deployment, Plan
@@ -240,9 +241,10 @@ def _structure(scenario: Scenario, plan: Plan) -> list[Violation]:
 def _constants_for(
     scenario: Scenario,
     deps: list[Deployment],
-    profile: EngineProfile,
+    profile: EngineProfile | None,
     delay_factor: float = 1.0,
     error_factor: float = 1.0,
+    calibration: Calibration | None = None,
 ) -> PairConstants:
     mi, gi, pi = scenario.model_index(), scenario.gpu_index(), scenario.precision_index()
     return pair_constants(
@@ -255,11 +257,16 @@ def _constants_for(
         profile,
         delay_factor=delay_factor,
         error_factor=error_factor,
+        calibration=calibration,
     )
 
 
 def _decisions(
-    scenario: Scenario, plan: Plan, broken: set[str], profile: EngineProfile
+    scenario: Scenario,
+    plan: Plan,
+    broken: set[str],
+    profile: EngineProfile | None,
+    calibration: Calibration | None,
 ) -> _Decisions:
     qidx = scenario.qt_index()
     deps = [d for d in plan.deployments if d.id not in broken]
@@ -276,7 +283,7 @@ def _decisions(
             lost[qidx[r.query_type]] += r.fraction
     u = np.array([plan.unmet.get(q.id, 0.0) for q in scenario.query_types])
     reps = np.array([d.replicas for d in deps], dtype=np.float64)
-    pc = _constants_for(scenario, deps, profile) if deps else None
+    pc = _constants_for(scenario, deps, profile, calibration=calibration) if deps else None
     return _Decisions(deps, x, u, lost, reps, pc)
 
 
@@ -468,15 +475,18 @@ def evaluate_plan(
     scenario: Scenario,
     plan: Plan,
     current: Plan | None = None,
-    profile: EngineProfile = DEFAULT_PROFILE,
+    profile: EngineProfile | None = None,
     delay_factor: float = 1.0,
     error_factor: float = 1.0,
     demand_factor: float = 1.0,
+    calibration: Calibration | None = None,
 ) -> Evaluation:
-    """Check a plan against every constraint and price it (SPEC §1.4–1.5)."""
+    """Check a plan against every constraint and price it (SPEC §1.4–1.5), with the
+    latencies of each GPU's engine (`profile` overrides them all, for benchmarks)
+    corrected by `calibration` when given."""
     out = _Checks(_structure(scenario, plan))
     broken = {v.subject for v in out.violations}
-    dec = _decisions(scenario, plan, broken, profile)
+    dec = _decisions(scenario, plan, broken, profile, calibration)
     _coverage(scenario, dec, out)
     _slo(scenario, dec, out)
     dep_reports = _capacity(scenario, dec, out)
@@ -488,7 +498,7 @@ def evaluate_plan(
     stress = None
     if (delay_factor, error_factor, demand_factor) != (1.0, 1.0, 1.0):
         pc = (
-            _constants_for(scenario, dec.deps, profile, delay_factor, error_factor)
+            _constants_for(scenario, dec.deps, profile, delay_factor, error_factor, calibration)
             if dec.deps
             else None
         )

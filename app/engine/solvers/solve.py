@@ -20,7 +20,7 @@ from app.engine.contracts import (
     status_of,
 )
 from app.engine.model.domain import Scenario
-from app.engine.perf.model import DEFAULT_PROFILE, EngineProfile
+from app.engine.perf.profiles import EngineProfile
 from app.engine.plan.candidates import CandidateTable, candidate_table
 from app.engine.plan.evaluate import evaluate_plan
 from app.engine.plan.plan import Plan
@@ -36,7 +36,7 @@ def solve(
     seed: int = 0,
     current: Plan | None = None,
     mechanisms: Mechanisms = Mechanisms(),
-    profile: EngineProfile = DEFAULT_PROFILE,
+    profile: EngineProfile | None = None,
     max_starts: int | None = None,
     table: CandidateTable | None = None,
     options: SolverOptions | None = None,

@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 from app.engine.contracts import json_number, relative_gap
 from app.engine.model.domain import Scenario
-from app.engine.perf.model import DEFAULT_PROFILE, EngineProfile
+from app.engine.perf.profiles import EngineProfile
 from app.engine.plan.candidates import CandidateTable, candidate_table
 from app.engine.plan.evaluate import Evaluation, evaluate_plan, plan_document
 from app.engine.plan.plan import Plan
@@ -119,7 +119,7 @@ def solve_milp(
     current: Plan | None = None,
     warm_start: Plan | None = None,
     table: CandidateTable | None = None,
-    profile: EngineProfile = DEFAULT_PROFILE,
+    profile: EngineProfile | None = None,
     on_process: Callable[[Any], None] | None = None,
 ) -> MilpResult:
     """Solve the §1 MILP. `time_limit_s` bounds the whole call (model building
@@ -142,7 +142,7 @@ def audit(
     current: Plan | None = None,
     warm_start: Plan | None = None,
     table: CandidateTable | None = None,
-    profile: EngineProfile = DEFAULT_PROFILE,
+    profile: EngineProfile | None = None,
     on_process: Callable[[Any], None] | None = None,
 ) -> MilpResult:
     """Exact audit of a reference plan (e.g. the live AGH plan): solve the MILP and

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from app.engine.model.domain import Scenario
-from app.engine.perf.model import DEFAULT_PROFILE, EngineProfile
+from app.engine.perf.profiles import EngineProfile
 from app.engine.plan.candidates import CandidateTable, candidate_table
 from app.engine.plan.plan import Plan
 from app.engine.solvers.milp.backends.cbc import run_cbc
@@ -39,7 +39,7 @@ def lp_relaxation(
     current: Plan | None = None,
     cancel: threading.Event | None = None,
     table: CandidateTable | None = None,
-    profile: EngineProfile = DEFAULT_PROFILE,
+    profile: EngineProfile | None = None,
 ) -> LpRelaxation:
     """Solve the LP relaxation of the §1 MILP (integrality of r and z dropped) with
     CBC under the same hard wall-clock guard."""
