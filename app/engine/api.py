@@ -43,8 +43,17 @@ from app.engine.contracts import (
 )
 from app.engine.model.catalog import catalog_gpu, catalog_model, catalog_precision
 from app.engine.model.demo import demo_scenario_document
-from app.engine.model.domain import Scenario
-from app.engine.model.schemas import parse_scenario, scenario_to_document
+from app.engine.model.domain import GPU, Model, Precision, Scenario
+from app.engine.model.schemas import (
+    gpu_from_spec,
+    model_from_spec,
+    parse_scenario,
+    precision_from_spec,
+    scenario_to_document,
+)
+from app.engine.perf.calibration import Calibration, LatencyObservation, fit_calibration
+from app.engine.perf.predict import PerfCase, PerfPrediction, estimate
+from app.engine.perf.profiles import DEFAULT_ENGINE, ENGINE_NAMES
 from app.engine.plan.candidates import candidate_table
 from app.engine.plan.diff import plan_diff
 from app.engine.plan.evaluate import Evaluation, evaluate_plan
@@ -56,20 +65,35 @@ from app.engine.solvers.milp.audit import audit as milp_audit
 from app.engine.solvers.solve import solve as run_solve
 
 __all__ = [
+    "DEFAULT_ENGINE",
+    "ENGINE_NAMES",
+    "GPU",
+    "Calibration",
+    "LatencyObservation",
+    "Model",
+    "PerfCase",
+    "PerfPrediction",
+    "Precision",
     "Replan",
+    "Scenario",
     "audit",
     "audit_documents",
     "catalog_gpu",
     "catalog_model",
     "catalog_precision",
     "demo_scenario_document",
+    "estimate",
     "evaluate",
     "evaluate_documents",
     "explain",
+    "fit_calibration",
+    "gpu_from_spec",
+    "model_from_spec",
     "normalize_scenario",
     "parse_plan",
     "parse_scenario",
     "plan_diff",
+    "precision_from_spec",
     "replan",
     "solve",
     "solve_documents",

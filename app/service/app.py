@@ -12,14 +12,27 @@ from typing import Any
 from fastapi import FastAPI
 
 from app.service.audits import AuditManager
+from app.service.demand import DemandLoop
 from app.service.http import HeadAsGetMiddleware
 from app.service.idempotency import IdempotencyMiddleware
+from app.service.latency import LatencyLoop
 from app.service.limits import BodyLimitMiddleware
 from app.service.metrics import HttpMetricsMiddleware, Metrics
 from app.service.pool import SolverPool
 from app.service.problems import document_problems, install_problem_handlers
 from app.service.reconcile import Reconciler
-from app.service.routers import audits, cluster, health, perf, plan, solve
+from app.service.routers import (
+    audits,
+    calibration,
+    cluster,
+    evaluate,
+    forecast,
+    health,
+    observations,
+    perf,
+    plan,
+    solve,
+)
 from app.service.runtime import Running, Runtime
 from app.service.settings import Settings
 from app.service.state import ControlPlane
@@ -52,23 +65,32 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings, metrics = rt.settings, rt.metrics
     store = Store(settings.db_path)
     store.open()  # StoreError: refuse to start, with the reason
-    reconcile_pool = SolverPool(
-        "reconcile", 1, settings.solver_start_method, share_generation=True
-    )
+    reconcile_pool = SolverPool("reconcile", 1, settings.solver_start_method, share_generation=True)
     whatif_pool = SolverPool(
         "whatif", settings.whatif_workers, settings.solver_start_method, lazy=True
     )
     cp = ControlPlane(store, settings, metrics)
-    audit_manager = AuditManager(cp, settings, metrics)
-    reconciler = Reconciler(cp, reconcile_pool, settings, metrics)
+    demand = DemandLoop(cp, store, settings, metrics)
+    latency = LatencyLoop(cp, store, settings, metrics)
+    audit_manager = AuditManager(cp, settings, metrics, calibration=lambda: latency.current)
+    reconciler = Reconciler(
+        cp,
+        reconcile_pool,
+        settings,
+        metrics,
+        demand_info=demand.planned_vs_observed,
+        calibration=lambda: latency.current,
+    )
     try:
         await cp.load()
+        await demand.load()
+        await latency.load()
         reconcile_pool.start()
         whatif_pool.start()
         await audit_manager.start()
         cp.on_spec_change = reconciler.wake
         reconciler.start()
-        rt.running = Running(store, cp, audit_manager, whatif_pool, reconciler)
+        rt.running = Running(store, cp, audit_manager, whatif_pool, reconciler, demand, latency)
         rt.stopping = False
         log.info(
             "serving generation %d (plan %s) from %s",
@@ -111,6 +133,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         plan.router,
         solve.router,
         audits.router,
+        observations.router,
+        forecast.router,
+        calibration.router,
+        evaluate.router,
         perf.router,
         health.router,
     ):

@@ -25,12 +25,14 @@ import os
 import signal
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from multiprocessing.process import BaseProcess
 from multiprocessing.synchronize import Event as MpEvent
 from typing import Any
 
+from app.engine.api import Calibration
 from app.engine.contracts import ExactOptions
 from app.engine.errors import InputError
 from app.service.errors import Busy, InvalidInput
@@ -67,7 +69,15 @@ class _Job:
 
 
 class AuditManager:
-    def __init__(self, state: ControlPlane, settings: Settings, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        state: ControlPlane,
+        settings: Settings,
+        metrics: Metrics,
+        calibration: Callable[[], Calibration | None] = lambda: None,
+    ) -> None:
+        """`calibration` gives the calibration in force: an audit's MILP uses it."""
+        self.calibration = calibration
         self.state = state
         self.store = state.store
         self.settings = settings
@@ -242,7 +252,7 @@ class AuditManager:
         recv, send = self._ctx.Pipe(duplex=False)
         proc = self._ctx.Process(
             target=audit_child,
-            args=(send, job.cancel, spec, plan, time_limit_s, options),
+            args=(send, job.cancel, spec, plan, time_limit_s, options, self.calibration()),
             name=f"audit-{job.id[:8]}",
         )
         proc.start()

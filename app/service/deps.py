@@ -8,6 +8,8 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from app.service.audits import AuditManager
+from app.service.demand import DemandLoop
+from app.service.latency import LatencyLoop
 from app.service.metrics import Metrics
 from app.service.pool import SolverPool
 from app.service.problems import ProblemError
@@ -48,9 +50,19 @@ def get_whatif_pool(request: Request) -> SolverPool:
     return _running(request).whatif_pool
 
 
+def get_demand(request: Request) -> DemandLoop:
+    return _running(request).demand
+
+
+def get_latency(request: Request) -> LatencyLoop:
+    return _running(request).latency
+
+
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 ControlPlaneDep = Annotated[ControlPlane, Depends(get_control_plane)]
 AuditsDep = Annotated[AuditManager, Depends(get_audits)]
 WhatIfPoolDep = Annotated[SolverPool, Depends(get_whatif_pool)]
+DemandDep = Annotated[DemandLoop, Depends(get_demand)]
+LatencyDep = Annotated[LatencyLoop, Depends(get_latency)]

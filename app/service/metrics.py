@@ -54,7 +54,16 @@ class Metrics:
             registry=r,
         )
         self.spec_updates = Counter(
-            "llm_allocator_spec_updates", "Accepted changes to the cluster spec", registry=r
+            "llm_allocator_spec_updates",
+            "Accepted changes to the cluster spec, by source (api, forecast, calibration)",
+            ["source"],
+            registry=r,
+        )
+        self.observations = Counter(
+            "llm_allocator_observations",
+            "Observations ingested, by kind (demand windows, latency points)",
+            ["kind"],
+            registry=r,
         )
         self.audits = Gauge("llm_allocator_audits", "Audit records by state", ["state"], registry=r)
         self.http_seconds = Histogram(

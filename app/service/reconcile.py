@@ -23,9 +23,10 @@ import contextlib
 import logging
 import sqlite3
 import time
+from collections.abc import Callable
 from typing import Any
 
-from app.engine.api import plan_diff
+from app.engine.api import Calibration, plan_diff
 from app.engine.contracts import SolverOptions
 from app.engine.errors import InputError
 from app.service.metrics import Metrics
@@ -36,10 +37,22 @@ from app.service.worker import SolveJob, SolveOutcome, solve_job
 
 log = logging.getLogger("llm_allocator.service")
 
+
 class Reconciler:
     def __init__(
-        self, state: ControlPlane, pool: SolverPool, settings: Settings, metrics: Metrics
+        self,
+        state: ControlPlane,
+        pool: SolverPool,
+        settings: Settings,
+        metrics: Metrics,
+        demand_info: Callable[[], list[dict[str, Any]]] = list,
+        calibration: Callable[[], Calibration | None] = lambda: None,
     ) -> None:
+        """`demand_info` gives, per observed query type, the planned and the latest
+        observed rate: recorded in each plan's analysis. `calibration` gives the
+        calibration in force: the solver plans with it."""
+        self.demand_info = demand_info
+        self.calibration = calibration
         self.state = state
         self.pool = pool
         self.settings = settings
@@ -114,6 +127,7 @@ class Reconciler:
             options=SolverOptions(time_budget_s=s.time_budget_s, seed=s.seed),
             current_plan=live.plan if live else None,
             generation=cluster.generation,
+            calibration=self.calibration(),
         )
         try:
             out = await self.pool.run(s.time_budget_s + s.solve_grace_s, solve_job, job)
@@ -145,6 +159,7 @@ class Reconciler:
         """Store the plan (durable first), then swap it in."""
         live = self.state.plan
         diff = plan_diff(live.plan if live else None, out.plan, live.version if live else None)
+        analysis = {**out.analysis, "demand": self.demand_info()}
         try:
             row = await self.state.store.call(
                 self.state.store.insert_plan,
@@ -152,7 +167,7 @@ class Reconciler:
                 spec,
                 out.plan,
                 out.solver,
-                out.analysis,
+                analysis,
                 diff,
                 self.settings.plan_history_limit,
                 out.explanation,

@@ -8,6 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from app.service.audits import AuditManager
+from app.service.demand import DemandLoop
+from app.service.latency import LatencyLoop
 from app.service.metrics import Metrics
 from app.service.pool import SolverPool
 from app.service.reconcile import Reconciler
@@ -25,6 +27,8 @@ class Running:
     audits: AuditManager
     whatif_pool: SolverPool
     reconciler: Reconciler
+    demand: DemandLoop
+    latency: LatencyLoop
 
 
 @dataclass(slots=True)

@@ -57,6 +57,20 @@ class Settings(BaseSettings):
     long_poll_max_s: float = Field(default=60.0, gt=0, description="cap on ?timeout_s=")
     solver_start_method: Literal["spawn", "forkserver"] = "spawn"
 
+    # Observations and the control loop.
+    observation_retention_s: float = Field(
+        default=8 * 86_400.0,
+        gt=0,
+        description="demand observations older than this (in observation time) are dropped",
+    )
+
+    latency_retention_count: int = Field(
+        default=10_000, ge=10, description="latency observations kept (the newest)"
+    )
+    latency_retention_age_s: float = Field(
+        default=7 * 86_400.0, gt=0, description="latency observations older than this are dropped"
+    )
+
     # Stateless what-if solves (POST /v1/solve).
     whatif_workers: int = Field(default=1, ge=1, le=16)
     whatif_max_time_budget_s: float = Field(default=60.0, gt=0)

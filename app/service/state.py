@@ -158,6 +158,7 @@ class ControlPlane:
         mutate: Callable[[dict[str, Any]], dict[str, Any]],
         if_match: str | None = None,
         field_map: Callable[[str], str] = lambda f: f,
+        source: str = "api",
     ) -> tuple[ClusterSnapshot, bool]:
         """Apply `mutate` to the current spec, validate the whole result with the
         engine, persist it with generation + 1 and publish it. Returns the new
@@ -189,11 +190,33 @@ class ControlPlane:
                     "the change could not be stored; it was not applied", 5, "storage-unavailable"
                 ) from None
             self._cluster = ClusterSnapshot.make(generation, spec, updated_at)
-            self.metrics.spec_updates.inc()
+            self.metrics.spec_updates.labels(source).inc()
             self._refresh()
             self._notify()
         self.on_spec_change()
         return self._cluster, True
+
+    async def bump(self, source: str) -> ClusterSnapshot:
+        """A new generation for the same spec: an input of planning that is not in the
+        spec changed (the calibration), so the plan must be made again."""
+        async with self._write_lock:
+            cur = self.cluster
+            generation = cur.generation + 1
+            try:
+                updated_at = await self.store.call(
+                    self.store.save_cluster, generation, cur.spec, cur.generation
+                )
+            except sqlite3.Error as exc:
+                log.error("could not persist the generation: %s", exc)
+                raise Unavailable(
+                    "the change could not be stored; it was not applied", 5, "storage-unavailable"
+                ) from None
+            self._cluster = ClusterSnapshot.make(generation, cur.spec, updated_at)
+            self.metrics.spec_updates.labels(source).inc()
+            self._refresh()
+            self._notify()
+        self.on_spec_change()
+        return self._cluster
 
     async def publish(self, row: PlanRow) -> None:
         """Swap in a plan that the store has already made durable."""

@@ -22,7 +22,7 @@ import os
 import signal
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from multiprocessing.connection import Connection
 from multiprocessing.sharedctypes import Synchronized
 from multiprocessing.synchronize import Event as MpEvent
@@ -90,6 +90,7 @@ class SolveJob:
     current_plan: dict[str, Any] | None = None
     generation: int | None = None
     explain: bool = True
+    calibration: api.Calibration | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,7 +116,7 @@ class _NewerGeneration:
 def solve_job(job: SolveJob) -> SolveOutcome:
     """Parse the documents once, solve, and derive everything else from the
     solve's own evaluation (and, for the explanation, its candidate table)."""
-    scenario = api.parse_scenario(job.spec)
+    scenario = replace(api.parse_scenario(job.spec), calibration=job.calibration)
     current = api.parse_plan(job.current_plan) if job.current_plan is not None else None
     request = SolveRequest(scenario, job.options, current)
     stop = _NewerGeneration(job.generation) if job.generation is not None else None
@@ -148,6 +149,7 @@ def audit_child(
     plan: dict[str, Any] | None,
     time_limit_s: float,
     options: ExactOptions,
+    calibration: api.Calibration | None = None,
 ) -> None:
     """Entry point of an audit process: runs the MILP audit and sends one message,
     `("ok", result document)` or `("error", exception)`. A watcher thread turns the
@@ -169,7 +171,7 @@ def audit_child(
     threading.Thread(target=watch, daemon=True, name="cancel-watch").start()
     try:
         request = AuditRequest(
-            api.parse_scenario(spec),
+            replace(api.parse_scenario(spec), calibration=calibration),
             api.parse_plan(plan) if plan is not None else None,
             time_limit_s,
             options,

@@ -295,13 +295,25 @@ def parse_scenario_spec(doc: Any) -> ScenarioSpec:
         raise first_validation_error(exc) from None
 
 
+def model_from_spec(m: ModelSpec) -> Model:
+    return Model(**m.model_dump())
+
+
+def gpu_from_spec(g: GPUSpec) -> GPU:
+    return GPU(**g.model_dump())
+
+
+def precision_from_spec(p: PrecisionSpec) -> Precision:
+    return Precision(**p.model_dump())
+
+
 def spec_to_domain(spec: ScenarioSpec) -> Scenario:
     p = spec.policy
     return Scenario(
         query_types=tuple(QueryType(**q.model_dump()) for q in spec.query_types),
-        models=tuple(Model(**m.model_dump()) for m in spec.models),
-        gpus=tuple(GPU(**g.model_dump()) for g in spec.gpus),
-        precisions=tuple(Precision(**x.model_dump()) for x in spec.precisions),
+        models=tuple(model_from_spec(m) for m in spec.models),
+        gpus=tuple(gpu_from_spec(g) for g in spec.gpus),
+        precisions=tuple(precision_from_spec(x) for x in spec.precisions),
         policy=Policy(
             horizon_h=p.horizon_h,
             budget=p.budget,

@@ -14,7 +14,7 @@ from fastapi import APIRouter
 
 from app.engine.errors import InputError, PlanFormatError
 from app.service.auth import Authorized
-from app.service.deps import MetricsDep, RuntimeDep, SettingsDep, WhatIfPoolDep
+from app.service.deps import LatencyDep, MetricsDep, RuntimeDep, SettingsDep, WhatIfPoolDep
 from app.service.errors import Busy, InvalidInput, SolverFailed, Unavailable
 from app.service.pool import SolverCrashed, SolverTimeout
 from app.service.problems import problem_responses
@@ -37,10 +37,13 @@ async def solve(
     settings: SettingsDep,
     metrics: MetricsDep,
     rt: RuntimeDep,
+    latency: LatencyDep,
 ) -> SolveResponse:
     """`time_budget_s` is AGH's anytime budget, or the MILP's time limit; it may
     not exceed the `whatif_max_time_budget_s` setting. `current_plan` (optional)
-    warm-starts AGH and prices the change cost against it."""
+    warm-starts AGH and prices the change cost against it. The latencies are the
+    calibrated ones of the service (corrections are per engine, GPU, model and
+    precision: they hold for any scenario on the same hardware)."""
     if body.time_budget_s > settings.whatif_max_time_budget_s:
         raise InvalidInput.field(
             "time_budget_s", f"must be <= {settings.whatif_max_time_budget_s} (service setting)"
@@ -58,15 +61,14 @@ async def solve(
         if body.current_plan
         else None,
         explain=False,
+        calibration=latency.current,
     )
     rt.whatif_busy += 1
     started = time.monotonic()
     try:
         out = await pool.run(body.time_budget_s + settings.solve_grace_s, solve_job, job)
     except (SolverTimeout, SolverCrashed) as exc:
-        raise Unavailable(
-            f"the solve did not complete: {exc}", 5, "solver-unavailable"
-        ) from None
+        raise Unavailable(f"the solve did not complete: {exc}", 5, "solver-unavailable") from None
     except InputError as exc:
         # The engine names the field inside the document it was given.
         where = "current_plan" if isinstance(exc, PlanFormatError) else "scenario"

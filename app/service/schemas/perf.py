@@ -4,22 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import (
-    BaseModel,
-    Discriminator,
-    Field,
-    Tag,
-)
+from pydantic import AwareDatetime, BaseModel, Discriminator, Field, Tag
 
 from app.engine.model.schemas import GPUSpec, ModelSpec, PrecisionSpec
-
-# strict: no bool-as-number or number-as-string coercion in what we define (the
-# engine's scenario schemas keep pydantic's lax mode).
-from app.service.schemas.common import (
-    MAX_PERF_CASES,
-    REQUEST,
-    RESPONSE,
-)
+from app.service.schemas.common import MAX_PERF_CASES, REQUEST, RESPONSE
 
 
 def _id_or_inline(v: Any) -> str:
@@ -40,20 +28,51 @@ PrecisionRef = Annotated[
 ]
 
 
-class PerfCase(BaseModel):
+class Deployed(BaseModel):
+    """A deployment: model, GPU and precision by id (the cluster spec's first, then
+    the built-in catalog's) or inline, and its TP/PP and serving engine."""
+
     model_config = REQUEST
-    model: ModelRef = Field(
-        description="catalog id or an inline ModelSpec", examples=["Llama-3.1-8B"]
-    )
-    gpu: GPURef = Field(description="catalog id or an inline GPUSpec", examples=["H100-SXM"])
+    model: ModelRef = Field(description="an id or an inline ModelSpec", examples=["Llama-3.1-8B"])
+    gpu: GPURef = Field(description="an id or an inline GPUSpec", examples=["H100-SXM"])
     precision: PrecisionRef = Field(
-        description="bf16, fp8, int8, int4 or an inline PrecisionSpec", examples=["bf16"]
+        description="bf16, fp8, int8, int4 (or the spec's) or an inline PrecisionSpec",
+        examples=["bf16"],
     )
     tp: int = Field(default=1, ge=1, le=64)
     pp: int = Field(default=1, ge=1, le=64)
+    engine: str | None = Field(
+        default=None,
+        description="serving engine (vllm, trtllm, sglang); default: the GPU's engine in "
+        "the spec, else vllm",
+        examples=["vllm"],
+    )
+
+
+class PerfCase(Deployed):
     input_tokens: float = Field(gt=0.0, le=10_000_000.0, examples=[1024])
     output_tokens: float = Field(gt=0.0, le=10_000_000.0, examples=[256])
     concurrency: int = Field(default=1, ge=1, le=1_000_000, examples=[8])
+
+
+class LatencyObservationIn(Deployed):
+    """Latency a deployment showed for a request shape at a concurrency (means over
+    `window_s` from `start`, when given)."""
+
+    input_tokens: float = Field(gt=0.0, le=10_000_000.0, examples=[1024])
+    output_tokens: float = Field(gt=0.0, le=10_000_000.0, examples=[256])
+    concurrency: float = Field(
+        gt=0.0, le=1_000_000.0, description="requests in flight (a mean may be fractional)"
+    )
+    ttft_s: float = Field(gt=0.0, le=86_400.0, examples=[0.21])
+    tpot_s: float = Field(gt=0.0, le=3_600.0, examples=[0.012])
+    start: AwareDatetime | None = Field(default=None, description="RFC 3339")
+    window_s: float | None = Field(default=None, gt=0.0, le=86_400.0)
+
+
+class LatencyObservations(BaseModel):
+    model_config = REQUEST
+    observations: list[LatencyObservationIn] = Field(min_length=1, max_length=10_000)
 
 
 class PerfRequest(BaseModel):
@@ -72,6 +91,13 @@ class Prediction(BaseModel):
     throughput_rps: float | None = None
     max_concurrency: int | None = None
     fits: bool | None = None
+    engine: str | None = None
+    profile: str | None = Field(default=None, description="the engine profile used")
+    profile_note: str | None = Field(
+        default=None, description="e.g. an engine without fitted constants"
+    )
+    calibrated: bool = Field(default=False, description="corrected by observed latencies")
+    calibration_points: int = Field(default=0, description="observations behind the correction")
     error: str | None = None
 
 

@@ -1,0 +1,361 @@
+"""Observed demand -> planned demand: the service's own forecaster (SPEC §4.1).
+
+`DemandLoop` ingests demand observations (request counts over windows per query
+type, from `POST /v1/observations/demand` or a Prometheus source), keeps them
+durable in SQLite and recent ones in memory, forecasts per type with the policy's
+method (`app.engine.forecast` through the facade) and writes the planned demand
+into the cluster spec — which bumps the generation and re-plans — when:
+
+* a type's planned rate (or token mean) moves outside `policy.replan_deadband`
+  of the rate the spec carries: at once;
+* `policy.replan_interval_s` has passed since the last forecast-driven update:
+  every type's forecast is written, small moves included.
+
+Time is the observations' own (the end of the newest window), never the wall
+clock, so a replay runs as fast as the machine allows.
+
+Scale-downs wait (HPA's stabilization window): the planned rate of a type is the
+highest forecast of the last `policy.scale_down_stabilization_s`, so a dip does
+not shed capacity a returning burst needs; rises are taken at once.
+
+Types without observations keep the rate their spec declares. Every update that
+is applied is recorded (`forecasts` table): `GET /v1/forecast` reports, per type,
+the share of observed windows that ran above the rate in force when they ran
+(the forecast's coverage so far, against its target quantile).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from app.engine.api import DemandObservation, ForecastConfig, TypeForecast, forecast_demand
+from app.service.errors import InvalidInput
+from app.service.metrics import Metrics
+from app.service.settings import Settings
+from app.service.state import ClusterSnapshot, ControlPlane
+from app.service.store import DemandRow, ForecastRow, Store
+
+log = logging.getLogger("llm_allocator.service")
+
+DAY_S = 86_400.0
+# What the forecaster needs in memory: its history plus calibration, with room.
+MEMORY_S = 5 * DAY_S
+
+
+@dataclass(frozen=True, slots=True)
+class Ingested:
+    """The answer to an ingestion: how many windows, how many replaced an earlier
+    one, and whether the planned demand changed (a new generation)."""
+
+    accepted: int
+    replaced: int
+    changed: bool
+    generation: int
+    data_time_s: float | None
+
+
+@dataclass(slots=True)
+class _TypeState:
+    """One query type's observations in memory and its recent forecasts."""
+
+    windows: dict[float, DemandObservation] = field(default_factory=dict)
+    recent: deque[tuple[float, float]] = field(default_factory=deque)  # (made_at, rate)
+    last: TypeForecast | None = None
+
+
+def to_epoch(start: datetime) -> float:
+    return start.astimezone(UTC).timestamp()
+
+
+def from_epoch(t: float) -> str:
+    return datetime.fromtimestamp(t, UTC).isoformat().replace("+00:00", "Z")
+
+
+class DemandLoop:
+    def __init__(
+        self, cp: ControlPlane, store: Store, settings: Settings, metrics: Metrics
+    ) -> None:
+        self.cp = cp
+        self.store = store
+        self.settings = settings
+        self.metrics = metrics
+        self._types: dict[str, _TypeState] = {}
+        self._lock = asyncio.Lock()
+        self._data_now: float | None = None
+        self._last_update_s: float | None = None  # data time of the last applied update
+
+    # -- start-up ------------------------------------------------------------------
+
+    async def load(self) -> None:
+        """Recent observations from the database (after a restart the forecaster
+        goes on where it was)."""
+        rows = await self.store.call(self.store.demand_since, 0.0)
+        if rows:
+            newest = max(r.start_s + r.window_s for r in rows)
+            rows = [r for r in rows if r.start_s >= newest - MEMORY_S]
+        self._remember(rows)
+        applied = await self.store.call(self.store.forecasts_since, 0.0)
+        if applied:
+            self._last_update_s = max(r.made_at_s for r in applied)
+
+    # -- ingestion -----------------------------------------------------------------
+
+    async def ingest(
+        self, rows: Sequence[DemandRow], field_prefix: str = "observations"
+    ) -> Ingested:
+        """Store windows (all or nothing: an unknown type is a 422 naming its item and
+        nothing is stored), then forecast and update the planned demand if needed."""
+        known = {q["id"] for q in self.cp.cluster.spec["query_types"]}
+        bad = [
+            (f"{field_prefix}[{k}].query_type", f"unknown query type {r.query_type!r}")
+            for k, r in enumerate(rows)
+            if r.query_type not in known
+        ]
+        if bad:
+            raise InvalidInput(bad)
+        async with self._lock:
+            replaced = await self.store.call(self.store.upsert_demand, list(rows))
+            self._remember(rows)
+            self.metrics.observations.labels("demand").inc(len(rows))
+            await self._prune()
+            changed = await self._update_plan_demand()
+        return Ingested(len(rows), replaced, changed, self.cp.cluster.generation, self._data_now)
+
+    def _remember(self, rows: Sequence[DemandRow]) -> None:
+        for r in rows:
+            obs = DemandObservation(
+                r.query_type,
+                r.start_s,
+                r.window_s,
+                r.requests,
+                r.input_tokens_mean,
+                r.output_tokens_mean,
+            )
+            self._types.setdefault(r.query_type, _TypeState()).windows[r.start_s] = obs
+            end = r.start_s + r.window_s
+            self._data_now = end if self._data_now is None else max(self._data_now, end)
+
+    async def _prune(self) -> None:
+        """Bounded memory and storage, by observation time."""
+        if self._data_now is None:
+            return
+        horizon = self._data_now - MEMORY_S
+        for st in self._types.values():
+            for start in [s for s in st.windows if s < horizon]:
+                del st.windows[start]
+        keep_from = self._data_now - self.settings.observation_retention_s
+        await self.store.call(self.store.prune_demand, keep_from)
+        await self.store.call(self.store.prune_forecasts, keep_from)
+
+    # -- forecast -> planned demand ------------------------------------------------------
+
+    def config(self, spec: dict[str, Any]) -> ForecastConfig:
+        p = spec["policy"]
+        return ForecastConfig(
+            method=p["forecast"],
+            quantile=p["demand_quantile"],
+            replan_interval_s=p["replan_interval_s"],
+            actuation_delay_s=p["actuation_delay_s"],
+        )
+
+    async def _update_plan_demand(self) -> bool:
+        """Forecast every observed type; write the planned demand into the spec when
+        a type leaves the dead band or an interval has passed. Returns whether the
+        spec changed."""
+        now = self._data_now
+        cluster = self.cp.cluster
+        observed = {q: st for q, st in self._types.items() if st.windows}
+        if now is None or not observed:
+            return False
+        config = self.config(cluster.spec)
+        history = {q: list(st.windows.values()) for q, st in observed.items()}
+        forecasts = await asyncio.to_thread(forecast_demand, history, config, now)
+        policy = cluster.spec["policy"]
+        planned: dict[str, TypeForecast] = {}
+        for qid, fc in forecasts.items():
+            st = self._types[qid]
+            st.last = fc
+            st.recent.append((now, fc.rate))
+            while st.recent and st.recent[0][0] < now - policy["scale_down_stabilization_s"]:
+                st.recent.popleft()
+            planned[qid] = fc
+        interval_due = (
+            self._last_update_s is None or now - self._last_update_s >= policy["replan_interval_s"]
+        )
+        patches = self._patches(cluster, planned, interval_due)
+        if not patches:
+            return False
+        snap, changed = await self.cp.update_spec(
+            lambda cur: _merge(cur, patches), source="forecast"
+        )
+        if changed:
+            self._last_update_s = now
+            rows = [
+                ForecastRow(
+                    qid,
+                    now,
+                    now + policy["actuation_delay_s"],
+                    now + policy["actuation_delay_s"] + policy["replan_interval_s"],
+                    p["arrival_rate"],
+                    planned[qid].method,
+                )
+                for qid, p in patches.items()
+            ]
+            await self.store.call(self.store.record_forecasts, rows)
+            log.info(
+                "planned demand updated from observations (generation %d): %s",
+                snap.generation,
+                ", ".join(f"{q} {p['arrival_rate']:.3g}/s" for q, p in patches.items()),
+            )
+        return changed
+
+    def _patches(
+        self,
+        cluster: ClusterSnapshot,
+        planned: dict[str, TypeForecast],
+        interval_due: bool,
+    ) -> dict[str, dict[str, float]]:
+        """Per type, the fields to write: its stabilized rate and token means, when
+        outside the dead band (or on every type when an interval is due)."""
+        band = cluster.spec["policy"]["replan_deadband"]
+        current = {q["id"]: q for q in cluster.spec["query_types"]}
+        patches: dict[str, dict[str, float]] = {}
+        for qid, fc in planned.items():
+            st = self._types[qid]
+            rate = max(r for _, r in st.recent) if st.recent else fc.rate
+            want: dict[str, float] = {"arrival_rate": _round(rate)}
+            if fc.input_tokens_mean:
+                want["input_tokens"] = _round(fc.input_tokens_mean)
+            if fc.output_tokens_mean:
+                want["output_tokens"] = _round(fc.output_tokens_mean)
+            now = current[qid]
+            moved = any(_outside(now[k], v, band) for k, v in want.items())
+            if moved or (interval_due and any(now[k] != v for k, v in want.items())):
+                patches[qid] = want
+        return patches
+
+    # -- reporting ---------------------------------------------------------------------
+
+    def planned_vs_observed(self) -> list[dict[str, Any]]:
+        """Per observed type: the rate planned (the spec's), the latest forecast and
+        the latest observed window (what a plan's analysis records)."""
+        spec_rates = {q["id"]: q["arrival_rate"] for q in self.cp.cluster.spec["query_types"]}
+        out = []
+        for qid, st in sorted(self._types.items()):
+            if qid not in spec_rates or not st.windows:
+                continue
+            last = st.windows[max(st.windows)]
+            out.append(
+                {
+                    "query_type": qid,
+                    "planned_rps": spec_rates[qid],
+                    "forecast_rps": st.last.rate if st.last else None,
+                    "method": st.last.method if st.last else None,
+                    "observed_rps": last.rate,
+                    "observed_start": from_epoch(last.start_s),
+                    "observed_window_s": last.window_s,
+                }
+            )
+        return out
+
+    async def report(self) -> dict[str, Any]:
+        """GET /v1/forecast: per type, the planned rate, the forecast behind it and
+        the coverage so far."""
+        spec = self.cp.cluster.spec
+        policy = spec["policy"]
+        applied = await self.store.call(self.store.forecasts_since, 0.0)
+        by_type: dict[str, list[ForecastRow]] = {}
+        for r in applied:
+            by_type.setdefault(r.query_type, []).append(r)
+        types = []
+        for q in spec["query_types"]:
+            st = self._types.get(q["id"])
+            fc = st.last if st else None
+            windows = sorted(st.windows.values(), key=lambda o: o.start_s) if st else []
+            last = windows[-1] if windows else None
+            types.append(
+                {
+                    "query_type": q["id"],
+                    "planned_rps": q["arrival_rate"],
+                    "source": "forecast" if windows else "declared",
+                    "forecast": None
+                    if fc is None
+                    else {
+                        "rate_rps": fc.rate,
+                        "quantile": fc.quantile,
+                        "method": fc.method,
+                        "points": fc.points,
+                        "note": fc.note,
+                    },
+                    "last_observation": None
+                    if last is None
+                    else {
+                        "start": from_epoch(last.start_s),
+                        "window_s": last.window_s,
+                        "requests": last.requests,
+                        "rate_rps": last.rate,
+                    },
+                    "coverage": coverage(
+                        windows, by_type.get(q["id"], []), policy["demand_quantile"]
+                    ),
+                }
+            )
+        return {
+            "data_time": from_epoch(self._data_now) if self._data_now is not None else None,
+            "method": policy["forecast"],
+            "quantile": policy["demand_quantile"],
+            "replan_interval_s": policy["replan_interval_s"],
+            "actuation_delay_s": policy["actuation_delay_s"],
+            "query_types": types,
+        }
+
+
+def coverage(
+    windows: Sequence[DemandObservation], applied: Sequence[ForecastRow], target: float
+) -> dict[str, Any]:
+    """How the planned rates held: over the observed windows that started while an
+    applied forecast was in force (from `valid_from_s`, its actuation, until the
+    next one's), the share whose rate stayed at or below the rate in force."""
+    spans = sorted(applied, key=lambda r: r.valid_from_s)
+    inside = above = 0
+    k = -1
+    for w in windows:
+        while k + 1 < len(spans) and spans[k + 1].valid_from_s <= w.start_s:
+            k += 1
+        if k < 0:
+            continue
+        inside += 1
+        above += w.rate > spans[k].rate * (1 + 1e-9)
+    return {
+        "windows": inside,
+        "above_planned": above,
+        "share_at_or_below": (inside - above) / inside if inside else None,
+        "target": target,
+    }
+
+
+def _outside(old: float, new: float, band: float) -> bool:
+    scale = max(abs(old), 1e-9)
+    return abs(new - old) > band * scale
+
+
+def _round(v: float) -> float:
+    """Four significant digits: the spec does not churn on noise in the last bits."""
+    if v == 0 or not math.isfinite(v):
+        return 0.0 if not math.isfinite(v) else v
+    return float(f"{v:.4g}")
+
+
+def _merge(spec: dict[str, Any], patches: dict[str, dict[str, float]]) -> dict[str, Any]:
+    out = dict(spec)
+    out["query_types"] = [
+        {**q, **patches[q["id"]]} if q["id"] in patches else q for q in spec["query_types"]
+    ]
+    return out

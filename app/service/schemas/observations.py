@@ -1,0 +1,123 @@
+"""Schemas of the control loop's inputs and outputs: demand observations
+(`POST /v1/observations/demand`), the forecast (`GET /v1/forecast`) and the
+evaluation of a plan against a demand (`POST /v1/evaluate`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from app.engine.model.schemas import MAX_RATE, MAX_TOKENS, Id, ScenarioSpec
+from app.service.schemas.common import REQUEST, RESPONSE
+from app.service.schemas.plans import PlanDocument
+
+MAX_OBSERVATIONS = 100_000
+
+
+class DemandObservationIn(BaseModel):
+    """Requests of one query type counted over one window (a gateway log line, or
+    Prometheus `increase(...[window])` evaluated at the window's end)."""
+
+    model_config = REQUEST
+    query_type: Id = Field(examples=["code"])
+    start: AwareDatetime = Field(
+        description="window start, RFC 3339 with a time zone", examples=["2026-12-01T10:00:00Z"]
+    )
+    window_s: float = Field(gt=0.0, le=86_400.0, examples=[60])
+    requests: float = Field(ge=0.0, le=MAX_RATE * 86_400.0, examples=[1668])
+    input_tokens_mean: float | None = Field(default=None, gt=0.0, le=MAX_TOKENS)
+    output_tokens_mean: float | None = Field(default=None, gt=0.0, le=MAX_TOKENS)
+
+
+class DemandObservations(BaseModel):
+    model_config = REQUEST
+    observations: list[DemandObservationIn] = Field(min_length=1, max_length=MAX_OBSERVATIONS)
+
+
+class ObservationsAccepted(BaseModel):
+    model_config = RESPONSE
+    accepted: int = Field(description="windows stored")
+    replaced: int = Field(description="of which replaced a window with the same type and start")
+    changed: bool = Field(description="the planned demand changed (a re-plan is under way)")
+    generation: int = Field(description="generation of the spec after this ingestion")
+    data_time: str | None = Field(description="end of the newest observed window")
+    plan_url: str
+    forecast_url: str
+
+
+class ForecastInfo(BaseModel):
+    model_config = RESPONSE
+    rate_rps: float
+    quantile: float
+    method: str
+    points: int
+    note: str
+
+
+class ObservedWindow(BaseModel):
+    model_config = RESPONSE
+    start: str
+    window_s: float
+    requests: float
+    rate_rps: float
+
+
+class Coverage(BaseModel):
+    model_config = RESPONSE
+    windows: int = Field(description="observed windows that ran under an applied forecast")
+    above_planned: int
+    share_at_or_below: float | None = Field(description="to compare with `target`")
+    target: float
+
+
+class TypeForecastOut(BaseModel):
+    model_config = RESPONSE
+    query_type: str
+    planned_rps: float = Field(description="the rate the spec (and the plan) carries")
+    source: str = Field(description="forecast (observed) or declared (no observations)")
+    forecast: ForecastInfo | None
+    last_observation: ObservedWindow | None
+    coverage: Coverage
+
+
+class ForecastReport(BaseModel):
+    model_config = RESPONSE
+    data_time: str | None
+    method: str
+    quantile: float
+    replan_interval_s: float
+    actuation_delay_s: float
+    query_types: list[TypeForecastOut]
+
+
+class EvaluateRequest(BaseModel):
+    """Does a fleet hold under a demand? `scenario` defaults to the live spec,
+    `plan` to the live plan; `demand` overrides arrival rates by query type."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True)
+    scenario: ScenarioSpec | None = None
+    plan: PlanDocument | None = None
+    demand: dict[Id, float] | None = Field(
+        default=None, description="query type -> arrival rate (req/s)", examples=[{"code": 40.0}]
+    )
+    delay_factor: float = Field(default=1.0, ge=0.1, le=10.0)
+    error_factor: float = Field(default=1.0, ge=0.1, le=10.0)
+    demand_factor: float = Field(default=1.0, ge=0.1, le=10.0)
+
+
+class EvaluateResponse(BaseModel):
+    """The evaluator's report (the same document `llm-allocator evaluate` prints)."""
+
+    model_config = RESPONSE
+    feasible: bool
+    objective: float
+    cost: dict[str, float]
+    violations: list[dict[str, Any]]
+    constraints: list[dict[str, Any]]
+    deployments: list[dict[str, Any]]
+    query_types: list[dict[str, Any]]
+    total_gpus: int
+    gpus_by_type: dict[str, int]
+    stress: dict[str, Any] | None
+    plan_version: int | None = Field(default=None, description="the live plan's, when used")
