@@ -41,6 +41,7 @@ from app.engine.contracts import (
     SolveResult,
     SolverOptions,
 )
+from app.engine.forecast import DemandObservation, ForecastConfig, TypeForecast, forecast_demand
 from app.engine.model.catalog import catalog_gpu, catalog_model, catalog_precision
 from app.engine.model.demo import demo_scenario_document
 from app.engine.model.domain import GPU, Model, Precision, Scenario
@@ -69,6 +70,8 @@ __all__ = [
     "ENGINE_NAMES",
     "GPU",
     "Calibration",
+    "DemandObservation",
+    "ForecastConfig",
     "LatencyObservation",
     "Model",
     "PerfCase",
@@ -76,6 +79,7 @@ __all__ = [
     "Precision",
     "Replan",
     "Scenario",
+    "TypeForecast",
     "audit",
     "audit_documents",
     "catalog_gpu",
@@ -87,6 +91,7 @@ __all__ = [
     "evaluate_documents",
     "explain",
     "fit_calibration",
+    "forecast_demand",
     "gpu_from_spec",
     "model_from_spec",
     "normalize_scenario",

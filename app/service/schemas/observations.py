@@ -22,7 +22,9 @@ class DemandObservationIn(BaseModel):
     model_config = REQUEST
     query_type: Id = Field(examples=["code"])
     start: AwareDatetime = Field(
-        description="window start, RFC 3339 with a time zone", examples=["2026-12-01T10:00:00Z"]
+        description="window start, RFC 3339 with a time zone",
+        examples=["2026-12-01T10:00:00Z"],
+        strict=False,  # a JSON string, parsed (strict mode would want a datetime object)
     )
     window_s: float = Field(gt=0.0, le=86_400.0, examples=[60])
     requests: float = Field(ge=0.0, le=MAX_RATE * 86_400.0, examples=[1668])

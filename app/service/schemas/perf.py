@@ -66,7 +66,7 @@ class LatencyObservationIn(Deployed):
     )
     ttft_s: float = Field(gt=0.0, le=86_400.0, examples=[0.21])
     tpot_s: float = Field(gt=0.0, le=3_600.0, examples=[0.012])
-    start: AwareDatetime | None = Field(default=None, description="RFC 3339")
+    start: AwareDatetime | None = Field(default=None, description="RFC 3339", strict=False)
     window_s: float | None = Field(default=None, gt=0.0, le=86_400.0)
 
 
