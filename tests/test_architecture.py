@@ -118,10 +118,10 @@ def test_no_import_cycle() -> None:
 def test_function_local_imports_say_why() -> None:
     """A function-local import needs a reason in a comment on its line, the line
     above, or the module docstring (e.g. the CLI keeps `--help` fast)."""
-    for name, path, tree in modules():
+    for _name, path, tree in modules():
         lines = path.read_text().splitlines()
         doc = ast.get_docstring(tree) or ""
-        module_reason = "imported inside" in doc or "import" in doc and "on purpose" in doc
+        module_reason = "imported inside" in doc or ("import" in doc and "on purpose" in doc)
         for fn in ast.walk(tree):
             if not isinstance(fn, ast.FunctionDef | ast.AsyncFunctionDef):
                 continue

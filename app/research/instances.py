@@ -37,7 +37,7 @@ from app.engine.model.catalog import (
 )
 from app.engine.model.demo import trace_profiles
 from app.engine.model.domain import GPU, Model, Policy, Precision, QueryType, Scenario
-from app.engine.perf.model import predict
+from app.engine.perf.predict import predict
 from app.engine.plan.candidates import candidate_table
 from app.engine.solvers.greedy import greedy
 

@@ -38,6 +38,8 @@ from app.service.store import Store
 
 log = logging.getLogger("llm_allocator.service")
 
+_IN_FORCE = "calibration_in_force"  # documents key: which observations it was fitted on
+
 
 @dataclass(frozen=True, slots=True)
 class Resolved:
@@ -102,11 +104,17 @@ class LatencyLoop:
         self.skipped = 0
 
     async def load(self) -> None:
-        """Refit from the stored observations: the calibration survives restarts."""
-        docs = await self.store.call(self.store.latency_observations)
-        if docs:
-            cal = await asyncio.to_thread(self._fit, docs)
-            self.current = self.latest = cal
+        """Refit from the stored observations: the calibration in force survives a
+        restart (refitted from the observations it was made of, recorded as the
+        last sequence number it used), and so does the latest fit."""
+        stored = await self.store.call(self.store.latency_observations)
+        if not stored:
+            return
+        mark = await self.store.call(self.store.get_document, _IN_FORCE)
+        through = int(mark["through_seq"]) if mark else stored[-1][0]
+        self.latest = await asyncio.to_thread(self._fit, [d for _, d in stored])
+        used = [d for seq, d in stored if seq <= through]
+        self.current = await asyncio.to_thread(self._fit, used) if used else None
 
     async def ingest(self, items: Sequence[LatencyObservationIn]) -> dict[str, Any]:
         """Validate every item (all or nothing), store them, refit, and put the new
@@ -126,13 +134,16 @@ class LatencyLoop:
             )
             self.metrics.observations.labels("latency").inc(len(items))
             stored = await self.store.call(self.store.latency_observations)
-            fitted = await asyncio.to_thread(self._fit, stored)
+            fitted = await asyncio.to_thread(self._fit, [d for _, d in stored])
             self.latest = fitted
             band = float(spec["policy"]["replan_deadband"])
             moved = self.current is None or fitted.moved_beyond(self.current, band)
             changed = False
             if moved:
                 self.current = fitted
+                await self.store.call(
+                    self.store.put_document, _IN_FORCE, {"through_seq": stored[-1][0]}
+                )
                 snap = await self.cp.bump(source="calibration")
                 changed = True
                 log.info("calibration moved beyond the dead band: generation %d", snap.generation)

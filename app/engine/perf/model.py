@@ -45,7 +45,6 @@ B* (the largest concurrency within the SLOs) is `app.engine.perf.slo_batch`.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -364,17 +363,3 @@ def throughput_rps(
     occupancy = np.asarray(ttft) + np.asarray(f) * np.asarray(tpot)
     eff = 1.0 - prof.pp_bubble * (hw.pp - 1.0) / hw.pp
     return np.where(b >= 1.0, b / np.maximum(occupancy, 1e-12) * eff, 0.0)
-
-
-def __getattr__(name: str) -> Any:
-    """Names that moved out of this module, still importable from it (the split
-    into profiles / model / slo_batch / predict kept old imports working)."""
-    if name == "max_slo_batch":
-        from app.engine.perf.slo_batch import max_slo_batch
-
-        return max_slo_batch
-    if name == "predict":
-        from app.engine.perf.predict import predict
-
-        return predict
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -95,11 +95,12 @@ class ObservationsRepo(StoreCore):
         )
         return len(rows)
 
-    def latency_observations(self) -> list[dict[str, Any]]:
+    def latency_observations(self) -> list[tuple[int, dict[str, Any]]]:
+        """(sequence number, observation) in the order they arrived."""
         rows = self.conn.execute(
-            "SELECT observation FROM latency_observations ORDER BY seq"
+            "SELECT seq, observation FROM latency_observations ORDER BY seq"
         ).fetchall()
-        return [json.loads(r[0]) for r in rows]
+        return [(int(r[0]), json.loads(r[1])) for r in rows]
 
     def prune_latency(self, keep: int, max_age_s: float) -> int:
         """Keep the newest `keep` latency observations received within `max_age_s`."""

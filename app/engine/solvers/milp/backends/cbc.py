@@ -23,6 +23,7 @@ only when the file exists and reports a solution.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
 import subprocess
@@ -31,7 +32,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+
+import cbcbox
 
 from app.engine.solvers.milp.backends.process import GRACE_S, ProcessRun, run_process
 
@@ -46,8 +50,6 @@ _NO_SOLUTION = 1e40
 @cache
 def cbc_executable() -> str:
     """The CBC binary shipped by cbcbox (never whatever `cbc` is on PATH)."""
-    import cbcbox
-
     return str(cbcbox.cbc_bin_path())
 
 
@@ -63,12 +65,8 @@ def cbc_version() -> str:
         out = ""
     m = re.search(r"(?:CBC|Cbc)\s+(?:version\s+)?([^\s—-][^\n—]*?)\s*(?:—|\n|$)", out)
     ver = m.group(1).strip() if m else "unknown"
-    try:
-        from importlib.metadata import version
-
+    with contextlib.suppress(PackageNotFoundError):
         ver += f"; cbcbox {version('cbcbox')}"
-    except Exception:
-        pass
     return ver
 
 

@@ -20,8 +20,11 @@ import threading
 import time
 from collections.abc import Callable
 from functools import cache
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from app.engine.solvers.milp.backends.outcome import SolverOutcome
 from app.engine.solvers.milp.backends.process import run_process
@@ -42,8 +45,6 @@ _STATUS = {
 @cache
 def highs_version() -> str:
     try:
-        from importlib.metadata import version
-
         return version("highspy")
     except Exception:
         return "unknown"
@@ -121,8 +122,9 @@ def run_highs(
 def _child(argv: list[str]) -> int:
     """Child process: solve the LP file and write the JSON result."""
     lp, out, time_limit, gap, threads, mipstart = argv
+    # Here, in the child only: highspy is an optional extra, and the parent imports
+    # this module whether or not it is installed.
     import highspy
-    import numpy as np
 
     h = highspy.Highs()
     h.setOptionValue("output_flag", True)
