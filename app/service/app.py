@@ -32,9 +32,11 @@ from app.service.routers import (
     perf,
     plan,
     solve,
+    sources,
 )
 from app.service.runtime import Running, Runtime
 from app.service.settings import Settings
+from app.service.sourcing import SourcesCollector, SourcesManager
 from app.service.state import ControlPlane
 from app.service.store import Store
 
@@ -73,6 +75,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     demand = DemandLoop(cp, store, settings, metrics)
     latency = LatencyLoop(cp, store, settings, metrics)
     audit_manager = AuditManager(cp, settings, metrics, calibration=lambda: latency.current)
+    source_manager = SourcesManager(cp, store, demand, latency)
+    collector = SourcesCollector(source_manager)
+    metrics.registry.register(collector)
     reconciler = Reconciler(
         cp,
         reconcile_pool,
@@ -90,7 +95,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await audit_manager.start()
         cp.on_spec_change = reconciler.wake
         reconciler.start()
-        rt.running = Running(store, cp, audit_manager, whatif_pool, reconciler, demand, latency)
+        await source_manager.load()
+        rt.running = Running(
+            store, cp, audit_manager, whatif_pool, reconciler, demand, latency, source_manager
+        )
         rt.stopping = False
         log.info(
             "serving generation %d (plan %s) from %s",
@@ -102,6 +110,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     finally:
         rt.stopping = True
         cp.close()
+        await source_manager.stop()
+        metrics.registry.unregister(collector)
         await reconciler.stop()
         await audit_manager.close()
         reconcile_pool.close()
@@ -136,6 +146,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         observations.router,
         forecast.router,
         calibration.router,
+        sources.router,
         evaluate.router,
         perf.router,
         health.router,

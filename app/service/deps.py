@@ -15,6 +15,7 @@ from app.service.pool import SolverPool
 from app.service.problems import ProblemError
 from app.service.runtime import Running, Runtime
 from app.service.settings import Settings
+from app.service.sourcing import SourcesManager
 from app.service.state import ControlPlane
 
 
@@ -58,6 +59,10 @@ def get_latency(request: Request) -> LatencyLoop:
     return _running(request).latency
 
 
+def get_sources(request: Request) -> SourcesManager:
+    return _running(request).sources
+
+
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
@@ -66,3 +71,4 @@ AuditsDep = Annotated[AuditManager, Depends(get_audits)]
 WhatIfPoolDep = Annotated[SolverPool, Depends(get_whatif_pool)]
 DemandDep = Annotated[DemandLoop, Depends(get_demand)]
 LatencyDep = Annotated[LatencyLoop, Depends(get_latency)]
+SourcesDep = Annotated[SourcesManager, Depends(get_sources)]

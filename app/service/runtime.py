@@ -14,6 +14,7 @@ from app.service.metrics import Metrics
 from app.service.pool import SolverPool
 from app.service.reconcile import Reconciler
 from app.service.settings import Settings
+from app.service.sourcing import SourcesManager
 from app.service.state import ControlPlane
 from app.service.store import Store
 
@@ -29,6 +30,7 @@ class Running:
     reconciler: Reconciler
     demand: DemandLoop
     latency: LatencyLoop
+    sources: SourcesManager
 
 
 @dataclass(slots=True)

@@ -90,6 +90,8 @@ class ControlPlane:
         self._status = ReconcileStatus()
         self._conditions: tuple[dict[str, str], ...] = ()
         self._clock = _ConditionClock()
+        # Conditions other parts own (SourcesHealthy): type -> (status, reason, message)
+        self._extra: dict[str, tuple[str, str, str]] = {}
         self._write_lock = asyncio.Lock()
         self._changed = asyncio.Event()
         self._closing = False
@@ -195,6 +197,14 @@ class ControlPlane:
             self._notify()
         self.on_spec_change()
         return self._cluster, True
+
+    def set_extra_condition(self, ctype: str, value: tuple[str, str, str] | None) -> None:
+        """Set (or with None drop) a condition another part of the service owns."""
+        if value is None:
+            self._extra.pop(ctype, None)
+        else:
+            self._extra[ctype] = value
+        self._refresh()
 
     async def bump(self, source: str) -> ClusterSnapshot:
         """A new generation for the same spec: an input of planning that is not in the
@@ -343,6 +353,7 @@ class ControlPlane:
             )
         else:
             conds.append(("Degraded", "False", "AsPlanned", "all demand served within its SLOs"))
+        conds += [(t, *v) for t, v in sorted(self._extra.items())]
 
         self._conditions = tuple(
             {

@@ -113,7 +113,7 @@ class PlanDiff(BaseModel):
 
 class Condition(BaseModel):
     model_config = RESPONSE
-    type: Literal["Ready", "UpToDate", "Degraded"]
+    type: Literal["Ready", "UpToDate", "Degraded", "SourcesHealthy"]
     status: Literal["True", "False", "Unknown"]
     reason: str = Field(examples=["Reconciled"])
     message: str
