@@ -40,7 +40,7 @@ sys.path.insert(0, str(ROOT))
 
 from app.engine.model.schemas import parse_scenario  # noqa: E402
 from app.engine.plan.candidates import candidate_table  # noqa: E402
-from app.engine.plan.evaluate import Evaluation  # noqa: E402
+from app.engine.plan.evaluation import Evaluation  # noqa: E402
 from app.engine.plan.plan import Plan  # noqa: E402
 from app.engine.solvers.milp.audit import solve_milp  # noqa: E402
 from app.engine.solvers.milp.backends.cbc import cbc_version  # noqa: E402

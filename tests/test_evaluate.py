@@ -17,7 +17,8 @@ from app.engine.errors import PlanFormatError
 from app.engine.model.catalog import DEFAULT_PRECISIONS, catalog_gpu, catalog_model
 from app.engine.model.domain import GPU, Model, Policy, QueryType, Scenario
 from app.engine.plan.candidates import PairConstants, pair_constants
-from app.engine.plan.evaluate import Evaluation, evaluate_plan, plan_document
+from app.engine.plan.evaluate import evaluate_plan
+from app.engine.plan.evaluation import Evaluation, plan_document
 from app.engine.plan.plan import Deployment, Plan, Route, deployment_id, plan_from_document
 
 L40S_PRICE = 1.2

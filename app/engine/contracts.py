@@ -19,7 +19,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.engine.model.domain import Scenario
-from app.engine.plan.evaluate import Evaluation, Slack, TypeReport, plan_document
+from app.engine.plan.evaluation import Evaluation, Slack, TypeReport, plan_document
 from app.engine.plan.plan import Plan
 
 Algorithm = Literal["gh", "agh", "milp"]

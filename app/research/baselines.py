@@ -28,7 +28,8 @@ import numpy as np
 from app.engine.model.domain import Scenario
 from app.engine.perf.profiles import EngineProfile
 from app.engine.plan.candidates import CandidateTable, PairConstants, candidate_table
-from app.engine.plan.evaluate import Evaluation, evaluate_plan, plan_document
+from app.engine.plan.evaluate import evaluate_plan
+from app.engine.plan.evaluation import Evaluation, plan_document
 from app.engine.plan.plan import Plan
 from app.engine.solvers.greedy import greedy
 from app.engine.solvers.milp.audit import solve_milp

@@ -31,7 +31,7 @@ from app.engine.plan import costs
 from app.engine.plan.candidates import PairConstants
 
 if TYPE_CHECKING:  # the evaluator imports this module; its types only for hints
-    from app.engine.plan.evaluate import CostBreakdown
+    from app.engine.plan.evaluation import CostBreakdown
 
 FloatArray = NDArray[np.float64]
 

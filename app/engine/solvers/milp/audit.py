@@ -24,7 +24,8 @@ from app.engine.contracts import json_number, relative_gap
 from app.engine.model.domain import Scenario
 from app.engine.perf.profiles import EngineProfile
 from app.engine.plan.candidates import CandidateTable, candidate_table
-from app.engine.plan.evaluate import Evaluation, evaluate_plan, plan_document
+from app.engine.plan.evaluate import evaluate_plan
+from app.engine.plan.evaluation import Evaluation, plan_document
 from app.engine.plan.plan import Plan
 from app.engine.solvers.milp.backends import BACKENDS, backend_version, run_backend
 from app.engine.solvers.milp.backends.outcome import SolverOutcome
