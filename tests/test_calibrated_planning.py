@@ -40,9 +40,9 @@ def test_a_calibrated_plan_holds_where_the_uncalibrated_one_does_not() -> None:
                 )  # fmt: skip
     calibration = fit_calibration(observations)
     used = {(d.gpu, d.model, d.precision) for d in uncalibrated.deployments}
-    for gpu, model, prec in used:
-        c = calibration.correction_for("vllm", gpu, model, prec)
-        assert 1.2 < c.tpot_factor < 1.35, (gpu, model, prec, c)
+    for gpu_id, model_id, prec_id in used:
+        c = calibration.correction_for("vllm", gpu_id, model_id, prec_id)
+        assert 1.2 < c.tpot_factor < 1.35, (gpu_id, model_id, prec_id, c)
     calibrated_s = replace(s, calibration=calibration)
 
     before = evaluate_plan(calibrated_s, uncalibrated)

@@ -19,7 +19,8 @@ from app.engine.model.catalog import DEFAULT_PRECISIONS, catalog_gpu, catalog_mo
 from app.engine.model.demo import demo_scenario
 from app.engine.model.domain import Policy, QueryType, Scenario
 from app.engine.plan.candidates import CandidateTable, candidate_table
-from app.engine.plan.evaluate import Evaluation, evaluate_plan
+from app.engine.plan.evaluate import evaluate_plan
+from app.engine.plan.evaluation import Evaluation
 from app.engine.plan.plan import Plan
 from app.engine.solvers.agh import LocalSearch, _Deadline, agh, better
 from app.engine.solvers.greedy import Mechanisms, greedy, type_order

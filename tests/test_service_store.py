@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from service_support import ROOT
+from conftest import ROOT
 
 from app.service.store import SCHEMA_VERSION, Store, StoredResponse, StoreError
 from app.service.store.schema import MIGRATIONS

@@ -57,7 +57,8 @@ from app.engine.perf.predict import PerfCase, PerfPrediction, estimate
 from app.engine.perf.profiles import DEFAULT_ENGINE, ENGINE_NAMES
 from app.engine.plan.candidates import candidate_table
 from app.engine.plan.diff import plan_diff
-from app.engine.plan.evaluate import Evaluation, evaluate_plan
+from app.engine.plan.evaluate import evaluate_plan
+from app.engine.plan.evaluation import Evaluation
 from app.engine.plan.explain import explain_plan
 from app.engine.plan.plan import Plan, plan_from_document
 from app.engine.solvers.agh import StopSignal

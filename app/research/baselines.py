@@ -132,7 +132,7 @@ def _finish(
     plan: Plan | None,
     t0: float,
     message: str,
-    profile: EngineProfile,
+    profile: EngineProfile | None,
     **details: Any,
 ) -> BaselineResult:
     ev = evaluate_plan(scenario, plan, profile=profile) if plan is not None else None

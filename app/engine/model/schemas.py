@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from app.engine.errors import ScenarioError
 from app.engine.model.domain import GPU, Model, Policy, Precision, QueryType, Scenario
-from app.engine.model.ids import Id
+from app.engine.model.ids import Id as Id  # re-exported: the API schemas use it
 from app.engine.perf.profiles import DEFAULT_ENGINE, ENGINE_NAMES, ENGINES, unknown_engine_message
 
 # strict: no bool-as-number or str-as-number coercion (JSON ints are still floats).

@@ -16,7 +16,8 @@ import numpy as np
 
 from app.engine.model.domain import Scenario
 from app.engine.plan.candidates import CandidateTable, candidate_table
-from app.engine.plan.evaluate import Evaluation, evaluate_plan
+from app.engine.plan.evaluate import evaluate_plan
+from app.engine.plan.evaluation import Evaluation
 from app.engine.plan.plan import Plan
 
 _TOP = 3
