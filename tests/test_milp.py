@@ -269,7 +269,7 @@ def test_change_cost_linearisation_and_foreign_deployment() -> None:
     """Keeping one live H100 replica beats switching to three L4 when each GPU
     started or stopped costs $5; a live deployment outside the table (tp2 is not an
     option) is stopped for sure: a constant in the objective."""
-    scenario = two_gpu_scenario(load_on_cheap=2.0, change_cost_per_gpu=5.0)
+    scenario = two_gpu_scenario(load_on_cheap=2.0, change_cost_per_gpu=5.0, replan_interval_s=3600)
     table = candidate_table(scenario)
     fast_id = table.ids[1]
     assert FAST in fast_id

@@ -9,9 +9,18 @@ cost cannot depend on who computed it.
 * unmet penalty: `3600 · horizon_h · φ_i · λ_i` for leaving all of type i unserved;
 * delay penalty: `3600 · horizon_h · ρ_i · λ_i · delay` for routing all of type i
   where a request takes `delay` seconds;
-* change cost: `change_cost_per_gpu · Σ_d gpus_per_replica_d · |r_d − r_d^live|`
+* change cost: `w · change_cost_per_gpu · Σ_d gpus_per_replica_d · |r_d − r_d^live|`
   against the live plan only (a deployment the live plan runs that the new plan
-  cannot, counts as fully stopped).
+  cannot, counts as fully stopped), with the weight `w = 3600 · horizon_h /
+  replan_interval_s` (`change_weight`).
+
+Why the weight: rental and penalties are priced over the horizon, but a re-planned
+fleet is in force for about one re-plan interval before the next re-plan may
+change it again, while a change is paid once. Comparing like with like over one
+interval — rental over `replan_interval_s` plus the one-off change cost — and
+scaling to the horizon gives the weight: a change must pay for itself within the
+interval it is made for. (With `replan_interval_s = 3600 · horizon_h`, e.g. a
+one-off plan for the horizon, the weight is 1.)
 """
 
 from __future__ import annotations
@@ -21,7 +30,7 @@ from collections.abc import Iterable
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from app.engine.model.domain import Scenario
+from app.engine.model.domain import Policy, Scenario
 from app.engine.plan.plan import Deployment, Plan
 
 FloatArray = NDArray[np.float64]
@@ -76,6 +85,16 @@ def delay_cost(scenario: Scenario, delay_s: FloatArray, demand_factor: float = 1
     return per[:, None] * delay_s
 
 
+def change_weight(policy: Policy) -> float:
+    """How many times the one-off change cost counts against rental per horizon."""
+    return SECONDS_PER_HOUR * policy.horizon_h / policy.replan_interval_s
+
+
+def change_cost_per_gpu(policy: Policy) -> float:
+    """$ per horizon charged per GPU started or stopped (weighted, see module)."""
+    return policy.change_cost_per_gpu * change_weight(policy)
+
+
 def change_cost_of(
     cost_per_gpu: float, gpus_per_replica: ArrayLike, replicas: ArrayLike, live: ArrayLike
 ) -> float:
@@ -97,7 +116,7 @@ def change_cost(scenario: Scenario, plan: Plan, current: Plan | None) -> float:
     deps: Iterable[Deployment] = (now.get(i) or before[i] for i in ids)
     gpr = [d.tp * d.pp for d in deps]
     return change_cost_of(
-        scenario.policy.change_cost_per_gpu,
+        change_cost_per_gpu(scenario.policy),
         gpr,
         [now[i].replicas if i in now else 0 for i in ids],
         [before[i].replicas if i in before else 0 for i in ids],

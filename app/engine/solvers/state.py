@@ -54,7 +54,7 @@ class AllocationState:
         self.r_cur = np.zeros(D, dtype=np.int64)
         self.change_base = 0.0  # cost of removing live deployments absent from the table
         # Change cost applies only when re-planning from a live plan.
-        self.cc = table.scenario.policy.change_cost_per_gpu if current is not None else 0.0
+        self.cc = costs.change_cost_per_gpu(table.scenario.policy) if current is not None else 0.0
         if current is not None:
             for dep in current.deployments:
                 k = table.index.get(dep.id)

@@ -46,6 +46,7 @@ import numpy as np
 import pyomo.environ as pyo
 from pyomo.core.expr.numeric_expr import LinearExpression
 
+from app.engine.plan import costs
 from app.engine.plan.candidates import CandidateTable
 from app.engine.plan.plan import Plan, Route
 
@@ -99,7 +100,7 @@ def build_model(
     gpr = table.gpus_per_replica.astype(np.float64)
 
     # Live plan, by deployment id.
-    cc = pol.change_cost_per_gpu if current is not None else 0.0
+    cc = costs.change_cost_per_gpu(pol) if current is not None else 0.0
     r_cur = np.zeros(D, dtype=np.int64)
     change_const = 0.0
     if current is not None and cc > 0:
