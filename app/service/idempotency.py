@@ -74,42 +74,15 @@ class IdempotencyMiddleware:
         if store is None:  # not started (no lifespan): nothing to remember with
             await self.app(scope, receive, send)
             return
-
-        # The body limit middleware has already read the body; read it again here.
-        chunks: list[bytes] = []
-        more = True
-        while more:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            chunks.append(message.get("body", b""))
-            more = message.get("more_body", False)
-        body = b"".join(chunks)
+        body = await _read_body(receive)
+        if body is None:  # the client went away
+            return
         fingerprint = body_fingerprint(body)
         principal = hashlib.sha256(headers.get(b"authorization", b"")).hexdigest()[:16]
         slot = f"{principal}|POST|{path}|{key}"
-
         stored = await store.call(store.get_response, slot)
         if stored is not None:
-            if stored.body_hash != fingerprint:
-                await problem_response(
-                    422,
-                    "idempotency-key-reused",
-                    "Idempotency key reused",
-                    "this Idempotency-Key was used with a different request body",
-                    errors=[("Idempotency-Key", "already used with a different body")],
-                    instance=path,
-                )(scope, receive, send)
-                return
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": stored.status,
-                    "headers": [(k.encode(), v.encode()) for k, v in stored.headers.items()]
-                    + [(b"idempotent-replayed", b"true")],
-                }
-            )
-            await send({"type": "http.response.body", "body": stored.body})
+            await _replay(stored, fingerprint, path, scope, receive, send)
             return
         if slot in self._in_flight:
             await problem_response(
@@ -121,8 +94,24 @@ class IdempotencyMiddleware:
                 headers={"Retry-After": "1"},
             )(scope, receive, send)
             return
-
         self._in_flight.add(slot)
+        try:
+            await self._first(scope, receive, send, body, store, slot, fingerprint, rt)
+        finally:
+            self._in_flight.discard(slot)
+
+    async def _first(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        body: bytes,
+        store: Store,
+        slot: str,
+        fingerprint: str,
+        rt: Runtime,
+    ) -> None:
+        """The first request with this key: run it, store a 2xx answer, then send it."""
         start: Message | None = None
         out_body: list[bytes] = []
         replayed = False
@@ -143,35 +132,75 @@ class IdempotencyMiddleware:
             elif message["type"] == "http.response.body":
                 out_body.append(message.get("body", b""))
 
-        try:
-            await self.app(scope, replay, capture)
-            if start is None:
-                return
-            status = int(start["status"])
-            if 200 <= status < 300:
-                kept = {
-                    k.decode("latin-1").lower(): v.decode("latin-1")
-                    for k, v in start.get("headers", [])
-                    if k.decode("latin-1").lower() in _KEEP_HEADERS
-                }
-                ttl = rt.settings.idempotency_ttl_s
-                try:
-                    await store.call(
-                        store.put_response,
-                        slot,
-                        StoredResponse(fingerprint, status, kept, b"".join(out_body)),
-                        ttl,
-                    )
-                except Exception:  # the change itself is done; losing the key is minor
-                    log.exception("could not store the idempotency key")
-                await self._maybe_purge(store)
-            await send(start)
-            await send({"type": "http.response.body", "body": b"".join(out_body)})
-        finally:
-            self._in_flight.discard(slot)
+        await self.app(scope, replay, capture)
+        if start is None:
+            return
+        status = int(start["status"])
+        if 200 <= status < 300:
+            kept = {
+                k.decode("latin-1").lower(): v.decode("latin-1")
+                for k, v in start.get("headers", [])
+                if k.decode("latin-1").lower() in _KEEP_HEADERS
+            }
+            try:
+                await store.call(
+                    store.put_response,
+                    slot,
+                    StoredResponse(fingerprint, status, kept, b"".join(out_body)),
+                    rt.settings.idempotency_ttl_s,
+                )
+            except Exception:  # the change itself is done; losing the key is minor
+                log.exception("could not store the idempotency key")
+            await self._maybe_purge(store)
+        await send(start)
+        await send({"type": "http.response.body", "body": b"".join(out_body)})
 
     async def _maybe_purge(self, store: Store) -> None:
         now = time.monotonic()
         if now - self._last_purge > _PURGE_EVERY_S:
             self._last_purge = now
             await store.call(store.purge_expired_responses)
+
+
+async def _read_body(receive: Receive) -> bytes | None:
+    """The whole request body (None if the client disconnected). The body limit
+    middleware has already read it once; this reads what it passes on."""
+    chunks: list[bytes] = []
+    more = True
+    while more:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        chunks.append(message.get("body", b""))
+        more = message.get("more_body", False)
+    return b"".join(chunks)
+
+
+async def _replay(
+    stored: StoredResponse,
+    fingerprint: str,
+    path: str,
+    scope: Scope,
+    receive: Receive,
+    send: Send,
+) -> None:
+    """A retry: the stored answer again, or 422 if the body differs."""
+    if stored.body_hash != fingerprint:
+        await problem_response(
+            422,
+            "idempotency-key-reused",
+            "Idempotency key reused",
+            "this Idempotency-Key was used with a different request body",
+            errors=[("Idempotency-Key", "already used with a different body")],
+            instance=path,
+        )(scope, receive, send)
+        return
+    await send(
+        {
+            "type": "http.response.start",
+            "status": stored.status,
+            "headers": [(k.encode(), v.encode()) for k, v in stored.headers.items()]
+            + [(b"idempotent-replayed", b"true")],
+        }
+    )
+    await send({"type": "http.response.body", "body": stored.body})
