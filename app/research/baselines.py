@@ -181,7 +181,8 @@ def lpr(
     profile: EngineProfile | None = None,
     cancel: threading.Event | None = None,
 ) -> BaselineResult:
-    """LP relaxation + greedy rounding.
+    """LP relaxation + greedy rounding. (One function on purpose: the baseline is
+    the paper's four steps in order, and reads best as they are written.)
 
     1. Solve the LP relaxation of the §1 MILP (replicas and the active flag
        continuous); keep its routing x and unmet u (fractions < 1e-9 dropped).

@@ -304,7 +304,9 @@ def scarce(
     budget: bool = False,
     short: bool = False,
 ) -> Document:
-    """**Scarce GPUs**: each GPU type has exactly the GPUs a random feasible plan
+    """(Long on purpose: one family's construction, step by step.)
+
+    **Scarce GPUs**: each GPU type has exactly the GPUs a random feasible plan
     uses on it (plus 0-10%), so every type binds and the query types compete for
     the cheap ones; the optimum must decide who gets the L4s / 4090s and who pays
     for an H100.
