@@ -40,7 +40,7 @@ from app.service.errors import InvalidInput
 from app.service.metrics import Metrics
 from app.service.settings import Settings
 from app.service.state import ClusterSnapshot, ControlPlane
-from app.service.store import DemandRow, ForecastRow, Store
+from app.service.store import ForecastRow, Store
 
 log = logging.getLogger("llm_allocator.service")
 
@@ -108,7 +108,7 @@ class DemandLoop:
     # -- ingestion -----------------------------------------------------------------
 
     async def ingest(
-        self, rows: Sequence[DemandRow], field_prefix: str = "observations"
+        self, rows: Sequence[DemandObservation], field_prefix: str = "observations"
     ) -> Ingested:
         """Store windows (all or nothing: an unknown type is a 422 naming its item and
         nothing is stored), then forecast and update the planned demand if needed."""
@@ -128,17 +128,9 @@ class DemandLoop:
             changed = await self._update_plan_demand()
         return Ingested(len(rows), replaced, changed, self.cp.cluster.generation, self._data_now)
 
-    def _remember(self, rows: Sequence[DemandRow]) -> None:
+    def _remember(self, rows: Sequence[DemandObservation]) -> None:
         for r in rows:
-            obs = DemandObservation(
-                r.query_type,
-                r.start_s,
-                r.window_s,
-                r.requests,
-                r.input_tokens_mean,
-                r.output_tokens_mean,
-            )
-            self._types.setdefault(r.query_type, _TypeState()).windows[r.start_s] = obs
+            self._types.setdefault(r.query_type, _TypeState()).windows[r.start_s] = r
             end = r.start_s + r.window_s
             self._data_now = end if self._data_now is None else max(self._data_now, end)
 

@@ -56,35 +56,26 @@ def resolve(d: Deployed, spec: dict[str, Any], where: str) -> Resolved:
     catalog's; inline: as given) and engine. InvalidInput names `where.<field>`."""
     errors: list[tuple[str, str]] = []
     scenario = api.parse_scenario(spec)
-    models = {m.id: m for m in scenario.models}
-    gpus = {g.id: g for g in scenario.gpus}
-    precisions = {p.id: p for p in scenario.precisions}
-    model = gpu = precision = None
-    if isinstance(d.model, str):
-        model = models.get(d.model) or api.catalog_model(d.model)
-        if model is None:
-            errors.append((f"{where}.model", f"unknown model {d.model!r} (spec or catalog)"))
-    else:
-        model = api.model_from_spec(d.model)
-    if isinstance(d.gpu, str):
-        gpu = gpus.get(d.gpu) or api.catalog_gpu(d.gpu)
-        if gpu is None:
-            errors.append((f"{where}.gpu", f"unknown GPU {d.gpu!r} (spec or catalog)"))
-    else:
-        gpu = api.gpu_from_spec(d.gpu)
-    if isinstance(d.precision, str):
-        precision = precisions.get(d.precision) or api.catalog_precision(d.precision)
-        if precision is None:
-            errors.append(
-                (f"{where}.precision", f"unknown precision {d.precision!r} (spec or catalog)")
-            )
-    else:
-        precision = api.precision_from_spec(d.precision)
+
+    def pick(field: str, ref: Any, known: Sequence[Any], catalog: Any, inline: Any) -> Any:
+        if not isinstance(ref, str):
+            return inline(ref)
+        found = next((x for x in known if x.id == ref), None) or catalog(ref)
+        if found is None:
+            errors.append((f"{where}.{field}", f"unknown {field} {ref!r} (spec or catalog)"))
+        return found
+
+    model = pick("model", d.model, scenario.models, api.catalog_model, api.model_from_spec)
+    gpu = pick("gpu", d.gpu, scenario.gpus, api.catalog_gpu, api.gpu_from_spec)
+    precision = pick(
+        "precision", d.precision, scenario.precisions, api.catalog_precision,
+        api.precision_from_spec,
+    )  # fmt: skip
     engine = d.engine or (gpu.engine if gpu is not None else None) or scenario.policy.engine
     if engine not in api.ENGINE_NAMES:
         known = ", ".join(api.ENGINE_NAMES)
         errors.append((f"{where}.engine", f"unknown engine {engine!r} (known: {known})"))
-    if errors or model is None or gpu is None or precision is None:
+    if errors:
         raise InvalidInput(errors)
     return Resolved(model, gpu, precision, engine)
 

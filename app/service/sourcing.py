@@ -27,7 +27,7 @@ from typing import Any
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from app.service.demand import DemandLoop, to_epoch
+from app.service.demand import DemandLoop
 from app.service.errors import InvalidInput
 from app.service.latency import LatencyLoop, resolve
 from app.service.schemas.observations import DemandObservationIn
@@ -35,7 +35,7 @@ from app.service.schemas.perf import LatencyObservationIn
 from app.service.sources.config import SourcesSpec, to_config
 from app.service.sources.poller import SourcePoller, SourcesStatus
 from app.service.state import ControlPlane
-from app.service.store import DemandRow, Store
+from app.service.store import Store
 
 log = logging.getLogger("llm_allocator.service")
 
@@ -149,19 +149,7 @@ class SourcesManager:
             self.poller = None
 
     async def _ingest_demand(self, items: list[dict[str, Any]]) -> None:
-        rows = []
-        for item in items:
-            o = DemandObservationIn.model_validate(item, strict=False)
-            rows.append(
-                DemandRow(
-                    o.query_type,
-                    to_epoch(o.start),
-                    o.window_s,
-                    o.requests,
-                    o.input_tokens_mean,
-                    o.output_tokens_mean,
-                )
-            )
+        rows = [DemandObservationIn.model_validate(i, strict=False).domain() for i in items]
         await self.demand.ingest(rows, field_prefix="source")
 
     async def _ingest_latency(self, items: list[dict[str, Any]]) -> None:

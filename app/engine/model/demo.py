@@ -50,84 +50,44 @@ def trace_profiles() -> dict[str, Any]:
     return data
 
 
+# id, task, rate (req/s), input and output tokens (None: the trace's means), TTFT
+# and TPOT SLOs (s), max error rate, unmet penalty ($/request), max unmet share,
+# e2e SLO (s) or None.
+_TYPES: tuple[tuple[str, str, float, int | None, int | None, float, float, float, float,
+                    float, float | None], ...] = (
+    ("conversation", "general", 45.1, None, None, 1.0, 0.06, 0.25, 0.01, 0.0, None),
+    ("code", "code", 27.8, None, None, 0.8, 0.04, 0.20, 0.01, 0.0, None),
+    ("summarization", "general", 8.0, 3000, 250, 3.0, 0.08, 0.30, 0.02, 0.05, None),
+    ("translation", "general", 6.0, 400, 400, 1.0, 0.05, 0.30, 0.01, 0.05, None),
+    ("math", "math_easy", 3.0, 300, 600, 2.0, 0.06, 0.10, 0.05, 0.0, None),
+    ("rag-long-context", "general", 2.0, 12000, 300, 4.0, 0.08, 0.22, 0.05, 0.0, 30.0),
+)  # fmt: skip
+_TRACE_OF = {"conversation": "conv", "code": "code"}
+
+
 def demo_query_types() -> tuple[QueryType, ...]:
+    """The demo's six query types; `code` and `conversation` take their token means
+    from the Azure traces."""
     traces = trace_profiles()["traces"]
-    code, conv = traces["code"], traces["conv"]
-    return (
-        QueryType(
-            id="conversation",
-            task="general",
-            arrival_rate=45.1,
-            input_tokens=round(conv["input_tokens_mean"]),
-            output_tokens=round(conv["output_tokens_mean"]),
-            ttft_s=1.0,
-            tpot_s=0.06,
-            max_error_rate=0.25,
-            unmet_penalty=0.01,
-            max_unmet_fraction=0.0,
-        ),
-        QueryType(
-            id="code",
-            task="code",
-            arrival_rate=27.8,
-            input_tokens=round(code["input_tokens_mean"]),
-            output_tokens=round(code["output_tokens_mean"]),
-            ttft_s=0.8,
-            tpot_s=0.04,
-            max_error_rate=0.20,
-            unmet_penalty=0.01,
-            max_unmet_fraction=0.0,
-        ),
-        QueryType(
-            id="summarization",
-            task="general",
-            arrival_rate=8.0,
-            input_tokens=3000,
-            output_tokens=250,
-            ttft_s=3.0,
-            tpot_s=0.08,
-            max_error_rate=0.30,
-            unmet_penalty=0.02,
-            max_unmet_fraction=0.05,
-        ),
-        QueryType(
-            id="translation",
-            task="general",
-            arrival_rate=6.0,
-            input_tokens=400,
-            output_tokens=400,
-            ttft_s=1.0,
-            tpot_s=0.05,
-            max_error_rate=0.30,
-            unmet_penalty=0.01,
-            max_unmet_fraction=0.05,
-        ),
-        QueryType(
-            id="math",
-            task="math_easy",
-            arrival_rate=3.0,
-            input_tokens=300,
-            output_tokens=600,
-            ttft_s=2.0,
-            tpot_s=0.06,
-            max_error_rate=0.10,
-            unmet_penalty=0.05,
-            max_unmet_fraction=0.0,
-        ),
-        QueryType(
-            id="rag-long-context",
-            task="general",
-            arrival_rate=2.0,
-            input_tokens=12000,
-            output_tokens=300,
-            ttft_s=4.0,
-            tpot_s=0.08,
-            e2e_s=30.0,
-            max_error_rate=0.22,
-            unmet_penalty=0.05,
-            max_unmet_fraction=0.0,
-        ),
-    )
+    out = []
+    for qid, task, rate, h, f, ttft, tpot, eps, phi, zeta, e2e in _TYPES:
+        trace = traces.get(_TRACE_OF.get(qid, ""), {})
+        out.append(
+            QueryType(
+                id=qid,
+                task=task,
+                arrival_rate=rate,
+                input_tokens=h if h is not None else round(trace["input_tokens_mean"]),
+                output_tokens=f if f is not None else round(trace["output_tokens_mean"]),
+                ttft_s=ttft,
+                tpot_s=tpot,
+                max_error_rate=eps,
+                unmet_penalty=phi,
+                max_unmet_fraction=zeta,
+                e2e_s=e2e,
+            )
+        )
+    return tuple(out)
 
 
 def demo_scenario() -> Scenario:

@@ -8,12 +8,11 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from app.service.auth import Authorized
-from app.service.demand import from_epoch, to_epoch
+from app.service.demand import from_epoch
 from app.service.deps import DemandDep, LatencyDep
 from app.service.problems import problem_responses
 from app.service.schemas.observations import DemandObservations, ObservationsAccepted
 from app.service.schemas.perf import LatencyObservations
-from app.service.store import DemandRow
 
 router = APIRouter(prefix="/v1/observations", tags=["observations"])
 
@@ -34,17 +33,7 @@ async def post_demand(body: DemandObservations, demand: DemandDep) -> JSONRespon
     a replay may run faster than real time. 202: the forecast ran; if the planned
     demand moved beyond `policy.replan_deadband` (or an interval passed) the spec
     was updated and a re-plan is under way (`changed`, `generation`)."""
-    rows = [
-        DemandRow(
-            o.query_type,
-            to_epoch(o.start),
-            o.window_s,
-            o.requests,
-            o.input_tokens_mean,
-            o.output_tokens_mean,
-        )
-        for o in body.observations
-    ]
+    rows = [o.domain() for o in body.observations]
     done = await demand.ingest(rows)
     plan_url = f"/v1/plan?wait_for_generation={done.generation}&timeout_s=30"
     out = ObservationsAccepted(

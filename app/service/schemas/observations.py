@@ -4,10 +4,12 @@ evaluation of a plan against a demand (`POST /v1/evaluate`)."""
 
 from __future__ import annotations
 
+from datetime import UTC
 from typing import Any
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
+from app.engine.api import DemandObservation
 from app.engine.model.schemas import MAX_RATE, MAX_TOKENS, Id, ScenarioSpec
 from app.service.schemas.common import REQUEST, RESPONSE
 from app.service.schemas.plans import PlanDocument
@@ -30,6 +32,17 @@ class DemandObservationIn(BaseModel):
     requests: float = Field(ge=0.0, le=MAX_RATE * 86_400.0, examples=[1668])
     input_tokens_mean: float | None = Field(default=None, gt=0.0, le=MAX_TOKENS)
     output_tokens_mean: float | None = Field(default=None, gt=0.0, le=MAX_TOKENS)
+
+    def domain(self) -> DemandObservation:
+        """The engine's observation (time as epoch seconds)."""
+        return DemandObservation(
+            self.query_type,
+            self.start.astimezone(UTC).timestamp(),
+            self.window_s,
+            self.requests,
+            self.input_tokens_mean,
+            self.output_tokens_mean,
+        )
 
 
 class DemandObservations(BaseModel):

@@ -12,17 +12,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from app.engine.api import DemandObservation
 from app.service.store.core import StoreCore, dumps, utc_now
 
-
-@dataclass(frozen=True, slots=True)
-class DemandRow:
-    query_type: str
-    start_s: float
-    window_s: float
-    requests: float
-    input_tokens_mean: float | None
-    output_tokens_mean: float | None
+# A demand row is the engine's `DemandObservation` (one window of one type).
+DemandRow = DemandObservation
 
 
 @dataclass(frozen=True, slots=True)
