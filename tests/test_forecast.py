@@ -143,7 +143,7 @@ def test_out_of_order_and_duplicate_windows() -> None:
     assert fc.last_start_s == obs[-1].start_s
     a = observation_arrays([*obs, fix])
     assert a.n == len(obs)
-    assert a.requests[-1] == 0.0
+    assert a.requests[-1] == 0.0 and a.source[int(a.index[-1])] is fix
     # ... whichever window length it has
     longer = DemandObservation("t", obs[-1].start_s, 120.0, 240.0)
     a = observation_arrays([fix, longer, *obs[:-1]])

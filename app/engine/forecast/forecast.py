@@ -78,7 +78,7 @@ def forecast_type(
                             None, None, "no observations: rate 0")  # fmt: skip
     last_start = float(obs.start_s[-1])
     last_rate = float(obs.rate[-1])
-    tokens = token_means(obs, now_s, config.token_window_min)
+    tokens = obs.token_means(now_s - config.token_window_min * MINUTE_S)
     stale_s = now_s - float(obs.end_s.max())
     stale = (
         f"latest observation ended {stale_s / 60:.0f} min before now" if stale_s >= STALE_S else ""
@@ -226,24 +226,3 @@ def _fitted_variances(
 
 def _points(obs: ObservationArrays, since_s: float) -> int:
     return int((obs.end_s > since_s).sum())
-
-
-def token_means(
-    obs: ObservationArrays, now_s: float, window_min: int
-) -> tuple[float | None, float | None]:
-    """Request-weighted token means over the windows that end in the last
-    `window_min` minutes; the latest known value when none does; None if never
-    given."""
-    recent = obs.end_s > now_s - window_min * MINUTE_S
-    out: list[float | None] = []
-    for values in (obs.input_tokens_mean, obs.output_tokens_mean):
-        known = ~np.isnan(values)
-        sel = known & recent
-        w = obs.requests[sel]
-        if sel.any() and float(w.sum()) > 0.0:
-            out.append(float((values[sel] * w).sum() / w.sum()))
-        elif known.any():
-            out.append(float(values[np.flatnonzero(known)[-1]]))
-        else:
-            out.append(None)
-    return out[0], out[1]
