@@ -92,7 +92,7 @@ def git_rev() -> str:
             ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "app", "bench"],
+            ["git", "status", "--porcelain", "--untracked-files=no", "app", "bench"],
             cwd=ROOT,
             capture_output=True,
             text=True,
