@@ -116,7 +116,8 @@ def ramp_type_days(seed: int, days: int) -> np.ndarray:
     eps = np.random.default_rng([seed, 7, 1]).standard_normal(n)
     vol = np.exp(SIGMA * eps - 0.5 * SIGMA**2)
     env = np.tile(envelope(3.0, DAY), days)
-    return RAMP_RATE * env * shape * vol
+    out: np.ndarray = RAMP_RATE * env * shape * vol
+    return out
 
 
 def random_walk_days(seed: int, days: int) -> np.ndarray:

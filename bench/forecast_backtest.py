@@ -45,7 +45,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -472,7 +472,7 @@ def main() -> None:
                 "",
             ]
     ucm = chosen["ucm_conformal"]
-    other_fit = "fixed" if ucm.fit == "mle" else "mle"
+    other_fit: Literal["mle", "fixed"] = "fixed" if ucm.fit == "mle" else "mle"
     configs: list[tuple[str, ForecastConfig]] = [
         ("last", chosen["last"]),
         ("window_quantile", chosen["window_quantile"]),

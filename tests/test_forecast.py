@@ -64,6 +64,14 @@ def test_constant_gives_the_constant(method: str, minutes: int, cache: UcmFitCac
     assert fc.quantile == 0.95
 
 
+@pytest.mark.parametrize("method", METHODS)
+def test_idle_type_plans_zero(method: str, cache: UcmFitCache) -> None:
+    """Two days of windows that counted no request: zero, not a floor."""
+    cfg = ForecastConfig(method, fit="mle")  # type: ignore[arg-type]
+    fc = forecast_demand({"t": minute_obs(np.zeros(2 * DAY))}, cfg, cache=cache)["t"]
+    assert fc.rate == pytest.approx(0.0, abs=1e-9)
+
+
 def test_window_quantile_adds_its_margin() -> None:
     cfg = ForecastConfig("window_quantile", margin=0.2)
     fc = forecast_demand({"t": minute_obs(np.full(120, 10.0))}, cfg)["t"]
@@ -109,7 +117,7 @@ def test_flash_crowd_is_caught_within_two_intervals(cache: UcmFitCache) -> None:
     rates = noisy(np.full(t.size, 30.0), 0.1, 3) * mult
     new_level = float(rates[start + 10 : start + 60].mean())
     for method in ("window_quantile", "ucm_conformal"):
-        cfg = ForecastConfig(method)  # type: ignore[arg-type]
+        cfg = ForecastConfig(method)
         now = start + 10 + 2 * 5  # two intervals after the rise ends
         fc = forecast_demand({"t": minute_obs(rates[:now])}, cfg, cache=cache)["t"]
         assert fc.rate >= new_level, method

@@ -12,13 +12,14 @@ idle bin has a finite log) follows
 — a local linear trend with a smooth time-of-day profile, all multiplicative on
 the rate scale. statsmodels estimates the states with its Kalman filter
 (`UnobservedComponents`; missing bins are NaN observations, which the filter
-skips) and the three noise variances by maximum likelihood. The profile has no
-noise of its own: it is re-estimated by every filter pass over the last
-`history_days`, so it follows a changing profile as the window slides, and one
-parameter fewer makes the likelihood fit about three times cheaper. The likelihood prefers a
-level that barely moves on a stationary day, which would take hours to follow a
-flash crowd; the level (trend) variance is therefore at least `level_snr_min`
-(`trend_snr_min`) times the irregular variance, floors chosen by the backtest.
+skips). The profile has no noise of its own: every filter pass re-estimates it
+over the last `history_days`, so it follows a changing profile as the window
+slides. Only the ratios of the three noise variances matter to the forecast. By
+default they are fixed (level and trend variance = `level_snr_min` and
+`trend_snr_min` times the irregular variance, chosen by the backtest); with
+`fit="mle"` statsmodels fits them by maximum likelihood and the ratios are
+floored there. The floor matters: the likelihood prefers a level that barely
+moves on a stationary day, which would take hours to follow a flash crowd.
 
 Calibration (split conformal, on the model's own out-of-sample errors). From
 every bin end j in the calibration window the filtered state (data up to j only)
