@@ -22,6 +22,11 @@ day look ahead to.
   history has never seen) with a flash crowd on top (x2 within 10 minutes at
   11:30, held to 12:10, back by 12:20). The multiplier stays at 2.5 after 14:00.
   This is the "bursty ramp with a flash crowd" of the Dynamo planner comparison.
+* random-walk — an extra held-out day (not in the issue's list): 30 req/s with a
+  diurnal envelope 3:1 whose level also drifts as a random walk in log (sd 0.02
+  per 5 minutes, ~0.34 a day) and conversation-like minute noise (lognormal,
+  sd 0.05). Demand whose level wanders: where the likelihood-fitted variances of
+  the learned model matter (on the other days they fall below the floors).
 
 Parameters of the forecast methods are chosen on the code and conversation days
 only; the flash-crowd and ramp days are held out.
@@ -59,6 +64,9 @@ RAMP_MINUTES = 6 * 60
 RAMP_GROWTH = 2.5
 RAMP_FLASH_START_MIN = 11 * 60 + 30
 RAMP_FLASH_HOLD_END_MIN = 12 * 60 + 10
+RW_RATE = 30.0
+RW_STEP_SD = 0.02  # per 5 minutes, log scale
+RW_NOISE_SD = 0.05
 TAIL_MIN = 15  # minutes kept after the test span (the last re-plans look ahead)
 
 
@@ -108,7 +116,16 @@ def ramp_type_days(seed: int, days: int) -> np.ndarray:
     eps = np.random.default_rng([seed, 7, 1]).standard_normal(n)
     vol = np.exp(SIGMA * eps - 0.5 * SIGMA**2)
     env = np.tile(envelope(3.0, DAY), days)
-    return RAMP_RATE * env * shape * vol
+    out: np.ndarray = RAMP_RATE * env * shape * vol
+    return out
+
+
+def random_walk_days(seed: int, days: int) -> np.ndarray:
+    n = days * DAY
+    rng = np.random.default_rng([seed, 9])
+    walk = np.repeat(np.cumsum(RW_STEP_SD * rng.standard_normal(n // 5)), 5)
+    noise = RW_NOISE_SD * rng.standard_normal(n) - RW_NOISE_SD**2 / 2
+    return RW_RATE * np.tile(envelope(3.0, DAY), days) * np.exp(walk + noise)
 
 
 def backtest_days(seed: int = 0, warmup_days: int = WARMUP_DAYS) -> list[DemandDay]:
@@ -159,6 +176,19 @@ def backtest_days(seed: int = 0, warmup_days: int = WARMUP_DAYS) -> list[DemandD
             True,
             "08:00-14:00, x1 -> x2.5 linear ramp, x2 flash crowd at 11:30, one-endpoint code "
             "trace bursts",
+        )
+    )
+    rw = random_walk_days(seed + 900, warmup_days + 2)[: w + DAY + TAIL_MIN]
+    out.append(
+        DemandDay(
+            "random-walk",
+            "random-walk",
+            rw,
+            w,
+            DAY,
+            True,
+            "extra: 30 req/s, envelope 3:1, log level random walk (sd 0.02 / 5 min), "
+            "lognormal minute noise sd 0.05",
         )
     )
     return out

@@ -18,8 +18,10 @@ Methods (`ForecastConfig.method`):
   times (1 + margin), as Kubernetes' VPA recommends from a decaying histogram.
 * ``ucm_conformal`` — learned: a statsmodels UnobservedComponents model (level,
   trend, a smooth time-of-day profile of a few daily harmonics) of log demand,
-  with its uncertainty calibrated by conformal prediction on its own past
-  per-minute errors (see `app.engine.forecast.ucm`).
+  its states estimated by statsmodels' Kalman filter from the history, with its
+  uncertainty calibrated by conformal prediction on its own past per-minute
+  errors (see `app.engine.forecast.ucm`). Noise variance ratios are fixed (chosen
+  by the backtest) or, with ``fit="mle"``, fitted by maximum likelihood.
 
 The defaults are chosen by bench/forecast_backtest.py (results in
 bench/results/forecast_backtest.md).
@@ -59,11 +61,13 @@ How the awkward cases are handled:
 
 Cost. Each call resamples each type's observations (numpy) and, for the model,
 runs statsmodels' Kalman filter once over the last `history_days` of 5-minute
-bins with known variances (about 2 ms a type). Likelihood fits are the expensive
-part (about a second a type): each type refits only when its refit grid point
-passes (every `refit_every_h` hours, staggered by type), memoized in a `FitCache`
-keyed by the data the fit used, so results never depend on the cache. Fits and
-filters are deterministic.
+bins with known variances (1-3 ms a type; pass no more history than
+`history_days` plus an hour: ingestion is linear in what is passed). With
+``fit="mle"`` the likelihood fits are the expensive part (0.3-1 s a type): each
+type refits only when its refit grid point passes (every `refit_every_h` hours,
+staggered by type), memoized in a `FitCache` keyed by the data the fit used, so
+results never depend on the cache; a new type, or one switching to the daily
+profile after a day, refits at once. Filters and fits are deterministic.
 """
 
 from app.engine.forecast.backtest import BacktestResult, backtest

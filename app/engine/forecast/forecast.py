@@ -27,7 +27,7 @@ from app.engine.forecast.window import window_quantile_rate
 
 UcmFitCache = FitCache[UcmVariances | None]
 DEFAULT_FIT_CACHE: UcmFitCache = FitCache()
-MIN_FIT_S = 2 * 3600.0  # a likelihood fit needs at least two hours of data
+MIN_FIT_S = 3600.0  # a likelihood fit sees at least an hour of data
 STALE_S = 300.0  # note when the latest observation ended this long before now
 
 
@@ -78,7 +78,7 @@ def forecast_type(
                             None, None, "no observations: rate 0")  # fmt: skip
     last_start = float(obs.start_s[-1])
     last_rate = float(obs.rate[-1])
-    tokens = token_means(obs, now_s, config.token_window_min)
+    tokens = obs.token_means(now_s - config.token_window_min * MINUTE_S)
     stale_s = now_s - float(obs.end_s.max())
     stale = (
         f"latest observation ended {stale_s / 60:.0f} min before now" if stale_s >= STALE_S else ""
@@ -168,20 +168,30 @@ def _ucm(
     return result(fc.rate, "ucm_conformal", points, "; ".join(notes))
 
 
-def fit_anchor(query_type: str, first_start_s: float, now_s: float, refit_every_h: float
-               ) -> float:  # fmt: skip
-    """The time up to which the likelihood fit in use sees data: the latest point of
-    the type's refit grid (every `refit_every_h` hours, phase-shifted per type so
-    that types refit at different re-plans) with at least MIN_FIT_S of data before
-    it; for a young type the hourly grid; failing that, now."""
+def fit_window(
+    query_type: str, first_start_s: float, now_s: float, refit_every_h: float, horizon_s: float
+) -> tuple[float, float]:
+    """The span [begin, anchor) of data the likelihood fit in use sees. The anchor is
+    the latest point of the type's refit grid (every `refit_every_h` hours,
+    phase-shifted per type so that types refit at different re-plans); the span
+    starts `horizon_s` before it, or at the first grid point after the type's
+    first observation when that is later (so a caller keeping a sliding window of
+    history does not change the fit's data, and so its cache key, at every call).
+    The span must cover a full refit period (or the horizon); a young type uses a
+    3-hour, then an hourly grid (at least MIN_FIT_S of data); failing that, all its
+    data up to now."""
     step = 300.0
-    for every_s in (refit_every_h * 3600.0, 3600.0):
+    grids = ((refit_every_h * 3600.0, True), (3 * 3600.0, False), (3600.0, False))
+    for every_s, full in grids:
         slots = max(1, int(every_s // step))
         phase = (zlib.crc32(query_type.encode()) % slots) * step
         anchor = math.floor((now_s - phase) / every_s) * every_s + phase
-        if anchor - first_start_s >= MIN_FIT_S:
-            return anchor
-    return now_s
+        first = math.ceil((first_start_s - phase) / every_s) * every_s + phase
+        begin = max(anchor - horizon_s, first)
+        need = min(every_s, horizon_s) if full else MIN_FIT_S
+        if anchor - begin >= max(need, MIN_FIT_S):
+            return begin, anchor
+    return first_start_s, now_s
 
 
 def _fitted_variances(
@@ -193,18 +203,19 @@ def _fitted_variances(
     cache: UcmFitCache,
 ) -> UcmVariances | None:
     horizon_s = config.history_days * DAY_MIN * MINUTE_S
-    anchor = fit_anchor(query_type, float(obs.start_s[0]), now_s, config.refit_every_h)
-    data = obs.until(anchor).since(anchor - horizon_s)
+    begin, anchor = fit_window(
+        query_type, float(obs.start_s[0]), now_s, config.refit_every_h, horizon_s
+    )
+    data = obs.until(anchor).since(begin)
     if data.n == 0:
         return None
     digest = hashlib.blake2b(digest_size=16)
     for a in (data.start_s, data.window_s, data.requests):
         digest.update(a.tobytes())
-    key = (query_type, anchor, spec, config.history_days, digest.hexdigest())
+    key = (query_type, begin, anchor, spec, digest.hexdigest())
 
     def fit() -> UcmVariances | None:
-        span_min = math.ceil((anchor - float(data.start_s[0])) / MINUTE_S)
-        n_min = -(-min(span_min, int(horizon_s // MINUTE_S)) // spec.bin_min) * spec.bin_min
+        n_min = -(-math.ceil((anchor - begin) / MINUTE_S) // spec.bin_min) * spec.bin_min
         minutes = minute_rates(data, anchor, n_min)
         y = log_bins(minutes, spec.bin_min, log_offset(minutes))
         observed = np.flatnonzero(~np.isnan(y))
@@ -215,24 +226,3 @@ def _fitted_variances(
 
 def _points(obs: ObservationArrays, since_s: float) -> int:
     return int((obs.end_s > since_s).sum())
-
-
-def token_means(
-    obs: ObservationArrays, now_s: float, window_min: int
-) -> tuple[float | None, float | None]:
-    """Request-weighted token means over the windows that end in the last
-    `window_min` minutes; the latest known value when none does; None if never
-    given."""
-    recent = obs.end_s > now_s - window_min * MINUTE_S
-    out: list[float | None] = []
-    for values in (obs.input_tokens_mean, obs.output_tokens_mean):
-        known = ~np.isnan(values)
-        sel = known & recent
-        w = obs.requests[sel]
-        if sel.any() and float(w.sum()) > 0.0:
-            out.append(float((values[sel] * w).sum() / w.sum()))
-        elif known.any():
-            out.append(float(values[np.flatnonzero(known)[-1]]))
-        else:
-            out.append(None)
-    return out[0], out[1]

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from operator import attrgetter
 
 import numpy as np
 from numpy.typing import NDArray
@@ -23,20 +24,22 @@ from app.engine.errors import InputError
 from app.engine.forecast.domain import MINUTE_S, DemandObservation
 
 FloatArray = NDArray[np.float64]
+IntArray = NDArray[np.int64]
 
 MIN_BIN_COVERAGE = 0.5
 
 
 @dataclass(frozen=True, slots=True)
 class ObservationArrays:
-    """One type's observations as arrays sorted by start, one entry per start;
-    token means are NaN where not given."""
+    """One type's observations as arrays sorted by start, one entry per start.
+    Entry k is the observation `source[index[k]]`; token means are read from the
+    source objects, only where needed (`token_means`)."""
 
     start_s: FloatArray
     window_s: FloatArray
     requests: FloatArray
-    input_tokens_mean: FloatArray
-    output_tokens_mean: FloatArray
+    index: IntArray
+    source: Sequence[DemandObservation]
 
     @property
     def n(self) -> int:
@@ -50,69 +53,70 @@ class ObservationArrays:
     def rate(self) -> FloatArray:
         return self.requests / self.window_s
 
+    def _subset(self, keep: NDArray[np.bool_]) -> ObservationArrays:
+        if bool(keep.all()):
+            return self
+        return ObservationArrays(
+            self.start_s[keep], self.window_s[keep], self.requests[keep], self.index[keep],
+            self.source,
+        )  # fmt: skip
+
     def until(self, end_s: float) -> ObservationArrays:
         """The windows that have ended by `end_s` (a window still open is not an
         observation yet)."""
-        keep = self.end_s <= end_s
-        if bool(keep.all()):
-            return self
-        return ObservationArrays(
-            self.start_s[keep],
-            self.window_s[keep],
-            self.requests[keep],
-            self.input_tokens_mean[keep],
-            self.output_tokens_mean[keep],
-        )
+        return self._subset(self.end_s <= end_s)
 
     def since(self, begin_s: float) -> ObservationArrays:
         """The windows that end after `begin_s`."""
-        keep = self.end_s > begin_s
-        if bool(keep.all()):
-            return self
-        return ObservationArrays(
-            self.start_s[keep],
-            self.window_s[keep],
-            self.requests[keep],
-            self.input_tokens_mean[keep],
-            self.output_tokens_mean[keep],
-        )
+        return self._subset(self.end_s > begin_s)
+
+    def token_means(self, since_s: float) -> tuple[float | None, float | None]:
+        """Request-weighted input and output token means over the windows that end
+        after `since_s`; the latest known value when none of them has one; None
+        when no observation gives one."""
+        recent = [self.source[int(i)] for i in self.index[self.end_s > since_s]]
+        out: list[float | None] = []
+        for name in ("input_tokens_mean", "output_tokens_mean"):
+            pairs = [(v, o.requests) for o in recent if (v := getattr(o, name)) is not None]
+            weight = sum(w for _, w in pairs)
+            if pairs and weight > 0.0:
+                out.append(sum(v * w for v, w in pairs) / weight)
+                continue
+            values = list(map(attrgetter(name), self.source))
+            latest = None
+            if values.count(None) < len(values):
+                for i in self.index[::-1]:
+                    if (v := values[int(i)]) is not None:
+                        latest = float(v)
+                        break
+            out.append(latest)
+        return out[0], out[1]
 
 
 def observation_arrays(
     observations: Sequence[DemandObservation], query_type: str | None = None
 ) -> ObservationArrays:
-    """Sorted, deduplicated arrays of `observations`. With `query_type`, every
-    observation must be of that type (InputError otherwise)."""
-    nan = float("nan")
-    rows = [
-        (
-            o.start_s,
-            o.window_s,
-            o.requests,
-            nan if o.input_tokens_mean is None else o.input_tokens_mean,
-            nan if o.output_tokens_mean is None else o.output_tokens_mean,
-        )
-        for o in observations
-    ]
-    if query_type is not None and {o.query_type for o in observations} - {query_type}:
+    """Sorted, deduplicated arrays of `observations`: a later observation with the
+    same start replaces an earlier one. With `query_type`, every observation must
+    be of that type (InputError otherwise)."""
+    n = len(observations)
+    if query_type is not None and set(map(attrgetter("query_type"), observations)) - {query_type}:
         i = next(i for i, o in enumerate(observations) if o.query_type != query_type)
         raise InputError(
             f"history[{query_type}][{i}].query_type",
             f"is {observations[i].query_type!r}, filed under {query_type!r}",
         )
-    a = np.array(rows, dtype=np.float64).reshape(len(rows), 5)
-    if len(rows) > 1:
-        # the last occurrence of each start wins: first occurrence in reversed order
-        rev = a[::-1]
-        _, first = np.unique(rev[:, 0], return_index=True)
-        a = rev[first]  # np.unique sorts by start
-    return ObservationArrays(
-        np.ascontiguousarray(a[:, 0]),
-        np.ascontiguousarray(a[:, 1]),
-        np.ascontiguousarray(a[:, 2]),
-        np.ascontiguousarray(a[:, 3]),
-        np.ascontiguousarray(a[:, 4]),
-    )
+    cols = [
+        np.fromiter(map(attrgetter(name), observations), np.float64, n)
+        for name in ("start_s", "window_s", "requests")
+    ]
+    index = np.arange(n, dtype=np.int64)
+    if n > 1:
+        # the last occurrence of each start wins: its first occurrence in reverse order
+        _, first = np.unique(cols[0][::-1], return_index=True)  # sorted by start
+        index = (n - 1 - first).astype(np.int64)
+        cols = [c[index] for c in cols]
+    return ObservationArrays(cols[0], cols[1], cols[2], index, observations)
 
 
 def resample(

@@ -7,16 +7,19 @@ idle bin has a finite log) follows
 
     y_t = level_t + season_t + irregular_t
     level_{t+1} = level_t + trend_t + eta_t,    trend_{t+1} = trend_t + zeta_t
-    season_t = sum of `harmonics` daily harmonics (period 1 day), each a
-               stochastic trigonometric cycle
+    season_t = sum of `harmonics` daily harmonics (period 1 day)
 
 — a local linear trend with a smooth time-of-day profile, all multiplicative on
 the rate scale. statsmodels estimates the states with its Kalman filter
 (`UnobservedComponents`; missing bins are NaN observations, which the filter
-skips) and the noise variances by maximum likelihood. The likelihood prefers a
-level that barely moves on a stationary day, which would take hours to follow a
-flash crowd; the level (trend) variance is therefore at least `level_snr_min`
-(`trend_snr_min`) times the irregular variance, floors chosen by the backtest.
+skips). The profile has no noise of its own: every filter pass re-estimates it
+over the last `history_days`, so it follows a changing profile as the window
+slides. Only the ratios of the three noise variances matter to the forecast. By
+default they are fixed (level and trend variance = `level_snr_min` and
+`trend_snr_min` times the irregular variance, chosen by the backtest); with
+`fit="mle"` statsmodels fits them by maximum likelihood and the ratios are
+floored there. The floor matters: the likelihood prefers a level that barely
+moves on a stationary day, which would take hours to follow a flash crowd.
 
 Calibration (split conformal, on the model's own out-of-sample errors). From
 every bin end j in the calibration window the filtered state (data up to j only)
@@ -72,36 +75,37 @@ class UcmSpec:
             if self.harmonics > 0
             else None
         )
-        return UnobservedComponents(endog, level="local linear trend", freq_seasonal=seasonal)
+        return UnobservedComponents(
+            endog,
+            level="local linear trend",
+            freq_seasonal=seasonal,
+            stochastic_freq_seasonal=[False] if seasonal else None,
+        )
 
 
 @dataclass(frozen=True, slots=True)
 class UcmVariances:
-    """Disturbance variances of the model (log scale, per bin)."""
+    """Disturbance variances of the model (log scale, per bin); the profile is
+    deterministic over the history the filter sees."""
 
     irregular: float
     level: float
     trend: float
-    seasonal: float
 
-    def vector(self, spec: UcmSpec) -> FloatArray:
-        v = [self.irregular, self.level, self.trend]
-        if spec.harmonics > 0:
-            v.append(self.seasonal)
-        return np.asarray(v, dtype=np.float64)
+    def vector(self) -> FloatArray:
+        return np.asarray([self.irregular, self.level, self.trend], dtype=np.float64)
 
     def floored(self, level_snr_min: float, trend_snr_min: float) -> UcmVariances:
         return UcmVariances(
             self.irregular,
             max(self.level, level_snr_min * self.irregular),
             max(self.trend, trend_snr_min * self.irregular),
-            self.seasonal,
         )
 
 
 def fixed_variances(level_snr: float, trend_snr: float) -> UcmVariances:
     """Variance ratios without a fit (only ratios matter to the point forecast)."""
-    return UcmVariances(1.0, level_snr, trend_snr, 0.0)
+    return UcmVariances(1.0, level_snr, trend_snr)
 
 
 def log_offset(minutes: FloatArray) -> float:
@@ -135,10 +139,7 @@ def fit_variances(y: FloatArray, spec: UcmSpec) -> UcmVariances | None:
         return None
     if not bool(np.isfinite(p).all()) or p[0] <= 0.0:
         return None
-    return UcmVariances(
-        float(p[0]), float(max(p[1], 0.0)), float(max(p[2], 0.0)),
-        float(max(p[3], 0.0)) if spec.harmonics > 0 else 0.0,
-    )  # fmt: skip
+    return UcmVariances(float(p[0]), float(max(p[1], 0.0)), float(max(p[2], 0.0)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,7 +189,7 @@ def conformal_forecast(
         return None
     first = int(observed[0])  # the filter starts at the first observed bin
     mod = spec.model(y[first:])
-    mod.update(variances.vector(spec))
+    mod.update(variances.vector())
     mod.ssm.set_conserve_memory(_KEEP_FILTERED_STATE_ONLY)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
