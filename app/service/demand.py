@@ -167,7 +167,12 @@ class DemandLoop:
         if now is None or not observed:
             return False
         config = self.config(cluster.spec)
-        history = {q: list(st.windows.values()) for q, st in observed.items()}
+        # What the forecaster reads: its model's history and calibration days, with
+        # two hours to spare (reading more only costs time).
+        since = now - (config.history_days + config.calib_days) * DAY_S - 7200.0
+        history = {
+            q: [o for s, o in st.windows.items() if s >= since] for q, st in observed.items()
+        }
         forecasts = await asyncio.to_thread(forecast_demand, history, config, now)
         policy = cluster.spec["policy"]
         planned: dict[str, TypeForecast] = {}

@@ -37,7 +37,7 @@ _ENGINES = ", ".join(ENGINE_NAMES)
 # uncertainty. The default is the method that won the backtest
 # (bench/results/forecast_backtest.md).
 ForecastMethodName = Literal["last", "window_quantile", "ucm_conformal"]
-DEFAULT_FORECAST: ForecastMethodName = "window_quantile"
+DEFAULT_FORECAST: ForecastMethodName = "ucm_conformal"
 
 
 class QueryTypeSpec(BaseModel):
