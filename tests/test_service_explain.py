@@ -20,9 +20,7 @@ def test_explain_live_plan_names_routes_alternatives_and_binding(tmp_path: Path)
         routed = {(r["query_type"], r["deployment"]) for r in status["plan"]["routing"]}
         for qt, q in explained.items():
             # every route of the plan is reported, and only those
-            assert {(qt, r["deployment"]) for r in q["routes"]} == {
-                x for x in routed if x[0] == qt
-            }
+            assert {(qt, r["deployment"]) for r in q["routes"]} == {x for x in routed if x[0] == qt}
             assert q["candidates"]["feasible"] <= q["candidates"]["meet_slo"]
             costs = [c["cost_per_request"] for c in q["cheapest_candidates"]]
             assert costs == sorted(costs)

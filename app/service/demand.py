@@ -39,7 +39,7 @@ from app.engine.api import DemandObservation, ForecastConfig, TypeForecast, fore
 from app.service.errors import InvalidInput
 from app.service.metrics import Metrics
 from app.service.settings import Settings
-from app.service.state import ClusterSnapshot, ControlPlane
+from app.service.state import Attached, ClusterSnapshot, ControlPlane
 from app.service.store import ForecastRow, Store
 
 log = logging.getLogger("llm_allocator.service")
@@ -78,16 +78,12 @@ def from_epoch(t: float) -> str:
     return datetime.fromtimestamp(t, UTC).isoformat().replace("+00:00", "Z")
 
 
-class DemandLoop:
+class DemandLoop(Attached):
     def __init__(
         self, cp: ControlPlane, store: Store, settings: Settings, metrics: Metrics
     ) -> None:
-        self.cp = cp
-        self.store = store
-        self.settings = settings
-        self.metrics = metrics
+        super().__init__(cp, store, settings, metrics)
         self._types: dict[str, _TypeState] = {}
-        self._lock = asyncio.Lock()
         self._data_now: float | None = None
         self._last_update_s: float | None = None  # data time of the last applied update
 

@@ -33,7 +33,7 @@ from app.service.errors import InvalidInput
 from app.service.metrics import Metrics
 from app.service.schemas.perf import Deployed, LatencyObservationIn
 from app.service.settings import Settings
-from app.service.state import ControlPlane
+from app.service.state import Attached, ControlPlane
 from app.service.store import Store
 
 log = logging.getLogger("llm_allocator.service")
@@ -80,15 +80,11 @@ def resolve(d: Deployed, spec: dict[str, Any], where: str) -> Resolved:
     return Resolved(model, gpu, precision, engine)
 
 
-class LatencyLoop:
+class LatencyLoop(Attached):
     def __init__(
         self, cp: ControlPlane, store: Store, settings: Settings, metrics: Metrics
     ) -> None:
-        self.cp = cp
-        self.store = store
-        self.settings = settings
-        self.metrics = metrics
-        self._lock = asyncio.Lock()
+        super().__init__(cp, store, settings, metrics)
         self.current: api.Calibration | None = None  # the calibration in force
         self.latest: api.Calibration | None = None  # the latest fit (may be in the band)
         self.observations = 0

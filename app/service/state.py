@@ -80,6 +80,21 @@ def if_match_ok(header: str | None, etag: str) -> bool:
     return "*" in tags or etag in tags
 
 
+class Attached:
+    """A part of the control plane that ingests observations: it reads the cluster
+    state, writes through the store, counts in the metrics, and serializes its own
+    updates with a lock."""
+
+    def __init__(
+        self, cp: ControlPlane, store: Store, settings: Settings, metrics: Metrics
+    ) -> None:
+        self.cp = cp
+        self.store = store
+        self.settings = settings
+        self.metrics = metrics
+        self._lock = asyncio.Lock()
+
+
 class ControlPlane:
     def __init__(self, store: Store, settings: Settings, metrics: Metrics) -> None:
         self.store = store
