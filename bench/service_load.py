@@ -515,6 +515,42 @@ async def sampler(pid: int, st: Stats, stop: asyncio.Event, limit: int) -> None:
 # --------------------------------------------------------------------------- run
 
 
+GPU_FIELDS = (
+    "id",
+    "memory_gb",
+    "memory_bandwidth_gbps",
+    "intra_node_gbps",
+    "inter_node_gbps",
+    "gpus_per_node",
+    "price_per_hour",
+)
+
+
+def large_scenario(types: int) -> dict[str, Any]:
+    """The demo's models and query-type shapes on every catalog GPU type (12), with
+    `types` query types (the demo's six, cycled, rates jittered, ids numbered)."""
+    from app.engine.api import demo_scenario_document
+    from app.engine.model.catalog import catalog_gpus
+
+    rng = random.Random(0)
+    spec = demo_scenario_document()
+    shapes = spec["query_types"]
+    spec["query_types"] = [
+        {**shapes[k % len(shapes)], "id": f"{shapes[k % len(shapes)]['id']}-{k}",
+         "arrival_rate": round(shapes[k % len(shapes)]["arrival_rate"] * rng.uniform(0.1, 0.4), 3)}
+        for k in range(types)
+    ]  # fmt: skip
+    gpus = []
+    for g in catalog_gpus():
+        doc = next((x for x in spec["gpus"] if x["id"] == g.id), None)
+        if doc is None:
+            doc = {f: getattr(g, f) for f in GPU_FIELDS} | {"tflops": dict(g.tflops)}
+            doc["available"] = 16
+        gpus.append(doc)
+    spec["gpus"] = gpus
+    return spec
+
+
 async def run(args: argparse.Namespace, proc: subprocess.Popen, port: int) -> dict[str, Any]:
     base_url = f"http://{HOST}:{port}"
     timeout = httpx.Timeout(args.request_timeout)
@@ -531,6 +567,13 @@ async def run(args: argparse.Namespace, proc: subprocess.Popen, port: int) -> di
     getter: Getter | None = None
     try:
         ready_s = await wait_ready(ctl, proc, args.ready_timeout)
+        if args.types:
+            # A larger fleet: PUT it and wait for its first plan before measuring.
+            spec = large_scenario(args.types)
+            r = await ctl.put("/v1/cluster", json={"spec": spec})
+            r.raise_for_status()
+            g = r.json()["generation"]
+            await ctl.get("/v1/plan", params={"wait_for_generation": g, "timeout_s": 60})
         cluster = (await ctl.get("/v1/cluster")).json()
         base = {q["id"]: float(q["arrival_rate"]) for q in cluster["spec"]["query_types"]}
         plan0 = (await ctl.get("/v1/plan")).json()
@@ -857,6 +900,13 @@ def main(argv: list[str] | None = None) -> int:
         default="info",
         choices=["critical", "error", "warning", "info", "debug"],
         help="server log level (default info, the service default: one access-log line a request)",
+    )
+    p.add_argument(
+        "--types",
+        type=int,
+        default=0,
+        help="plan a larger fleet: this many query types on all 12 catalog GPU types "
+        "(default: the demo scenario's 6 types and 6 GPU types)",
     )
     p.add_argument("--json", help="also write all numbers to this file")
     p.add_argument(
