@@ -67,6 +67,16 @@ def process_gone(pid: int, timeout_s: float = 60) -> bool:
     return False
 
 
+def plan_a_large_fleet(c: TestClient) -> None:
+    """A scenario the MILP cannot finish quickly (20 types x 20 models x 20 tiers),
+    planned: audits of it run long."""
+    wait_for_plan(c, 1)
+    big = scenario_to_document(generate(20, 20, 20, seed=1))
+    r = c.put("/v1/cluster", json={"spec": big})
+    assert r.status_code == 200, r.text
+    wait_for_plan(c, r.json()["generation"])
+
+
 def test_audit_of_live_plan_reports_certified_gap(tmp_path: Path) -> None:
     with client_for(fast_settings(tmp_path)) as c:
         plan = wait_for_plan(c, 1)
@@ -93,12 +103,7 @@ def test_audit_of_live_plan_reports_certified_gap(tmp_path: Path) -> None:
 def test_cancel_running_and_queued_audits_and_admission(tmp_path: Path) -> None:
     settings = fast_settings(tmp_path, max_concurrent_audits=1, max_queued_audits=1)
     with client_for(settings) as c:
-        wait_for_plan(c, 1)
-        # A scenario CBC cannot finish quickly (20 types x 20 models x 20 tiers).
-        big = scenario_to_document(generate(20, 20, 20, seed=1))
-        r = c.put("/v1/cluster", json={"spec": big})
-        assert r.status_code == 200, r.text
-        wait_for_plan(c, r.json()["generation"])
+        plan_a_large_fleet(c)
 
         running = c.post("/v1/audits", json={"time_limit_s": 120}).json()
         queued = c.post("/v1/audits", json={"time_limit_s": 120}).json()
@@ -143,12 +148,7 @@ def test_concurrent_creates_respect_the_admission_limit(tmp_path: Path) -> None:
     queued): the check and the insert must be one step."""
     settings = fast_settings(tmp_path, max_concurrent_audits=1, max_queued_audits=4)
     with client_for(settings) as c:
-        wait_for_plan(c, 1)
-        # Long audits: none ends during the burst (20 types x 20 models x 20 tiers).
-        big = scenario_to_document(generate(20, 20, 20, seed=1))
-        r = c.put("/v1/cluster", json={"spec": big})
-        assert r.status_code == 200, r.text
-        wait_for_plan(c, r.json()["generation"])
+        plan_a_large_fleet(c)  # long audits: none ends during the burst
         barrier = threading.Barrier(12)
 
         def create(_: int) -> httpx.Response:

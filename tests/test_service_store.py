@@ -6,6 +6,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -48,29 +49,38 @@ def test_migrates_an_older_database_in_place(tmp_path: Path) -> None:
         store.close()
 
 
-def test_refuses_a_corrupt_file(tmp_path: Path) -> None:
-    path = tmp_path / "bad.db"
+def _corrupt(path: Path) -> None:
     path.write_bytes(b"this is not a database at all" * 200)
-    with pytest.raises(StoreError, match="corrupt or not an SQLite database"):
-        Store(path).open()
 
 
-def test_refuses_a_newer_schema(tmp_path: Path) -> None:
-    path = tmp_path / "new.db"
+def _newer(path: Path) -> None:
     conn = sqlite3.connect(path)
     conn.execute("PRAGMA user_version = 99")
     conn.close()
-    with pytest.raises(StoreError, match="schema version 99, newer"):
-        Store(path).open()
 
 
-def test_refuses_a_foreign_database(tmp_path: Path) -> None:
-    path = tmp_path / "other.db"
+def _foreign(path: Path) -> None:
     conn = sqlite3.connect(path)
     conn.execute("CREATE TABLE t (x)")
     conn.commit()
     conn.close()
-    with pytest.raises(StoreError, match="belongs to something else"):
+
+
+@pytest.mark.parametrize(
+    ("make", "reason"),
+    [
+        (_corrupt, "corrupt or not an SQLite database"),
+        (_newer, "schema version 99, newer"),
+        (_foreign, "belongs to something else"),
+    ],
+    ids=["corrupt", "newer-schema", "foreign"],
+)
+def test_refuses_an_unusable_database(
+    tmp_path: Path, make: Callable[[Path], None], reason: str
+) -> None:
+    path = tmp_path / "x.db"
+    make(path)
+    with pytest.raises(StoreError, match=reason):
         Store(path).open()
 
 
