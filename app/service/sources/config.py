@@ -9,7 +9,7 @@ window's request count, a mean token count, a mean latency or a mean concurrency
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Annotated
 
 import httpx
@@ -233,80 +233,21 @@ class SourceConfig:
 
 
 def to_config(spec: SourcesSpec) -> SourceConfig:
-    """The validated API document as the poller's domain object."""
+    """The validated API document as the poller's domain object (field for field:
+    the two are kept in step by `tests/test_sources_prometheus.py`'s round trip)."""
+    doc = spec.model_dump()
     return SourceConfig(
-        prometheus_url=spec.prometheus_url,
-        demand=tuple(
-            DemandQuery(
-                query_type=d.query_type,
-                requests=d.requests,
-                input_tokens_mean=d.input_tokens_mean,
-                output_tokens_mean=d.output_tokens_mean,
-            )
-            for d in spec.demand
-        ),
-        latency=tuple(
-            LatencyQuery(
-                model=q.model,
-                gpu=q.gpu,
-                precision=q.precision,
-                tp=q.tp,
-                pp=q.pp,
-                engine=q.engine,
-                ttft_s=q.ttft_s,
-                tpot_s=q.tpot_s,
-                concurrency=q.concurrency,
-                input_tokens=q.input_tokens,
-                output_tokens=q.output_tokens,
-            )
-            for q in spec.latency
-        ),
-        poll_interval_s=spec.poll_interval_s,
-        window_s=spec.window_s,
-        settle_s=spec.settle_s,
-        max_catchup_s=spec.max_catchup_s,
-        initial_backfill_s=spec.initial_backfill_s,
-        timeout_s=spec.timeout_s,
-        failure_threshold=spec.failure_threshold,
+        **{k: v for k, v in doc.items() if k not in ("demand", "latency")},
+        demand=tuple(DemandQuery(**d) for d in doc["demand"]),
+        latency=tuple(LatencyQuery(**q) for q in doc["latency"]),
     )
 
 
 def to_spec(config: SourceConfig) -> SourcesSpec:
     """The domain object back as the API document (GET /v1/sources)."""
-    return SourcesSpec(
-        prometheus_url=config.prometheus_url,
-        poll_interval_s=config.poll_interval_s,
-        window_s=config.window_s,
-        settle_s=config.settle_s,
-        max_catchup_s=config.max_catchup_s,
-        initial_backfill_s=config.initial_backfill_s,
-        timeout_s=config.timeout_s,
-        failure_threshold=config.failure_threshold,
-        demand=[
-            DemandQuerySpec(
-                query_type=d.query_type,
-                requests=d.requests,
-                input_tokens_mean=d.input_tokens_mean,
-                output_tokens_mean=d.output_tokens_mean,
-            )
-            for d in config.demand
-        ],
-        latency=[
-            LatencyQuerySpec(
-                model=q.model,
-                gpu=q.gpu,
-                precision=q.precision,
-                tp=q.tp,
-                pp=q.pp,
-                engine=q.engine,
-                ttft_s=q.ttft_s,
-                tpot_s=q.tpot_s,
-                concurrency=q.concurrency,
-                input_tokens=q.input_tokens,
-                output_tokens=q.output_tokens,
-            )
-            for q in config.latency
-        ],
+    doc = asdict(config)
+    return SourcesSpec.model_validate(
+        doc | {"demand": list(doc["demand"]), "latency": list(doc["latency"])}
     )
 
 
