@@ -55,8 +55,9 @@ class SearchStats:
     iterations: int  # local-search moves tried
     starts: int  # starts completed (warm start included)
     warm_start_used: bool  # the returned plan descends from the warm start
-    termination: str  # "converged" | "deadline"
+    termination: str  # "converged" | "deadline" | "stopped" | "completed"
     time_to_best_s: float  # when the returned plan was found
+    elite: tuple[AllocationState, ...] = ()  # the best distinct local optima, best first
 
 
 class StopSignal(Protocol):
@@ -401,9 +402,12 @@ def agh(
     starts = 0
     stale = 0
 
+    elite: list[tuple[tuple[float, float], AllocationState]] = []
+
     def consider(st: AllocationState, from_warm: bool) -> None:
         nonlocal best, best_score, best_from_warm, time_to_best, stale
         sc = st.score()
+        _keep_elite(elite, sc, st)
         if best is None or better(sc, best_score):
             best, best_score, best_from_warm = st, sc, from_warm
             time_to_best = deadline.elapsed()
@@ -459,6 +463,39 @@ def agh(
 
     assert best is not None
     termination = (
-        "stopped" if deadline.stopped() else "deadline" if deadline.passed() else "converged"
+        "stopped"
+        if deadline.stopped()
+        else "deadline"
+        if deadline.passed()
+        else "completed"
+        if max_starts is not None and starts >= max_starts
+        else "converged"
     )
-    return best, SearchStats(ls.iterations, starts, best_from_warm, termination, time_to_best)
+    return best, SearchStats(
+        ls.iterations,
+        starts,
+        best_from_warm,
+        termination,
+        time_to_best,
+        tuple(e[1] for e in elite),
+    )
+
+
+ELITE_SIZE = 4
+
+
+def _keep_elite(
+    elite: list[tuple[tuple[float, float], AllocationState]],
+    sc: tuple[float, float],
+    st: AllocationState,
+) -> None:
+    """Keep the ELITE_SIZE best local optima with distinct replica vectors."""
+    for k, (esc, est) in enumerate(elite):
+        if np.array_equal(est.r, st.r):
+            if better(sc, esc):
+                elite[k] = (sc, st)
+                elite.sort(key=lambda e: e[0])
+            return
+    elite.append((sc, st))
+    elite.sort(key=lambda e: e[0])
+    del elite[ELITE_SIZE:]

@@ -283,11 +283,8 @@ def _run(
         )
         call.solver = outcome.solver or call.backend
         call.version = outcome.version or call.version
-        sol = (
-            read_solution(mm, wm, outcome.values)
-            if outcome.has_solution and outcome.termination != "cancelled"
-            else None
-        )
+        # A cancelled or time-limited solver's incumbent is kept (never lost).
+        sol = read_solution(mm, wm, outcome.values) if outcome.has_solution else None
     if sol is None:
         return _without_solution(call, outcome, warm_start, mm, build_s)
     plan = solution_to_plan(mm, sol)
@@ -301,13 +298,18 @@ def _without_solution(
     mm: MilpModel,
     build_s: float,
 ) -> MilpResult:
-    """The solver returned no values. If it was stopped after accepting the warm
-    start as its incumbent, that plan is the best we hold: return it."""
-    if outcome.termination == "time_limit" and outcome.mipstart_used and warm_start is not None:
+    """The solver returned no values. If it was stopped (limit or cancel) after
+    accepting the warm start as its incumbent, that plan is the best we hold:
+    return it."""
+    if (
+        outcome.termination in ("time_limit", "cancelled")
+        and outcome.mipstart_used
+        and warm_start is not None
+    ):
         ev = call.evaluate(warm_start)
         if ev.feasible:
             return call.finish(
-                "time_limit",
+                outcome.termination,  # type: ignore[arg-type]
                 outcome,
                 warm_start,
                 ev,
