@@ -448,6 +448,7 @@ def agh(
             current,
             rng=rng if randomized else None,
             alpha=GRASP_ALPHAS[k % len(GRASP_ALPHAS)] if randomized else 0.0,
+            give_up=deadline.passed,
         )
         starts += 1
         if best is None or not deadline.passed():

@@ -78,7 +78,7 @@ def plan_anytime(
         polish_with is not None and mech == Mechanisms() and time_budget_s >= MIN_POLISH_BUDGET_S
     )
     runner: StageRunner | None = (
-        open_runner(polish_backend(None if polish_with == "auto" else polish_with))
+        open_runner(polish_backend(None if polish_with == "auto" else polish_with), deterministic)
         if use_polish
         else None
     )

@@ -20,7 +20,7 @@ Mechanisms (each switchable off for ablations, see `Mechanisms`):
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -47,6 +47,8 @@ class _Option:
     frac: float
     cost: float
     d_from: int = -1  # for upgrades: the deployment being replaced
+    d_with: int = -1  # for accuracy mixes: the partner b that takes `frac_with` next to d
+    frac_with: float = 0.0
 
 
 class Greedy:
@@ -248,12 +250,18 @@ class Greedy:
                 share = np.where((gain > 0) & (cover > 1e-12), np.minimum(cover, theta * rem), 0.0)
                 k_a = self._round(np.maximum(0.0, share * load - spare) / st.max_util)
                 cost_a = self._option_cost(st, i, k_a, share)
-                total = cost_a + score_any[b] * np.maximum(0.0, rem - share)
-                ratio = np.where(share > 1e-12, total / rem, np.inf)
+                # What b may take next to a's share without breaking the bound
+                # (all of the rest when a's share is θ·rem; less when a's
+                # capacity or the budget cut that share).
+                y = np.clip((slack + gain * share) / excess_b, 0.0, np.maximum(0.0, rem - share))
+                y = np.minimum(y, cover_any[b])
+                total = cost_a + score_any[b] * y
+                ratio = np.where(share > 1e-12, total / (share + y), np.inf)
             a = int(np.argmin(ratio))
             ok = np.isfinite(ratio[a]) and ratio[a] < best_score - 1e-12
             if ok and (best is None or ratio[a] < best[1]):
-                best = _Option("use", a, float(share[a]), float(cost_a[a])), float(ratio[a])
+                opt = _Option("use", a, float(share[a]), float(cost_a[a]), -1, b, float(y[a]))
+                best = opt, float(ratio[a])
         return best
 
     def _option_cost(
@@ -333,6 +341,36 @@ class Greedy:
         need = st.replicas_for(st.used[opt.d])
         if need > st.r[opt.d]:
             st.set_replicas(opt.d, need)
+        if opt.d_with >= 0 and opt.frac_with > 1e-12:
+            # The mix's partner in the same step: otherwise the next pick spends
+            # the accuracy slack a just bought on the cheapest (least accurate)
+            # candidate instead.
+            self._add_partner(st, i, opt.d_with, opt.frac_with)
+
+    def _add_partner(self, st: AllocationState, i: Index, b: int, frac: float) -> None:
+        """Route up to `frac` of type i to b, as far as b's spare capacity, the
+        GPUs and money left (M1) and the type's accuracy slack allow."""
+        t = self.t
+        load = float(t.load[i, b])
+        spare = max(0.0, st.max_util * float(st.r[b]) - float(st.used[b]))
+        room = spare
+        if self.mech.m1:
+            free = int(t.gpu_available[t.gpu[b]] - st.gpu_used[t.gpu[b]])
+            new = free // int(t.gpus_per_replica[b])
+            if st.budget is not None:
+                left = st.budget - st.spend - (t.storage_cost[b] if st.r[b] == 0 else 0.0)
+                new = min(new, int(max(0.0, left) // max(float(t.replica_cost[b]), 1e-12)))
+            room += max(0, new) * st.max_util
+            excess = -float(st.acc_gain[i, b])
+            if excess > 0:
+                frac = min(frac, max(0.0, float(st.acc_slack[i])) / excess)
+        frac = min(frac, room / load, st.remaining(i))
+        if frac <= 1e-12:
+            return
+        st.route(i, b, frac)
+        need = st.replicas_for(st.used[b])
+        if need > st.r[b]:
+            st.set_replicas(b, need)
 
 
 def type_order(
@@ -373,18 +411,21 @@ def greedy(
     current: Plan | None = None,
     rng: np.random.Generator | None = None,
     alpha: float = 0.0,
+    give_up: Callable[[], bool] | None = None,
 ) -> AllocationState:
     """GH: phase 1 checks every type has a feasible path (a type with none is left
     unmet: the evaluator reports it with the reason); phase 2 serves the types in
     `order` (default: arrival rate descending) by cost per effective coverage.
 
     Constraints come first: when the plan breaks the budget or a cap on unmet
-    demand (every mechanism on; an ablation is the single pass), GH tries again (`GH_RETRIES` passes at most) with the types
-    in other orders (scarcest first, biggest footprint first) and shadow prices
+    demand (every mechanism on; an ablation is the single pass), GH tries again
+    (`GH_RETRIES` passes at most) with the types in other orders (scarcest
+    first, biggest footprint first) and shadow prices
     on what ran out — the budget (`BUDGET_PRICES`) and each GPU type a failed
     pass used up — that make M2 spend the scarce resource where nothing else
     will do. It returns the first feasible plan, else the best-ranked one
-    (least shortfall, then cheapest)."""
+    (least shortfall, then cheapest). `give_up()` true (AGH's deadline) ends the
+    retries."""
     order = list(order) if order is not None else type_order(table, "lambda_desc")
     st = _pass(table, order, mech, current, rng, alpha, 0.0)
     if mech != Mechanisms() or st.shortfall() <= 1e-9:
@@ -408,7 +449,7 @@ def greedy(
     last, passes = st, 0
     for round_, lam in enumerate(prices):
         for o in orders:
-            if passes >= GH_RETRIES:
+            if passes >= GH_RETRIES or (give_up is not None and give_up()):
                 return best
             if round_ > 0:  # orders alone first
                 full = last.gpu_used >= 0.97 * np.maximum(table.gpu_available, 1)

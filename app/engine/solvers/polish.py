@@ -86,10 +86,14 @@ def polish_backend(preferred: str | None) -> str:
     return "highs" if highs_available() else "cbc"
 
 
-def open_runner(backend: str) -> StageRunner:
+def open_runner(backend: str, deterministic: bool = False) -> StageRunner:
     """A stage runner; for HiGHS this starts its worker process at once, so call
-    it early (the import runs while the heuristic searches)."""
-    return HybridRunner() if backend == "highs" else CbcRunner()
+    it early (the import runs while the heuristic searches). `deterministic`:
+    HiGHS only, never CBC while it starts (which solver runs a stage must not
+    depend on the machine's speed)."""
+    if backend != "highs":
+        return CbcRunner()
+    return HighsSession() if deterministic else HybridRunner()
 
 
 class HybridRunner:
