@@ -24,12 +24,14 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+from app.engine.contracts import Termination
 from app.engine.plan.candidates import CandidateTable
 from app.engine.plan.plan import Plan
-from app.engine.solvers.agh import SearchStats, StopSignal, agh
+from app.engine.solvers.agh import SearchStats, agh
 from app.engine.solvers.greedy import Mechanisms
 from app.engine.solvers.lns import lns
 from app.engine.solvers.polish import PolishResult, StageRunner, open_runner, polish, polish_backend
+from app.engine.solvers.search import StopSignal
 from app.engine.solvers.state import AllocationState
 
 # AGH's share of the budget before the polish starts.
@@ -48,7 +50,7 @@ DETERMINISTIC_NODES = 2_000
 @dataclass(frozen=True)
 class AnytimeResult:
     state: AllocationState
-    termination: str
+    termination: Termination
     stats: SearchStats
     polish: PolishResult | None
     iterations: int
@@ -132,6 +134,7 @@ def plan_anytime(
             iterations += lns_iterations
             if improved is not best:
                 best, time_to_best = improved, time.monotonic() - t0
+    termination: Termination
     if _stopped(stop):
         termination = "stopped"
     elif proven:

@@ -62,7 +62,6 @@ class Greedy:
         rng: np.random.Generator | None = None,
         alpha: float = 0.0,
         rental_weight: float | np.ndarray = 0.0,
-        fluid: bool = False,
     ) -> None:
         self.t = table
         self.mech = mech
@@ -71,10 +70,6 @@ class Greedy:
         # d are priced at (1 + rental_weight[d]) in M2's scores (GH retries with
         # higher weights when its plan breaks the budget or a cap).
         self.rw = 1.0 + np.broadcast_to(np.asarray(rental_weight, dtype=np.float64), (table.size,))
-        # Fluid pricing: new replicas priced by the fraction actually needed, not
-        # rounded up (GH's retries: rounding makes M2 open many small deployments
-        # when one bigger one is cheaper per request once it fills up).
-        self.fluid = fluid
         self.banned = banned  # (D,) bool: candidates a repair move may not use
         self.up = table.tp_upgrade if mech.m3 else None
         # Randomized choice (GRASP) for AGH's random starts: pick uniformly among the
@@ -82,11 +77,10 @@ class Greedy:
         self.rng = rng
         self.alpha = alpha
 
-    def _round(self, replicas: np.ndarray) -> np.ndarray:
-        """New replicas an option needs, as M2 prices them."""
-        if self.fluid:
-            return replicas
-        return np.ceil(replicas - 1e-9)
+    @staticmethod
+    def _round(replicas: np.ndarray) -> np.ndarray:
+        """New replicas an option needs (whole ones)."""
+        return np.asarray(np.ceil(replicas - 1e-9), dtype=np.float64)
 
     def insert(
         self, st: AllocationState, i: Index, allow_new: bool = True, leave: float = 0.0
@@ -271,12 +265,13 @@ class Greedy:
         new replicas: rental, storage when the deployment opens, delay penalty and
         the change cost against the live plan."""
         t = self.t
-        return (
+        cost: np.ndarray = (
             self.rw
             * (k_new * t.replica_cost + np.where((st.r == 0) & (k_new > 0), t.storage_cost, 0.0))
             + cover * t.delay_cost[i]
             + st.change_delta(slice(None), st.r + k_new)
         )
+        return cost
 
     def _upgrade_option(self, st: AllocationState, i: Index, rem: float) -> _Option | None:
         """M3: double the TP of an active deployment and put type i on it too."""
@@ -476,11 +471,10 @@ def _pass(
     rng: np.random.Generator | None,
     alpha: float,
     rental_weight: float | np.ndarray,
-    fluid: bool = False,
 ) -> AllocationState:
     """One pass of GH over `order` (see `greedy`)."""
     st = AllocationState(table, current)
-    g = Greedy(table, mech, rng=rng, alpha=alpha, rental_weight=rental_weight, fluid=fluid)
+    g = Greedy(table, mech, rng=rng, alpha=alpha, rental_weight=rental_weight)
     servable = np.asarray(table.feasible.any(axis=1), dtype=bool)
     for i in order:
         if not servable[i]:

@@ -21,8 +21,8 @@ from __future__ import annotations
 import numpy as np
 
 from app.engine.plan.candidates import CandidateTable
-from app.engine.solvers.agh import LocalSearch, StopSignal, _Deadline, better
 from app.engine.solvers.greedy import Greedy, Mechanisms
+from app.engine.solvers.search import Deadline, LocalSearch, StopSignal, better
 from app.engine.solvers.state import AllocationState
 
 # Share of the query types (or deployments) destroyed, min and max.
@@ -40,7 +40,7 @@ def lns(
 ) -> tuple[AllocationState, int]:
     """Improve `start` until the deadline, `stop` or `max_iterations`; returns the
     best state (`start` itself when nothing beat it) and the iterations done."""
-    deadline = _Deadline(time_budget_s, stop)
+    deadline = Deadline(time_budget_s, stop)
     rng = np.random.default_rng([seed, 0x4C4E53])
     ls = LocalSearch(table, mech, deadline)
     best, best_sc = start, start.score()

@@ -8,7 +8,6 @@ result is a `SolveResult` (app.engine.contracts): why the solver stopped
 
 from __future__ import annotations
 
-import threading
 import time
 
 from app.engine.contracts import (
@@ -16,6 +15,7 @@ from app.engine.contracts import (
     ExactInfo,
     SolveResult,
     SolverOptions,
+    Termination,
     relative_gap,
     status_of,
 )
@@ -24,10 +24,11 @@ from app.engine.perf.model import DEFAULT_PROFILE, EngineProfile
 from app.engine.plan.candidates import CandidateTable, candidate_table
 from app.engine.plan.evaluate import evaluate_plan
 from app.engine.plan.plan import Plan
-from app.engine.solvers.agh import StopSignal
 from app.engine.solvers.anytime import plan_anytime
+from app.engine.solvers.gh import gh
 from app.engine.solvers.greedy import Mechanisms, greedy
 from app.engine.solvers.milp.audit import MilpResult, solve_milp
+from app.engine.solvers.search import StopSignal
 
 
 def solve(
@@ -57,7 +58,7 @@ def solve(
         if algorithm not in ALGORITHMS:
             raise ValueError(f"algorithm must be one of {ALGORITHMS}, not {algorithm!r}")
         options = SolverOptions(
-            algorithm=algorithm,  # type: ignore[arg-type]
+            algorithm=algorithm,
             time_budget_s=time_budget_s,
             seed=seed,
             max_starts=max_starts,
@@ -70,8 +71,9 @@ def solve(
     bound: float | None = None
     bound_source: str | None = None
     if options.algorithm == "gh":
-        st = greedy(table, mech=mechanisms, current=current)
-        termination, iterations, starts, warm_used = "completed", 0, 1, False
+        st, _ = gh(table, mech=mechanisms, current=current, stop=stop)
+        termination: Termination = "completed"
+        iterations, starts, warm_used = 0, 1, False
         time_to_best = None
     else:
         t_search = time.monotonic()
@@ -125,7 +127,7 @@ def _solve_exact(
     mechanisms: Mechanisms,
     profile: EngineProfile,
     t0: float,
-    stop: threading.Event | None,
+    stop: StopSignal | None,
 ) -> SolveResult:
     """The MILP, warm-started from GH's plan so that a time-limited solve still
     returns a plan; its answer is reported whatever it is (never relabelled)."""

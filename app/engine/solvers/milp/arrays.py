@@ -277,14 +277,16 @@ def build_arrays(
     if pol.budget is not None:
         cols = np.arange(Dk) if not has_z else np.concatenate([np.arange(Dk), z0 + np.arange(Dk)])
         vals = rc if not has_z else np.concatenate([rc, sc])
-        rows.add(np.zeros(len(cols)), cols, vals, [-np.inf], [float(pol.budget)])
+        rows.add(
+            np.zeros(len(cols)), cols, vals, np.array([-np.inf]), np.array([float(pol.budget)])
+        )
     if pol.storage_capacity_gb is not None:
         rows.add(
             np.zeros(Dk),
             z0 + np.arange(Dk),
             table.weight_gb[cand],
-            [-np.inf],
-            [float(pol.storage_capacity_gb)],
+            np.array([-np.inf]),
+            np.array([float(pol.storage_capacity_gb)]),
         )
     # 7. linking: r_d − R_d z_d ≤ 0, z_d − r_d ≤ 0
     if has_z:

@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import math
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from app.engine.contracts import json_number, relative_gap
 from app.engine.model.domain import Scenario
@@ -28,6 +27,7 @@ from app.engine.plan.evaluate import Evaluation, evaluate_plan, plan_document
 from app.engine.plan.plan import Plan
 from app.engine.solvers.milp.backends import BACKENDS, backend_version, run_backend
 from app.engine.solvers.milp.backends.outcome import SolverOutcome
+from app.engine.solvers.milp.backends.process import CancelSignal
 from app.engine.solvers.milp.model import (
     MilpModel,
     build_model,
@@ -114,7 +114,7 @@ def solve_milp(
     time_limit_s: float,
     relative_gap: float = 1e-4,
     threads: int = 1,
-    cancel: threading.Event | None = None,
+    cancel: CancelSignal | None = None,
     backend: str = "cbc",
     current: Plan | None = None,
     warm_start: Plan | None = None,
@@ -137,7 +137,7 @@ def audit(
     time_limit_s: float,
     relative_gap: float = 1e-4,
     threads: int = 1,
-    cancel: threading.Event | None = None,
+    cancel: CancelSignal | None = None,
     backend: str = "cbc",
     current: Plan | None = None,
     warm_start: Plan | None = None,
@@ -231,7 +231,7 @@ class _Call:
 def _run(
     call: _Call,
     reference: Plan | None,
-    cancel: threading.Event | None,
+    cancel: CancelSignal | None,
     warm_start: Plan | None,
     table: CandidateTable | None,
     on_process: Callable[[Any], None] | None,
@@ -288,7 +288,8 @@ def _run(
     if sol is None:
         return _without_solution(call, outcome, warm_start, mm, build_s)
     plan = solution_to_plan(mm, sol)
-    return call.finish(outcome.termination, outcome, plan, call.evaluate(plan), mm, build_s)
+    term = cast(MilpTermination, outcome.termination)
+    return call.finish(term, outcome, plan, call.evaluate(plan), mm, build_s)
 
 
 def _without_solution(
@@ -309,7 +310,7 @@ def _without_solution(
         ev = call.evaluate(warm_start)
         if ev.feasible:
             return call.finish(
-                outcome.termination,  # type: ignore[arg-type]
+                cast(MilpTermination, outcome.termination),
                 outcome,
                 warm_start,
                 ev,
@@ -318,4 +319,5 @@ def _without_solution(
                 message=outcome.message + "; returning the warm start (the solver's "
                 "accepted incumbent)",
             )
-    return call.finish(outcome.termination, outcome, mm=mm, build_s=build_s)
+    term = cast(MilpTermination, outcome.termination)
+    return call.finish(term, outcome, mm=mm, build_s=build_s)

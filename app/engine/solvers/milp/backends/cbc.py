@@ -27,7 +27,6 @@ from __future__ import annotations
 import math
 import re
 import subprocess
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -37,6 +36,7 @@ from pathlib import Path
 from app.engine.solvers.milp.backends.process import (
     GRACE_S,
     INTERRUPT_WAIT_S,
+    CancelSignal,
     ProcessRun,
     run_process,
 )
@@ -131,7 +131,7 @@ def run_cbc(
     time_limit_s: float,
     relative_gap: float = 1e-4,
     threads: int = 1,
-    cancel: threading.Event | None = None,
+    cancel: CancelSignal | None = None,
     mipstart_path: Path | None = None,
     hard_deadline: float | None = None,
     on_start: Callable[[subprocess.Popen[bytes]], None] | None = None,

@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import threading
 import time
 from collections.abc import Callable
 from functools import cache
@@ -31,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from app.engine.solvers.milp.backends.outcome import SolverOutcome
-from app.engine.solvers.milp.backends.process import ProcessRun, run_process
+from app.engine.solvers.milp.backends.process import CancelSignal, ProcessRun, run_process
 
 _STATUS = {
     "kOptimal": "optimal",
@@ -61,7 +60,7 @@ def run_highs(
     time_limit_s: float,
     relative_gap: float,
     threads: int,
-    cancel: threading.Event | None,
+    cancel: CancelSignal | None,
     mipstart: Path | None,
     hard_deadline: float,
     on_start: Callable[[Any], None] | None = None,
@@ -169,7 +168,7 @@ def _child(argv: list[str]) -> int:
     from app.engine.solvers.milp.backends import highs_worker as hw
 
     hw.install_stop_handlers()
-    h = highspy.Highs()
+    h = highspy.Highs()  # type: ignore[no-untyped-call]
     h.setOptionValue("output_flag", True)
     h.setOptionValue("log_to_console", True)
     h.setOptionValue("time_limit", float(time_limit))

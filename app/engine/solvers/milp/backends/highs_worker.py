@@ -155,7 +155,7 @@ def result_doc(h: highspy.Highs, integer: bool, mipstart_used: bool, t0: float) 
 def solve_job(job: dict[str, Any]) -> None:
     """Solve one job and write its result files."""
     out = Path(job["out"])
-    h = highspy.Highs()
+    h = highspy.Highs()  # type: ignore[no-untyped-call]
     h.setOptionValue("output_flag", False)
     h.setOptionValue("time_limit", max(0.01, float(job["time_limit"])))
     h.setOptionValue("mip_rel_gap", float(job["gap"]))

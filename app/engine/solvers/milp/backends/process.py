@@ -18,11 +18,19 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
+
+
+class CancelSignal(Protocol):
+    """Anything with `is_set()`: a threading.Event, the service's "a newer
+    generation is waiting" flag, AGH's stop signal."""
+
+    def is_set(self) -> bool: ...
+
 
 POLL_S = 0.05
 GRACE_S = 1.5  # hard kill this long after the time limit
@@ -73,7 +81,7 @@ def run_process(
     cmd: Sequence[str],
     log_path: Path,
     hard_deadline: float,
-    cancel: threading.Event | None = None,
+    cancel: CancelSignal | None = None,
     on_start: Callable[[subprocess.Popen[bytes]], None] | None = None,
     cwd: Path | None = None,
     env: dict[str, str] | None = None,

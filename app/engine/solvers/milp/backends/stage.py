@@ -102,7 +102,7 @@ class CbcRunner:
             max(0.05, 0.8 * remaining - 0.05),
             gap,
             1,
-            stop,  # type: ignore[arg-type]
+            stop,
             mipstart,
             hard_deadline=deadline,
             interrupt_wait_s=min(0.15, 0.3 * remaining),
