@@ -101,6 +101,7 @@ def plan_anytime(
         # The solver process may still be starting (on a busy machine): search on.
         while (
             runner is not None
+            and not deterministic  # (the polish waits for its solver instead)
             and not runner.ready_now()
             and not _stopped(stop)
             and time.monotonic() < deadline - END_MARGIN_S - READY_POLL_S

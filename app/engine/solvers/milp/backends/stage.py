@@ -108,19 +108,33 @@ class CbcRunner:
             interrupt_wait_s=min(0.15, 0.3 * remaining),
         )
         values = None
+        recovered = False
+        message = out.message
         if out.has_solution:
             values = np.array([out.values.get(n, 0.0) for n in names])
+        elif out.mipstart_used and start is not None:
+            # CBC was killed before writing its solution file (it writes no
+            # incumbent before it stops): the MIP start it accepted is the best
+            # solution we can vouch for; anything better it found is lost.
+            values, recovered = start, True
+            message += "; CBC's own incumbent was lost, its accepted MIP start is returned"
         status = {
             "optimal": "optimal",
             "time_limit": "limit",
             "cancelled": "stopped",
             "infeasible": "infeasible",
         }.get(out.termination, "error")
-        objective = None if out.objective is None or values is None else out.objective + ma.offset
+        objective = (
+            float(ma.col_cost @ values + ma.offset)
+            if recovered and values is not None
+            else None
+            if out.objective is None or values is None
+            else out.objective + ma.offset
+        )
         bound = None if out.bound is None else out.bound + ma.offset
         return StageOutcome(
             status, values, objective, bound, out.mipstart_used, time.monotonic() - t0,
-            message=out.message, raw=out.status_line,
+            recovered=recovered, message=message, raw=out.status_line,
         )  # fmt: skip
 
     def ready_now(self) -> bool:
