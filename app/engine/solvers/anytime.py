@@ -34,8 +34,10 @@ from app.engine.solvers.polish import PolishResult, StageRunner, open_runner, po
 from app.engine.solvers.search import StopSignal
 from app.engine.solvers.state import AllocationState
 
-# AGH's share of the budget before the polish starts.
-AGH_SHARE = 0.3
+# AGH's share of the budget before the polish starts (tuned on the `scarce` and
+# `accuracy_mix` families: bench/results/compare.md), at most AGH_MAX_S seconds.
+AGH_SHARE = 0.45
+AGH_MAX_S = 2.0
 # The polish ends this long before the deadline: the plan still has to be built
 # and priced (~25 ms at 200 query types).
 END_MARGIN_S = 0.04
@@ -85,10 +87,14 @@ def plan_anytime(
         else None
     )
     try:
-        share = 1.0 if deterministic or runner is None else AGH_SHARE
+        agh_s = (
+            time_budget_s
+            if deterministic or runner is None
+            else min(AGH_SHARE * time_budget_s, AGH_MAX_S)
+        )
         st, stats = agh(
             table,
-            time_budget_s=share * time_budget_s,
+            time_budget_s=agh_s,
             seed=seed,
             mech=mech,
             current=current,

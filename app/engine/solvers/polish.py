@@ -48,8 +48,12 @@ from app.engine.solvers.milp.backends.highs_session import HighsSession, highs_a
 from app.engine.solvers.milp.backends.stage import CbcRunner, StageOutcome, StopSignal
 from app.engine.solvers.state import AllocationState
 
-# Neighbourhood sizes tried in turn (candidates per query type and criterion).
-K_LADDER = (1, 3, 6, 12, 24)
+# Neighbourhood sizes tried in turn on large models (candidates per query type
+# and criterion); each is built around the best plan so far.
+K_LADDER = (1, 2, 3, 6, 12, 24)
+# Restricted stages stop at this relative gap (their proofs are not proofs of the
+# full problem: time is better spent on the next stage).
+RESTRICTED_GAP = 1e-3
 # Full models up to this many (type, candidate) pairs go straight after the
 # first restricted stage (HiGHS solves them in well under a second here).
 FULL_PAIRS = 8_000
@@ -202,14 +206,17 @@ def _better(a: tuple[float, float], b: tuple[float, float]) -> bool:
     return a[1] < b[1] - 1e-9 * max(1.0, abs(b[1]))
 
 
-def _stages(table: CandidateTable) -> list[int]:
-    """The neighbourhood sizes to try, then 0 for the full model."""
-    pairs = int(table.feasible.sum())
+def _stages(pairs: int) -> list[tuple[str, int]]:
+    """The stages to run, in order: ("k", k) a restricted model (k candidates per
+    type and criterion; the first one without the TP/precision variants of the
+    plans' candidates, later ones with them), ("lp", 0) the full LP relaxation
+    for a bound (large models only, when it fits well), ("full", 0) the full
+    MILP (or its LP relaxation when the MILP would not fit)."""
     if pairs <= FULL_PAIRS // 8:
-        return [0]  # tiny: the full model at once
+        return [("full", 0)]  # tiny: the full model at once
     if pairs <= FULL_PAIRS:
-        return [3, 0]
-    return [*K_LADDER, 0]
+        return [("k", 3), ("full", 0)]
+    return [("k", K_LADDER[0]), ("lp", 0), *(("k", k) for k in K_LADDER[1:]), ("full", 0)]
 
 
 def polish(
@@ -227,49 +234,45 @@ def polish(
     (monotonic) or `stop`; `pool` holds other good plans whose candidates join the
     neighbourhoods. Returns the best plan (never worse than `start`) and the best
     bound valid for the full problem."""
-    now = time.monotonic
     res = PolishResult(start)
-    best_sc = start.score()
     pool = list(pool or [])
     seen: list[np.ndarray] = []
     pairs_full = int(table.feasible.sum())
-    for k in _stages(table):
+    lp_s = LP_S_PER_10K_PAIRS * pairs_full / 10_000  # the LP relaxation's estimated time
+    for kind, k in _stages(pairs_full):
         if stop is not None and stop.is_set():
             res.stopped = True
             break
-        left = deadline - now()
+        left = deadline - time.monotonic()
         if left < MIN_STAGE_S:
             break
         keep: np.ndarray | None = None
-        if k:
-            first = not seen
-            keep = neighbourhood(
-                table, [res.state] if first else [res.state, *pool], k, variants=not first
-            )
-            if keep.sum() >= FULL_SHARE * table.size:
-                keep = None  # as good as the full model: solve that instead
-            elif any((keep == s).all() for s in seen):
+        if kind == "k":
+            states = [res.state] if not seen else [res.state, *pool]
+            keep = neighbourhood(table, states, k, variants=bool(seen) and k >= 3)
+            if any((keep == s).all() for s in seen):
                 continue
-        if keep is None and res.bound_source == "milp":
-            break  # the full model ran already
-        relax = keep is None and not _full_milp_fits(pairs_full, left)
-        if relax and left < LP_S_PER_10K_PAIRS * pairs_full / 10_000:
-            break  # not even the LP relaxation fits
+            if keep.sum() >= FULL_SHARE * table.size:
+                kind, keep = "full", None  # as good as the full model: solve that
+        if kind == "lp" and (res.bound is not None or left < 2 * lp_s):
+            continue
+        relax = kind == "lp" or (kind == "full" and not _full_milp_fits(pairs_full, left))
+        if relax and (res.bound is not None or left < lp_s):
+            break  # nothing left worth starting
         ma = build_arrays(table, current, keep, relax=relax)
-        out = runner.run(ma, None if relax else start_vector(ma, res.state), deadline, stop, gap,
-                         max_nodes)  # fmt: skip
+        stage_gap = gap if keep is None else max(gap, RESTRICTED_GAP)
+        out = runner.run(ma, None if relax else start_vector(ma, res.state), deadline, stop,
+                         stage_gap, max_nodes)  # fmt: skip
         if out.status == "stopped":
             res.stopped = True
         cut = out.status in ("limit", "stopped") and not out.raw.startswith("kSolutionLimit")
         if max_nodes is not None and cut:
             break  # deterministic mode: a stage the clock cut short does not count
         scope = f"k={k}" if keep is not None else "lp" if relax else "full"
-        report = _take(res, table, ma, out, current, gap, best_sc, scope)
-        best_sc = res.state.score()
-        res.stages.append(report)
+        res.stages.append(_take(res, table, ma, out, current, gap, res.state.score(), scope))
         if keep is not None:
             seen.append(keep)
-        if res.stopped or keep is None:
+        if res.stopped or kind == "full":
             break
     return res
 
