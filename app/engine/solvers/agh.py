@@ -126,8 +126,12 @@ def agh(
     patience: int = 12,
     max_starts: int | None = None,
     stop: StopSignal | None = None,
+    infeasible_cutoff_s: float | None = None,
 ) -> tuple[AllocationState, SearchStats]:
-    """Run AGH until the deadline, convergence or `stop`; return the best state."""
+    """Run AGH until the deadline, convergence or `stop`; return the best state.
+    `infeasible_cutoff_s`: also return once this much time has passed with every
+    plan so far breaking a constraint (the exact polish is then the better use
+    of the time: it finds feasible plans where the greedy starts do not)."""
     deadline = Deadline(time_budget_s, stop)
     rng = np.random.default_rng(seed)
     ls = LocalSearch(table, mech, deadline)
@@ -164,6 +168,12 @@ def agh(
     k = 0
     while True:
         if best is not None and deadline.passed():
+            break
+        if (
+            infeasible_cutoff_s is not None
+            and best_score[0] > 0
+            and deadline.elapsed() >= infeasible_cutoff_s
+        ):
             break
         if max_starts is not None and starts >= max_starts:
             break

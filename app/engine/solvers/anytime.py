@@ -38,6 +38,9 @@ from app.engine.solvers.state import AllocationState
 # `accuracy_mix` families: bench/results/compare.md), at most AGH_MAX_S seconds.
 AGH_SHARE = 0.45
 AGH_MAX_S = 2.0
+# AGH hands over to the polish after this share of its time when all its plans
+# so far break a constraint.
+INFEASIBLE_CUTOFF = 0.4
 # The polish ends this long before the deadline: the plan still has to be built
 # and priced (~25 ms at 200 query types).
 END_MARGIN_S = 0.04
@@ -100,6 +103,9 @@ def plan_anytime(
             current=current,
             max_starts=max_starts,
             stop=stop,
+            infeasible_cutoff_s=(
+                None if runner is None or deterministic else INFEASIBLE_CUTOFF * agh_s
+            ),
         )
         best, time_to_best = st, stats.time_to_best_s
         iterations = stats.iterations

@@ -31,7 +31,8 @@ limits only, whenever the budget is large enough for the stages to finish.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 import numpy as np
@@ -103,9 +104,10 @@ def open_runner(backend: str, deterministic: bool = False) -> StageRunner:
 class HybridRunner:
     """HiGHS once its worker process has started; until then CBC for restricted
     stages: on a busy machine importing highspy can take a third of a 1 s
-    budget, while CBC (a binary) starts in milliseconds and solves small
-    restricted models about as fast. The full model always waits for HiGHS
-    (CBC is 5-10x slower on it, see bench/results/compare.md)."""
+    budget, while CBC (a binary) starts in milliseconds. CBC is slower on these
+    models, so the moment HiGHS is ready CBC is interrupted and HiGHS goes on
+    from CBC's incumbent. The full model always waits for HiGHS (CBC is 5-10x
+    slower on it, see bench/results/compare.md)."""
 
     def __init__(self) -> None:
         self.highs = HighsSession()
@@ -123,13 +125,33 @@ class HybridRunner:
         gap: float = 1e-4,
         max_nodes: int | None = None,
     ) -> StageOutcome:
-        use_cbc = ma.restricted and not self.highs.ready_now()
-        runner: StageRunner = self.cbc if use_cbc else self.highs
-        return runner.run(ma, start, deadline, stop, gap, max_nodes)
+        if not ma.restricted or self.highs.ready_now():
+            return replace(
+                self.highs.run(ma, start, deadline, stop, gap, max_nodes), solver="highs"
+            )
+        # CBC until HiGHS is ready: then CBC is interrupted (it writes its
+        # incumbent) and HiGHS goes on from the better of that and the start.
+        handoff = _EitherStop(stop, self.highs.ready_now)
+        out = self.cbc.run(ma, start, deadline, handoff, gap, max_nodes)
+        if out.status != "stopped" or (stop is not None and stop.is_set()):
+            return replace(out, solver="cbc")
+        nxt = out.values if out.values is not None else start
+        return replace(self.highs.run(ma, nxt, deadline, stop, gap, max_nodes), solver="cbc+highs")
 
     def close(self) -> None:
         self.highs.close()
         self.cbc.close()
+
+
+class _EitherStop:
+    """Set when the caller's stop is, or when `other()` says so."""
+
+    def __init__(self, stop: StopSignal | None, other: Callable[[], bool]) -> None:
+        self.stop = stop
+        self.other = other
+
+    def is_set(self) -> bool:
+        return (self.stop is not None and self.stop.is_set()) or self.other()
 
 
 @dataclass(frozen=True)
@@ -142,6 +164,7 @@ class StageReport:
     improved: bool
     wall_s: float
     recovered: bool = False
+    solver: str = ""
 
 
 @dataclass
@@ -326,4 +349,5 @@ def _take(
         improved,
         out.wall_s,
         out.recovered,
+        out.solver,
     )

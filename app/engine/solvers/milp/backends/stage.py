@@ -45,6 +45,7 @@ class StageOutcome:
     recovered: bool = False  # values read back from the incumbent file after a kill
     message: str = ""
     raw: str = ""  # the solver's own status (HiGHS model status name)
+    solver: str = ""  # "highs" | "cbc" (set by the runner that chose)
 
 
 def stage_status(raw: str, interrupted: bool) -> str:
