@@ -58,6 +58,7 @@ from app.engine.solvers.milp.arrays import build_arrays, state_from_values  # no
 from app.engine.solvers.milp.backends import backend_version  # noqa: E402
 from app.engine.solvers.milp.backends.highs_session import HighsSession  # noqa: E402
 from app.engine.solvers.milp.backends.stage import CbcRunner  # noqa: E402
+from app.engine.solvers.polish import StageRunner  # noqa: E402
 from app.engine.solvers.solve import solve  # noqa: E402
 from app.research.families import FAMILIES, Instance, benchmark_set  # noqa: E402
 from app.research.instances import generate  # noqa: E402
@@ -247,8 +248,9 @@ def main() -> None:
         },
         "instances": [],
     }
-    sessions = {"cbc": CbcRunner(), "highs": HighsSession()}
-    sessions["highs"].wait_ready(time.monotonic() + 30)
+    highs = HighsSession()
+    highs.wait_ready(time.monotonic() + 30)
+    sessions: dict[str, StageRunner] = {"cbc": CbcRunner(), "highs": highs}
     try:
         for group, name, maker in instances():
             if args.only and args.only not in name:

@@ -31,7 +31,7 @@ from app.engine.solvers.milp.backends import highs_session
 from app.engine.solvers.milp.backends.cbc import run_cbc
 from app.engine.solvers.milp.backends.highs_session import HighsSession, highs_available
 from app.engine.solvers.milp.backends.stage import CbcRunner, StageOutcome
-from app.engine.solvers.polish import open_runner, polish, polish_backend
+from app.engine.solvers.polish import StageRunner, open_runner, polish, polish_backend
 from app.engine.solvers.search import better
 from app.engine.solvers.solve import solve
 from app.engine.solvers.state import AllocationState
@@ -62,7 +62,7 @@ def _scenario(case: tuple[tuple[str, dict[str, Any]], int]) -> Scenario:
     return parse_scenario(FAMILIES[family](seed, **params))
 
 
-def _runner() -> Any:
+def _runner() -> StageRunner:
     return open_runner(polish_backend(None))
 
 

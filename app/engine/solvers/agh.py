@@ -9,10 +9,16 @@
   (feasibility shortfall, then cost including the change cost vs the live plan):
   reinsert, swap, consolidate, open-and-fill (`app.engine.solvers.search`).
 * Anytime: a monotonic deadline is checked inside every loop; the best state seen
-  is always a complete plan; it stops at the deadline or when `patience`
-  consecutive randomized starts bring no improvement.
+  is always a complete plan; it stops at the deadline, at `max_starts`, or when
+  `patience` consecutive randomized starts bring no improvement (termination
+  "converged": a local optimum every restart reaches again, not a proof).
 * Deterministic: the same seed and input give the same plan whenever the search
-  ends by convergence rather than by the deadline.
+  ends by convergence or its start limit rather than by the deadline.
+
+This is the multi-start phase; `app.engine.solvers.anytime.plan_anytime` (what
+`solve(..., "agh")` runs) spends the rest of the budget on the exact polish and
+LNS, and keeps the best distinct plans found here (`SearchStats.elite`) to build
+the polish's neighbourhoods from.
 """
 
 from __future__ import annotations
