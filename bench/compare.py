@@ -279,7 +279,9 @@ def gap(cost: float | None, ref: float | None) -> float | None:
 
 
 def pct(v: float | None) -> str:
-    return "—" if v is None else f"{100 * v:.1f}%"
+    if v is None:
+        return "—"
+    return f"{100 * v:.1f}%" if abs(v) >= 5e-4 else "0.0%"  # float noise is not a gain
 
 
 def stats(recs: list[dict[str, Any]], key: str) -> tuple[str, int]:

@@ -7,20 +7,30 @@ far as its MIP start, each stage's answer kept only when it ranks better
 its start:
 
 1. *restricted* MILPs over a neighbourhood of candidates (`neighbourhood`): the
-   candidates the heuristic's best plans use, their TP/PP and precision
-   variants, and per query type the `k` cheapest candidates per unit of demand
-   (overall, among those that meet the type's error bound alone, and by rental
-   alone when a budget is set). `k` doubles from stage to stage; each stage's
-   neighbourhood is built around the best plan so far;
-2. the *full* MILP, once the neighbourhood would hold most candidates anyway, or
-   at once when the full model is small (`FULL_PAIRS`).
+   candidates the best plan uses (later stages: also the other elite plans'
+   and their TP/PP and precision variants), and per query type the `k`
+   cheapest candidates per unit of demand (overall, among those that meet the
+   type's error bound alone, and by rental alone when a budget is set). Small
+   models take one stage (k = 3), large ones climb `K_LADDER`, each
+   neighbourhood built around the best plan so far (a MILP-based large
+   neighbourhood search);
+2. the *full* MILP, once the neighbourhood would hold most candidates anyway,
+   at once when the full model is tiny, after k = 3 when it is small
+   (`FULL_PAIRS`), else after the ladder when it fits the time left — or,
+   when it does not, the full LP relaxation for a bound.
+
+The solver is HiGHS in a worker process started with the solve (`HybridRunner`:
+CBC for restricted stages while that worker imports, handing over to HiGHS the
+moment it is ready), or CBC alone (`CbcRunner`) when highspy is not installed.
 
 Bounds. A restricted model's optimum is a plan of the full problem, but its
 dual bound is not a bound of the full problem and is never reported. The bound
 reported (`PolishResult.bound`) is always valid for the full problem: the dual
 bound of the full MILP (`bound_source` "milp", when the full stage ran, even if
 stopped by the deadline), else the optimum of the full LP relaxation ("lp",
-solved when time remains after the restricted stages), else none.
+solved when time remains after the restricted stages), else none. When that
+bound is within the relative gap of the returned plan's cost, the plan is
+proven optimal (`proven_optimal`; AGH's termination "converged").
 
 Deterministic mode (`max_nodes`): each stage is limited by a node count instead
 of the clock, and a stage the deadline or the stop signal cuts short is
@@ -231,15 +241,16 @@ def _better(a: tuple[float, float], b: tuple[float, float]) -> bool:
 
 def _stages(pairs: int) -> list[tuple[str, int]]:
     """The stages to run, in order: ("k", k) a restricted model (k candidates per
-    type and criterion; the first one without the TP/precision variants of the
-    plans' candidates, later ones with them), ("lp", 0) the full LP relaxation
-    for a bound (large models only, when it fits well), ("full", 0) the full
-    MILP (or its LP relaxation when the MILP would not fit)."""
+    type and criterion; from k = 3 on with the TP/precision variants of the
+    plans' candidates), then ("full", 0) the full MILP — or its LP relaxation,
+    for a bound, when the MILP would not fit in the time left."""
     if pairs <= FULL_PAIRS // 8:
         return [("full", 0)]  # tiny: the full model at once
     if pairs <= FULL_PAIRS:
         return [("k", 3), ("full", 0)]
-    return [("k", K_LADDER[0]), ("lp", 0), *(("k", k) for k in K_LADDER[1:]), ("full", 0)]
+    # Quality first: the LP relaxation (a bound only) comes after the ladder; on a
+    # large model it can take seconds the neighbourhoods put to better use.
+    return [*(("k", k) for k in K_LADDER), ("full", 0)]
 
 
 def polish(
@@ -277,9 +288,7 @@ def polish(
                 continue
             if keep.sum() >= FULL_SHARE * table.size:
                 kind, keep = "full", None  # as good as the full model: solve that
-        if kind == "lp" and (res.bound is not None or left < 2 * lp_s):
-            continue
-        relax = kind == "lp" or (kind == "full" and not _full_milp_fits(pairs_full, left))
+        relax = kind == "full" and not _full_milp_fits(pairs_full, left)
         if relax and (res.bound is not None or left < lp_s):
             break  # nothing left worth starting
         ma = build_arrays(table, current, keep, relax=relax)
