@@ -27,6 +27,7 @@ from app.engine.plan.candidates import CandidateTable, candidate_table
 from app.engine.plan.evaluate import evaluate_plan
 from app.engine.solvers.greedy import greedy
 from app.engine.solvers.milp.arrays import build_arrays, start_vector, state_from_values
+from app.engine.solvers.milp.audit import audit
 from app.engine.solvers.milp.backends import highs_session
 from app.engine.solvers.milp.backends.cbc import run_cbc
 from app.engine.solvers.milp.backends.highs_session import HighsSession, highs_available
@@ -337,3 +338,40 @@ def test_array_model_agrees_with_the_evaluator(
     v = start_vector(ma, gh)
     assert float(ma.col_cost @ v + ma.offset) == pytest.approx(gh.objective(), rel=1e-9)
     assert np.all(v >= ma.col_lower - 1e-12)
+
+
+@pytest.mark.milp
+@pytest.mark.parametrize("backend", ["cbc", "highs"])
+def test_a_cancelled_audit_keeps_its_incumbent_and_bound(backend: str) -> None:
+    """The service cancels audits with an event: the audit returns the solver's
+    incumbent (at least the reference it was started from) and its bound."""
+    if backend == "highs" and not highs_available():
+        pytest.skip("highspy not installed")
+    s, table = _hard_table()
+    reference = greedy(table).to_plan()
+    cancel = threading.Event()
+
+    def started(proc: Any) -> None:
+        lp = Path(next(a for a in proc.args if str(a).endswith(".lp")))
+        log = lp.parent / f"{backend}.log"
+        marker = "MIPStart provided solution" if backend == "cbc" else "Solving MIP model"
+
+        def has_incumbent() -> list[Path]:
+            text = log.read_text(errors="replace") if log.exists() else ""
+            return [log] if marker in text else []
+
+        watcher = _stop_when(has_incumbent)
+        threading.Thread(target=lambda: (watcher.wait(), cancel.set()), daemon=True).start()
+
+    res = audit(
+        s, reference, time_limit_s=120, backend=backend, cancel=cancel, on_process=started,
+        table=table,
+    )  # fmt: skip
+    if res.termination == "optimal":
+        pytest.skip("the solver proved the optimum before the cancel arrived")
+    assert res.termination == "cancelled", res.message
+    assert res.plan is not None and res.feasible, res.message
+    assert res.objective is not None and res.reference_cost is not None
+    assert res.objective <= res.reference_cost + 1e-6
+    # A bound if the solver had one, and never the incumbent passed off as one.
+    assert res.bound is None or res.bound < res.objective - 1e-6

@@ -188,8 +188,13 @@ class _Call:
         if termination in ("infeasible", "unbounded", "error"):
             bound = None  # whatever the log printed last is not a bound on anything
         if outcome is not None and outcome.has_solution and outcome.objective is not None:
-            # A lower bound never exceeds the solver's own incumbent value.
-            bound = outcome.objective if bound is None else min(bound, outcome.objective)
+            # A lower bound never exceeds the solver's own incumbent value; without
+            # a bound, only a proven optimum is one (a solver stopped before its
+            # root relaxation proves nothing about its incumbent).
+            if bound is not None:
+                bound = min(bound, outcome.objective)
+            elif termination == "optimal":
+                bound = outcome.objective
         objective = ev.cost.total if ev is not None else None
         status: MilpStatus = (
             "none" if plan is None else "optimal" if termination == "optimal" else "feasible"
