@@ -361,7 +361,12 @@ def test_a_cancelled_audit_keeps_its_incumbent_and_bound(backend: str) -> None:
             return [log] if marker in text else []
 
         watcher = _stop_when(has_incumbent)
-        threading.Thread(target=lambda: (watcher.wait(), cancel.set()), daemon=True).start()
+
+        def relay() -> None:
+            watcher.wait()
+            cancel.set()
+
+        threading.Thread(target=relay, daemon=True).start()
 
     res = audit(
         s, reference, time_limit_s=120, backend=backend, cancel=cancel, on_process=started,
