@@ -40,6 +40,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -58,6 +59,7 @@ from app.engine.solvers.milp.arrays import build_arrays, state_from_values  # no
 from app.engine.solvers.milp.backends import backend_version  # noqa: E402
 from app.engine.solvers.milp.backends.highs_session import HighsSession  # noqa: E402
 from app.engine.solvers.milp.backends.stage import CbcRunner  # noqa: E402
+from app.engine.solvers.milp.model import build_model, write_lp  # noqa: E402
 from app.engine.solvers.polish import StageRunner  # noqa: E402
 from app.engine.solvers.solve import solve  # noqa: E402
 from app.research.families import FAMILIES, Instance, benchmark_set  # noqa: E402
@@ -205,6 +207,7 @@ def measure_timing(reps: int) -> dict[str, Any]:
                 terms.append(res.termination)
             out["agh"].append({"types": n, "budget_s": b, "walls": walls, "terminations": terms})
             print(f"  timing {n} types, {b:g} s: {[round(w, 2) for w in walls]}", flush=True)
+    out["build"] = [model_build_times(n) for n in TIMING_SIZES]
     s = parse_scenario(FAMILIES["scale"](0, n_types=20))
     gh_walls = []
     for _ in range(max(5, reps)):
@@ -213,6 +216,32 @@ def measure_timing(reps: int) -> dict[str, Any]:
         gh_walls.append(time.monotonic() - t0)
     out["gh20"] = gh_walls
     return out
+
+
+def model_build_times(n_types: int) -> dict[str, Any]:
+    """Building and writing the full MILP: the Pyomo model + LP file (the audit's
+    path) against the array model + npz file (the polish's)."""
+    table = candidate_table(parse_scenario(FAMILIES["scale"](0, n_types=n_types)))
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.monotonic()
+        mm = build_model(table)
+        t1 = time.monotonic()
+        write_lp(mm, Path(tmp) / "m.lp")
+        t2 = time.monotonic()
+        ma = build_arrays(table)
+        t3 = time.monotonic()
+        ma.to_npz(Path(tmp) / "m.npz")
+        t4 = time.monotonic()
+    row = {
+        "types": n_types,
+        "pairs": int(table.feasible.sum()),
+        "pyomo_build_s": t1 - t0,
+        "lp_write_s": t2 - t1,
+        "arrays_build_s": t3 - t2,
+        "npz_write_s": t4 - t3,
+    }
+    print(f"  build {n_types} types: {row}", flush=True)
+    return row
 
 
 def uptime() -> str:
@@ -436,6 +465,21 @@ def _timing_lines(t: dict[str, Any]) -> list[str]:
             f"| {row['types']} | {row['budget_s']:g} s | {statistics.median(w):.2f} s | "
             f"{max(w):.2f} s | {over:+.2f} s | {terms} |"
         )
+    if t.get("build"):
+        lines += [
+            "",
+            "Building and writing the full MILP (`scale` family, seed 0): the audit's "
+            "Pyomo model + LP file vs the polish's array model + npz file.",
+            "",
+            "| types | pairs | Pyomo build | LP write | arrays build | npz write |",
+            "|---|---|---|---|---|---|",
+        ]
+        for b in t["build"]:
+            lines.append(
+                f"| {b['types']} | {b['pairs']} | {b['pyomo_build_s']:.2f} s | "
+                f"{b['lp_write_s']:.2f} s | {b['arrays_build_s']:.3f} s | "
+                f"{b['npz_write_s']:.3f} s |"
+            )
     gh = t.get("gh20") or []
     if gh:
         lines += [
