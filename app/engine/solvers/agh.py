@@ -137,7 +137,8 @@ def agh(
     """Run AGH until the deadline, convergence or `stop`; return the best state.
     `infeasible_cutoff_s`: also return once this much time has passed with every
     plan so far breaking a constraint (the exact polish is then the better use
-    of the time: it finds feasible plans where the greedy starts do not)."""
+    of the time: it finds feasible plans where the greedy starts do not).
+    Over 80 lines: the start loop and its stopping rules read as one sequence."""
     deadline = Deadline(time_budget_s, stop)
     rng = np.random.default_rng(seed)
     ls = LocalSearch(table, mech, deadline)

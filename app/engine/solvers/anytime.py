@@ -110,18 +110,14 @@ def plan_anytime(
         best, time_to_best = st, stats.time_to_best_s
         iterations = stats.iterations
         pol: PolishResult | None = None
-        # The solver process may still be starting (on a busy machine): search on.
-        while (
-            runner is not None
-            and not deterministic  # (the polish waits for its solver instead)
-            and not runner.ready_now()
-            and not _stopped(stop)
-            and time.monotonic() < deadline - END_MARGIN_S - READY_POLL_S
-        ):
-            improved, n = lns(table, best, READY_POLL_S, seed + iterations, mech, stop)
-            iterations += n
-            if improved is not best:
-                best, time_to_best = improved, time.monotonic() - t0
+        if runner is not None and not deterministic:
+            # The solver process may still be starting (a busy machine): search on.
+            best, n = _search_while_starting(
+                table, best, runner, deadline - END_MARGIN_S, seed + iterations, mech, stop
+            )
+            if n:
+                iterations += n
+                time_to_best = time.monotonic() - t0 if best is not st else time_to_best
         if runner is not None and not _stopped(stop):
             pol = polish(
                 table,
@@ -147,16 +143,44 @@ def plan_anytime(
             iterations += lns_iterations
             if improved is not best:
                 best, time_to_best = improved, time.monotonic() - t0
-    termination: Termination
-    if _stopped(stop):
-        termination = "stopped"
-    elif proven:
-        termination = "converged"
-    elif deterministic and stats.termination == "converged" and (pol is None or not pol.stopped):
-        termination = "completed"
-    else:
-        termination = "deadline"
+    termination = _termination(stop, proven, deterministic, stats, pol)
     return AnytimeResult(best, termination, stats, pol, iterations, stats.starts, time_to_best)
+
+
+def _termination(
+    stop: StopSignal | None,
+    proven: bool,
+    deterministic: bool,
+    stats: SearchStats,
+    pol: PolishResult | None,
+) -> Termination:
+    """See the module docstring."""
+    if _stopped(stop):
+        return "stopped"
+    if proven:
+        return "converged"
+    finished = stats.termination in ("completed", "converged")
+    if deterministic and finished and (pol is None or not pol.stopped):
+        return "completed"
+    return "deadline"
+
+
+def _search_while_starting(
+    table: CandidateTable,
+    best: AllocationState,
+    runner: StageRunner,
+    until: float,
+    seed: int,
+    mech: Mechanisms,
+    stop: StopSignal | None,
+) -> tuple[AllocationState, int]:
+    """LNS in slices of `READY_POLL_S` until the polish's solver is ready (or
+    `until`, or `stop`); the best state and the iterations spent."""
+    iterations = 0
+    while not runner.ready_now() and not _stopped(stop) and time.monotonic() < until - READY_POLL_S:
+        best, n = lns(table, best, READY_POLL_S, seed + iterations, mech, stop)
+        iterations += n
+    return best, iterations
 
 
 def _stopped(stop: StopSignal | None) -> bool:

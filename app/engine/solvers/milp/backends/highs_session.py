@@ -18,6 +18,7 @@ it (`process._with_parent_death_signal`); `close` ends it.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import os
 import select
@@ -42,8 +43,6 @@ KILL_GRACE_S = 0.1  # SIGKILL this long after SIGTERM
 def highs_available() -> bool:
     """highspy is an optional dependency."""
     try:
-        import importlib.util
-
         return importlib.util.find_spec("highspy") is not None
     except (ImportError, ValueError):
         return False
