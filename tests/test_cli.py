@@ -207,8 +207,7 @@ def test_a_closed_pipe_ends_quietly() -> None:
     """`llm-allocator demo-scenario | head` ended in a BrokenPipeError traceback."""
     out = subprocess.run(
         # `true` exits at once: the write (after ~0.3 s of start-up) meets a closed pipe
-        f"{sys.executable} -m app demo-scenario | true; "
-        "echo ${PIPESTATUS[0]}",
+        f"{sys.executable} -m app demo-scenario | true; echo ${{PIPESTATUS[0]}}",
         shell=True,
         executable="/bin/bash",
         cwd=ROOT,

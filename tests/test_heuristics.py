@@ -451,9 +451,7 @@ def _unservable_code() -> Scenario:
     s = _demo()
     return replace(
         s,
-        query_types=tuple(
-            replace(q, ttft_s=0.001) if q.id == "code" else q for q in s.query_types
-        ),
+        query_types=tuple(replace(q, ttft_s=0.001) if q.id == "code" else q for q in s.query_types),
     )
 
 
