@@ -111,7 +111,7 @@ def test_agh_is_deterministic_for_a_seed(args: tuple[int, int, int, int, str]) -
     table = _table(args)
     a, sa = agh(table, time_budget_s=30.0, seed=args[3], max_starts=9)
     b, sb = agh(table, time_budget_s=30.0, seed=args[3], max_starts=9)
-    assert sa.termination == sb.termination == "converged"
+    assert sa.termination == sb.termination == "completed"  # the start limit ended it: no proof
     assert a.to_plan() == b.to_plan()
     assert a.score() == b.score()
     assert sa.starts == sb.starts and sa.iterations == sb.iterations

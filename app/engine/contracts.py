@@ -24,9 +24,10 @@ from app.engine.plan.plan import Plan
 
 Algorithm = Literal["gh", "agh", "milp"]
 Backend = Literal["cbc", "highs"]
-# Why a solve stopped. gh: "completed"; agh: "converged" (its neighbourhood is
-# exhausted or its bound proves the plan optimal), "deadline" (the budget ran out),
-# "stopped" (a newer request stopped it); milp: the MILP terminations.
+# Why a solve stopped. gh: "completed"; agh: "converged" (its bound proves the plan
+# optimal, or its neighbourhood is exhausted), "completed" (its start limit ended
+# the search: the deterministic mode), "deadline" (the budget ran out), "stopped"
+# (a newer request stopped it); milp: the MILP terminations.
 Termination = Literal[
     "completed",
     "converged",
@@ -127,6 +128,9 @@ class SolveResult:
     time_budget_s: float
     candidates: int
     exact: ExactInfo | None = None
+    # Where `bound` comes from: "milp" (a full MILP's dual bound), "lp" (the full
+    # LP relaxation's optimum) or None (no bound known). Never a restricted MILP.
+    bound_source: str | None = None
 
     @property
     def objective(self) -> float:
@@ -140,6 +144,7 @@ class SolveResult:
             "status": self.status,
             "objective": self.objective,
             "bound": json_number(self.bound),
+            "bound_source": self.bound_source,
             "gap": json_number(self.gap),
             "wall_s": self.wall_s,
             "time_to_best_s": self.time_to_best_s,

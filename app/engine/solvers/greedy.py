@@ -20,7 +20,7 @@ Mechanisms (each switchable off for ablations, see `Mechanisms`):
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,6 +28,9 @@ import numpy as np
 from app.engine.plan.candidates import CandidateTable
 from app.engine.plan.plan import Plan
 from app.engine.solvers.state import AllocationState, Index
+
+# Accuracy mixing tries this many partners b (the cheapest of each error level).
+BLEND_PARTNERS = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +47,8 @@ class _Option:
     frac: float
     cost: float
     d_from: int = -1  # for upgrades: the deployment being replaced
+    d_with: int = -1  # for accuracy mixes: the partner b that takes `frac_with` next to d
+    frac_with: float = 0.0
 
 
 class Greedy:
@@ -56,15 +61,26 @@ class Greedy:
         banned: np.ndarray | None = None,
         rng: np.random.Generator | None = None,
         alpha: float = 0.0,
+        rental_weight: float | np.ndarray = 0.0,
     ) -> None:
         self.t = table
         self.mech = mech
+        # Shadow prices: under a binding budget every rented dollar, on scarce GPUs
+        # every GPU, is worth more than its price. Rental and storage of candidate
+        # d are priced at (1 + rental_weight[d]) in M2's scores (GH retries with
+        # higher weights when its plan breaks the budget or a cap).
+        self.rw = 1.0 + np.broadcast_to(np.asarray(rental_weight, dtype=np.float64), (table.size,))
         self.banned = banned  # (D,) bool: candidates a repair move may not use
         self.up = table.tp_upgrade if mech.m3 else None
         # Randomized choice (GRASP) for AGH's random starts: pick uniformly among the
         # new-deployment options within (1 + alpha) of the best score.
         self.rng = rng
         self.alpha = alpha
+
+    @staticmethod
+    def _round(replicas: np.ndarray) -> np.ndarray:
+        """New replicas an option needs (whole ones)."""
+        return np.asarray(np.ceil(replicas - 1e-9), dtype=np.float64)
 
     def insert(
         self, st: AllocationState, i: Index, allow_new: bool = True, leave: float = 0.0
@@ -119,7 +135,7 @@ class Greedy:
                 cover = np.minimum(cover, acc_limit)
             cover = np.where(feas, cover, 0.0)
             need_load = np.maximum(0.0, cover * load - spare)
-            k_new = np.where(cover > 0, np.ceil(need_load / st.max_util - 1e-9), 0.0)
+            k_new = np.where(cover > 0, self._round(need_load / st.max_util), 0.0)
             cost = self._option_cost(st, i, k_new, cover)
             if m.m2:
                 # The last replica is usually only partly used. Also consider filling
@@ -195,30 +211,52 @@ class Greedy:
         share θ on a more accurate candidate a so that the rest can go to b with
         the traffic-weighted error exactly at the bound. The pair's cost per unit
         (a's incremental $ for θ·rem plus b's $ per coverage for the rest) is what
-        a is scored with; the best a is taken if it beats every pure option. This is
-        the lower convex hull of (error, $ per coverage) evaluated at the bound —
-        the two-candidate basis an LP would pick."""
+        a is scored with; the best pair is taken if it beats every pure option. This
+        is the lower convex hull of (error, $ per coverage) evaluated at the bound —
+        the two-candidate basis an LP would pick — over partners b that are the
+        cheapest of their error level (`BLEND_PARTNERS` at most): not only the
+        very cheapest b, whose mix may need far more of a than a slightly more
+        accurate b's."""
         gain = st.acc_gain[i]  # ε − e per unit routed
         with np.errstate(divide="ignore", invalid="ignore"):
-            k_any = np.ceil(np.maximum(0.0, cover_any * load - spare) / st.max_util - 1e-9)
+            k_any = self._round(np.maximum(0.0, cover_any * load - spare) / st.max_util)
             cost_any = self._option_cost(st, i, k_any, cover_any)
             score_any = np.where(cover_any > 1e-12, cost_any / cover_any, np.inf)
-        b = int(np.argmin(score_any))
-        if not np.isfinite(score_any[b]) or gain[b] >= 0 or score_any[b] >= best_score:
+        # Partners b: per error level among the candidates that break the bound
+        # alone, the cheapest (a hull pair at ε uses one of them; the very
+        # cheapest b may be so inaccurate that a less cheap one mixes better).
+        viable = np.isfinite(score_any) & (gain < 0) & (score_any < best_score)
+        bs = np.flatnonzero(viable)
+        if bs.size == 0:
             return None
-        excess_b = -gain[b]
+        bs = bs[np.lexsort((score_any[bs], -gain[bs]))]  # by error level, cheapest first
+        level = np.round(-gain[bs], 9)
+        first = np.ones(bs.size, dtype=bool)
+        first[1:] = level[1:] != level[:-1]
+        bs = bs[first]
+        bs = bs[np.argsort(score_any[bs])[:BLEND_PARTNERS]]
         slack = max(0.0, float(st.acc_slack[i]))
-        with np.errstate(divide="ignore", invalid="ignore"):
-            theta = np.clip((rem * excess_b - slack) / (rem * (excess_b + gain)), 0.0, 1.0)
-            share = np.where((gain > 0) & (cover > 1e-12), np.minimum(cover, theta * rem), 0.0)
-            k_a = np.ceil(np.maximum(0.0, share * load - spare) / st.max_util - 1e-9)
-            cost_a = self._option_cost(st, i, k_a, share)
-            total = cost_a + score_any[b] * np.maximum(0.0, rem - share)
-            ratio = np.where(share > 1e-12, total / rem, np.inf)
-        a = int(np.argmin(ratio))
-        if not np.isfinite(ratio[a]) or ratio[a] >= best_score - 1e-12:
-            return None
-        return _Option("use", a, float(share[a]), float(cost_a[a])), float(ratio[a])
+        best: tuple[_Option, float] | None = None
+        for b in bs.tolist():
+            excess_b = -gain[b]
+            with np.errstate(divide="ignore", invalid="ignore"):
+                theta = np.clip((rem * excess_b - slack) / (rem * (excess_b + gain)), 0.0, 1.0)
+                share = np.where((gain > 0) & (cover > 1e-12), np.minimum(cover, theta * rem), 0.0)
+                k_a = self._round(np.maximum(0.0, share * load - spare) / st.max_util)
+                cost_a = self._option_cost(st, i, k_a, share)
+                # What b may take next to a's share without breaking the bound
+                # (all of the rest when a's share is θ·rem; less when a's
+                # capacity or the budget cut that share).
+                y = np.clip((slack + gain * share) / excess_b, 0.0, np.maximum(0.0, rem - share))
+                y = np.minimum(y, cover_any[b])
+                total = cost_a + score_any[b] * y
+                ratio = np.where(share > 1e-12, total / (share + y), np.inf)
+            a = int(np.argmin(ratio))
+            ok = np.isfinite(ratio[a]) and ratio[a] < best_score - 1e-12
+            if ok and (best is None or ratio[a] < best[1]):
+                opt = _Option("use", a, float(share[a]), float(cost_a[a]), -1, b, float(y[a]))
+                best = opt, float(ratio[a])
+        return best
 
     def _option_cost(
         self, st: AllocationState, i: Index, k_new: np.ndarray, cover: np.ndarray
@@ -227,12 +265,13 @@ class Greedy:
         new replicas: rental, storage when the deployment opens, delay penalty and
         the change cost against the live plan."""
         t = self.t
-        return (
-            k_new * t.replica_cost
-            + np.where((st.r == 0) & (k_new > 0), t.storage_cost, 0.0)
+        cost: np.ndarray = (
+            self.rw
+            * (k_new * t.replica_cost + np.where((st.r == 0) & (k_new > 0), t.storage_cost, 0.0))
             + cover * t.delay_cost[i]
             + st.change_delta(slice(None), st.r + k_new)
         )
+        return cost
 
     def _upgrade_option(self, st: AllocationState, i: Index, rem: float) -> _Option | None:
         """M3: double the TP of an active deployment and put type i on it too."""
@@ -260,17 +299,21 @@ class Greedy:
             extra_gpus = r_new * t.gpus_per_replica[d2] - st.r[d] * t.gpus_per_replica[d]
             if self.mech.m1 and extra_gpus > t.gpu_available[t.gpu[d]] - st.gpu_used[t.gpu[d]]:
                 continue
-            delta = (
+            rent = (
                 r_new * t.replica_cost[d2]
                 - st.r[d] * t.replica_cost[d]
                 + t.storage_cost[d2]
                 - t.storage_cost[d]
+            )
+            if self.mech.m1 and st.budget is not None and st.spend + rent > st.budget + 1e-9:
+                continue
+            delta = (
+                self.rw[d2] * rent
                 + lim * t.delay_cost[i, d2]
                 + float((st.x[on, d] * (t.delay_cost[on, d2] - t.delay_cost[on, d])).sum())
+                + st.change_delta(d2, r_new)
+                + st.change_delta(d, 0)
             )
-            if self.mech.m1 and st.budget is not None and st.spend + delta > st.budget + 1e-9:
-                continue
-            delta += st.change_delta(d2, r_new) + st.change_delta(d, 0)
             if best is None or delta / lim < best.cost / best.frac:
                 best = _Option("upgrade", d2, lim, float(delta), d_from=int(d))
         return best
@@ -293,6 +336,36 @@ class Greedy:
         need = st.replicas_for(st.used[opt.d])
         if need > st.r[opt.d]:
             st.set_replicas(opt.d, need)
+        if opt.d_with >= 0 and opt.frac_with > 1e-12:
+            # The mix's partner in the same step: otherwise the next pick spends
+            # the accuracy slack a just bought on the cheapest (least accurate)
+            # candidate instead.
+            self._add_partner(st, i, opt.d_with, opt.frac_with)
+
+    def _add_partner(self, st: AllocationState, i: Index, b: int, frac: float) -> None:
+        """Route up to `frac` of type i to b, as far as b's spare capacity, the
+        GPUs and money left (M1) and the type's accuracy slack allow."""
+        t = self.t
+        load = float(t.load[i, b])
+        spare = max(0.0, st.max_util * float(st.r[b]) - float(st.used[b]))
+        room = spare
+        if self.mech.m1:
+            free = int(t.gpu_available[t.gpu[b]] - st.gpu_used[t.gpu[b]])
+            new = free // int(t.gpus_per_replica[b])
+            if st.budget is not None:
+                left = st.budget - st.spend - (t.storage_cost[b] if st.r[b] == 0 else 0.0)
+                new = min(new, int(max(0.0, left) // max(float(t.replica_cost[b]), 1e-12)))
+            room += max(0, new) * st.max_util
+            excess = -float(st.acc_gain[i, b])
+            if excess > 0:
+                frac = min(frac, max(0.0, float(st.acc_slack[i])) / excess)
+        frac = min(frac, room / load, st.remaining(i))
+        if frac <= 1e-12:
+            return
+        st.route(i, b, frac)
+        need = st.replicas_for(st.used[b])
+        if need > st.r[b]:
+            st.set_replicas(b, need)
 
 
 def type_order(
@@ -333,13 +406,75 @@ def greedy(
     current: Plan | None = None,
     rng: np.random.Generator | None = None,
     alpha: float = 0.0,
+    give_up: Callable[[], bool] | None = None,
 ) -> AllocationState:
     """GH: phase 1 checks every type has a feasible path (a type with none is left
     unmet: the evaluator reports it with the reason); phase 2 serves the types in
-    `order` (default: arrival rate descending) by cost per effective coverage."""
-    st = AllocationState(table, current)
-    g = Greedy(table, mech, rng=rng, alpha=alpha)
+    `order` (default: arrival rate descending) by cost per effective coverage.
+
+    Constraints come first: when the plan breaks the budget or a cap on unmet
+    demand (every mechanism on; an ablation is the single pass), GH tries again
+    (`GH_RETRIES` passes at most) with the types in other orders (scarcest
+    first, biggest footprint first) and shadow prices
+    on what ran out — the budget (`BUDGET_PRICES`) and each GPU type a failed
+    pass used up — that make M2 spend the scarce resource where nothing else
+    will do. It returns the first feasible plan, else the best-ranked one
+    (least shortfall, then cheapest). `give_up()` true (AGH's deadline) ends the
+    retries."""
     order = list(order) if order is not None else type_order(table, "lambda_desc")
+    st = _pass(table, order, mech, current, rng, alpha, 0.0)
+    if mech != Mechanisms() or st.shortfall() <= 1e-9:
+        return st  # ablations measure the paper's single pass without one mechanism
+    best, best_sc = st, st.score()
+
+    def attempt(o: list[int], weight: float | np.ndarray) -> AllocationState:
+        nonlocal best, best_sc
+        cand = _pass(table, o, mech, current, rng, alpha, weight)
+        sc = cand.score()
+        if sc[0] < best_sc[0] - 1e-9 or (sc[0] <= best_sc[0] + 1e-9 and sc[1] < best_sc[1]):
+            best, best_sc = cand, sc
+        return cand
+
+    # Other orders (scarcest types first, biggest footprint first), and prices on
+    # what ran out: the budget (fixed steps) and every GPU type a failed pass
+    # used up (raised each time it runs out again).
+    orders = [type_order(table, "scarcity"), type_order(table, "footprint_desc"), order]
+    prices = BUDGET_PRICES if table.scenario.policy.budget is not None else (0.0, 0.0)
+    lam_gpu = np.zeros(len(table.scenario.gpus))
+    last, passes = st, 0
+    for round_, lam in enumerate(prices):
+        for o in orders:
+            if passes >= GH_RETRIES or (give_up is not None and give_up()):
+                return best
+            if round_ > 0:  # orders alone first
+                full = last.gpu_used >= 0.97 * np.maximum(table.gpu_available, 1)
+                lam_gpu[full] = np.maximum(1.0, 4.0 * lam_gpu[full])
+            # Multiplicative: a scarce GPU stays dearer than a plentiful one
+            # however high the budget's price goes.
+            last = attempt(o, (1.0 + lam) * (1.0 + lam_gpu[table.gpu]) - 1.0)
+            passes += 1
+            if best_sc[0] <= 1e-9:
+                return best
+    return best
+
+
+# GH's retries when its plan breaks the budget or a cap (see `greedy`).
+BUDGET_PRICES = (0.0, 10.0, 1000.0)
+GH_RETRIES = 8
+
+
+def _pass(
+    table: CandidateTable,
+    order: list[int],
+    mech: Mechanisms,
+    current: Plan | None,
+    rng: np.random.Generator | None,
+    alpha: float,
+    rental_weight: float | np.ndarray,
+) -> AllocationState:
+    """One pass of GH over `order` (see `greedy`)."""
+    st = AllocationState(table, current)
+    g = Greedy(table, mech, rng=rng, alpha=alpha, rental_weight=rental_weight)
     servable = np.asarray(table.feasible.any(axis=1), dtype=bool)
     for i in order:
         if not servable[i]:

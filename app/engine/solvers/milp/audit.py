@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import math
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from app.engine.contracts import json_number, relative_gap
 from app.engine.model.domain import Scenario
@@ -29,6 +28,7 @@ from app.engine.plan.evaluation import Evaluation, plan_document
 from app.engine.plan.plan import Plan
 from app.engine.solvers.milp.backends import BACKENDS, backend_version, run_backend
 from app.engine.solvers.milp.backends.outcome import SolverOutcome
+from app.engine.solvers.milp.backends.process import CancelSignal
 from app.engine.solvers.milp.model import (
     MilpModel,
     build_model,
@@ -115,7 +115,7 @@ def solve_milp(
     time_limit_s: float,
     relative_gap: float = 1e-4,
     threads: int = 1,
-    cancel: threading.Event | None = None,
+    cancel: CancelSignal | None = None,
     backend: str = "cbc",
     current: Plan | None = None,
     warm_start: Plan | None = None,
@@ -138,7 +138,7 @@ def audit(
     time_limit_s: float,
     relative_gap: float = 1e-4,
     threads: int = 1,
-    cancel: threading.Event | None = None,
+    cancel: CancelSignal | None = None,
     backend: str = "cbc",
     current: Plan | None = None,
     warm_start: Plan | None = None,
@@ -189,8 +189,13 @@ class _Call:
         if termination in ("infeasible", "unbounded", "error"):
             bound = None  # whatever the log printed last is not a bound on anything
         if outcome is not None and outcome.has_solution and outcome.objective is not None:
-            # A lower bound never exceeds the solver's own incumbent value.
-            bound = outcome.objective if bound is None else min(bound, outcome.objective)
+            # A lower bound never exceeds the solver's own incumbent value; without
+            # a bound, only a proven optimum is one (a solver stopped before its
+            # root relaxation proves nothing about its incumbent).
+            if bound is not None:
+                bound = min(bound, outcome.objective)
+            elif termination == "optimal":
+                bound = outcome.objective
         objective = ev.cost.total if ev is not None else None
         status: MilpStatus = (
             "none" if plan is None else "optimal" if termination == "optimal" else "feasible"
@@ -232,7 +237,7 @@ class _Call:
 def _run(
     call: _Call,
     reference: Plan | None,
-    cancel: threading.Event | None,
+    cancel: CancelSignal | None,
     warm_start: Plan | None,
     table: CandidateTable | None,
     on_process: Callable[[Any], None] | None,
@@ -284,15 +289,13 @@ def _run(
         )
         call.solver = outcome.solver or call.backend
         call.version = outcome.version or call.version
-        sol = (
-            read_solution(mm, wm, outcome.values)
-            if outcome.has_solution and outcome.termination != "cancelled"
-            else None
-        )
+        # A cancelled or time-limited solver's incumbent is kept (never lost).
+        sol = read_solution(mm, wm, outcome.values) if outcome.has_solution else None
     if sol is None:
         return _without_solution(call, outcome, warm_start, mm, build_s)
     plan = solution_to_plan(mm, sol)
-    return call.finish(outcome.termination, outcome, plan, call.evaluate(plan), mm, build_s)
+    term = cast(MilpTermination, outcome.termination)
+    return call.finish(term, outcome, plan, call.evaluate(plan), mm, build_s)
 
 
 def _without_solution(
@@ -302,13 +305,18 @@ def _without_solution(
     mm: MilpModel,
     build_s: float,
 ) -> MilpResult:
-    """The solver returned no values. If it was stopped after accepting the warm
-    start as its incumbent, that plan is the best we hold: return it."""
-    if outcome.termination == "time_limit" and outcome.mipstart_used and warm_start is not None:
+    """The solver returned no values. If it was stopped (limit or cancel) after
+    accepting the warm start as its incumbent, that plan is the best we hold:
+    return it."""
+    if (
+        outcome.termination in ("time_limit", "cancelled")
+        and outcome.mipstart_used
+        and warm_start is not None
+    ):
         ev = call.evaluate(warm_start)
         if ev.feasible:
             return call.finish(
-                "time_limit",
+                cast(MilpTermination, outcome.termination),
                 outcome,
                 warm_start,
                 ev,
@@ -317,4 +325,5 @@ def _without_solution(
                 message=outcome.message + "; returning the warm start (the solver's "
                 "accepted incumbent)",
             )
-    return call.finish(outcome.termination, outcome, mm=mm, build_s=build_s)
+    term = cast(MilpTermination, outcome.termination)
+    return call.finish(term, outcome, mm=mm, build_s=build_s)

@@ -5,7 +5,6 @@ the same hard wall-clock guard."""
 from __future__ import annotations
 
 import tempfile
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +14,7 @@ from app.engine.perf.profiles import EngineProfile
 from app.engine.plan.candidates import CandidateTable, candidate_table
 from app.engine.plan.plan import Plan
 from app.engine.solvers.milp.backends.cbc import run_cbc
+from app.engine.solvers.milp.backends.process import CancelSignal
 from app.engine.solvers.milp.model import MilpModel, Solution, build_model, read_solution, write_lp
 
 # --------------------------------------------------------------------------------------
@@ -37,7 +37,7 @@ def lp_relaxation(
     scenario: Scenario,
     time_limit_s: float = 60.0,
     current: Plan | None = None,
-    cancel: threading.Event | None = None,
+    cancel: CancelSignal | None = None,
     table: CandidateTable | None = None,
     profile: EngineProfile | None = None,
 ) -> LpRelaxation:

@@ -4,7 +4,6 @@ both answering with a `SolverOutcome`."""
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -12,7 +11,7 @@ from typing import Any
 from app.engine.solvers.milp.backends.cbc import cbc_seconds, cbc_version, run_cbc
 from app.engine.solvers.milp.backends.highs import highs_version, run_highs
 from app.engine.solvers.milp.backends.outcome import SolverOutcome
-from app.engine.solvers.milp.backends.process import GRACE_S
+from app.engine.solvers.milp.backends.process import GRACE_S, CancelSignal
 
 BACKENDS = ("cbc", "highs")
 
@@ -27,7 +26,7 @@ def run_backend(
     time_limit_s: float,
     relative_gap: float,
     threads: int,
-    cancel: threading.Event | None,
+    cancel: CancelSignal | None,
     mipstart: Path | None,
     deadline: float,
     on_process: Callable[[Any], None] | None,

@@ -7,8 +7,9 @@ preprocessing long past `-sec`. `run_cbc` therefore
   `-timeMode elapsed -sec <limit> -ratioGap <gap> -threads <n>`;
 * asks CBC for less time than it has (`cbc_seconds`), because CBC overruns
   `-sec` and a run killed by the guard loses its incumbent;
-* polls every `POLL_S` seconds: on `cancel` it kills the process group at once
-  (SIGKILL, well within 1 s); at `time_limit_s + GRACE_S − INTERRUPT_WAIT_S` it
+* polls every `POLL_S` seconds: on `cancel` it interrupts CBC (SIGINT: CBC stops
+  and writes its incumbent, in ~30 ms) and kills the process group
+  `CANCEL_WAIT_S` later if it is still there; at `time_limit_s + GRACE_S − INTERRUPT_WAIT_S` it
   sends SIGINT (CBC's own "stop and report the incumbent" path) and at
   `time_limit_s + GRACE_S` SIGKILL, whatever CBC is doing;
 * reads the solution file (status line, objective, column values by LP name) and
@@ -27,7 +28,6 @@ import contextlib
 import math
 import re
 import subprocess
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -37,7 +37,13 @@ from pathlib import Path
 
 import cbcbox
 
-from app.engine.solvers.milp.backends.process import GRACE_S, ProcessRun, run_process
+from app.engine.solvers.milp.backends.process import (
+    GRACE_S,
+    INTERRUPT_WAIT_S,
+    CancelSignal,
+    ProcessRun,
+    run_process,
+)
 
 # CBC prints 1e+50 as the objective of "no solution".
 _NO_SOLUTION = 1e40
@@ -123,10 +129,11 @@ def run_cbc(
     time_limit_s: float,
     relative_gap: float = 1e-4,
     threads: int = 1,
-    cancel: threading.Event | None = None,
+    cancel: CancelSignal | None = None,
     mipstart_path: Path | None = None,
     hard_deadline: float | None = None,
     on_start: Callable[[subprocess.Popen[bytes]], None] | None = None,
+    interrupt_wait_s: float = INTERRUPT_WAIT_S,
 ) -> CbcOutcome:
     """Solve the LP-format model at `lp_path` with CBC. `time_limit_s` is CBC's own
     limit; the process is killed at `hard_deadline` (monotonic; default now +
@@ -140,7 +147,15 @@ def run_cbc(
         hard_deadline = time.monotonic() + time_limit_s + GRACE_S
     cmd = cbc_command(lp_path, sol_path, time_limit_s, relative_gap, threads, mipstart_path)
     try:
-        run = run_process(cmd, log_path, hard_deadline, cancel, on_start, cwd=workdir)
+        run = run_process(
+            cmd,
+            log_path,
+            hard_deadline,
+            cancel,
+            on_start,
+            cwd=workdir,
+            interrupt_wait_s=interrupt_wait_s,
+        )
     except OSError as exc:
         return CbcOutcome("error", False, None, None, message=f"cannot run CBC: {exc}")
     log = log_path.read_text(errors="replace") if log_path.exists() else ""
@@ -148,25 +163,23 @@ def run_cbc(
     bound = parse_bound(log)
     incumbent = parse_incumbent(log)
     mipstart_used = _mipstart_accepted(log)
-    if run.cancelled:
-        return CbcOutcome(
-            "cancelled",
-            False,
-            None,
-            bound,
-            wall_s=run.wall_s,
-            message="cancelled; CBC killed",
-            log_tail=tail,
-            mipstart_used=mipstart_used,
-            incumbent=incumbent,
-        )
     status_line: str = ""
     objective: float | None = None
     values: dict[str, float] = {}
     if sol_path.exists():
         status_line, objective, values = parse_solution_file(sol_path.read_text(errors="replace"))
     termination, has_solution = classify(status_line, objective, run, log)
-    if termination == "error" and not status_line:
+    if run.cancelled and termination != "optimal":
+        # Cancelled: SIGINT first, so CBC usually wrote its incumbent before it went.
+        termination = "cancelled"
+        msg = "cancelled; CBC interrupted" + (
+            " (its incumbent was kept)"
+            if has_solution
+            else f" (its incumbent, objective {incumbent:g}, was lost)"
+            if incumbent is not None
+            else ""
+        )
+    elif termination == "error" and not status_line:
         msg = f"CBC exited with code {run.returncode} and no solution file"
     elif run.killed_on_deadline and not has_solution:
         msg = "CBC overran its time limit and was killed by the wall-clock guard" + (

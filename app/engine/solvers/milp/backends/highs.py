@@ -9,6 +9,11 @@ The child sets `time_limit`, `mip_rel_gap` and `threads`, loads the MIP start
 (the same `index name value` file CBC reads) with `setSolution`, and writes a
 JSON result: model status, objective, dual bound and the nonzero column values
 by LP name.
+
+No incumbent is lost: a cancel or the guard's interrupt (SIGINT) makes HiGHS
+stop at its next callback and report its incumbent as usual, and every
+improving solution is also written to a file the moment it is found, read back
+if the child had to be killed (`highs_worker.watch`).
 """
 
 from __future__ import annotations
@@ -16,7 +21,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import threading
 import time
 from collections.abc import Callable
 from functools import cache
@@ -27,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from app.engine.solvers.milp.backends.outcome import SolverOutcome
-from app.engine.solvers.milp.backends.process import run_process
+from app.engine.solvers.milp.backends.process import CancelSignal, ProcessRun, run_process
 
 _STATUS = {
     "kOptimal": "optimal",
@@ -55,7 +59,7 @@ def run_highs(
     time_limit_s: float,
     relative_gap: float,
     threads: int,
-    cancel: threading.Event | None,
+    cancel: CancelSignal | None,
     mipstart: Path | None,
     hard_deadline: float,
     on_start: Callable[[Any], None] | None = None,
@@ -77,56 +81,93 @@ def run_highs(
     root = str(Path(__file__).resolve().parents[5])  # the directory holding `app`
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
-    run = run_process(cmd, log_path, hard_deadline, cancel, on_start, cwd=lp_path.parent, env=env)
+    run = run_process(
+        cmd,
+        log_path,
+        hard_deadline,
+        cancel,
+        on_start,
+        cwd=lp_path.parent,
+        env=env,
+        interrupt_wait_s=0.3,
+    )
     version = highs_version()
-    if run.cancelled:
-        return SolverOutcome(
-            "cancelled",
-            False,
-            None,
-            None,
-            wall_s=run.wall_s,
-            message="cancelled; HiGHS killed",
-            solver="highs",
-            version=version,
-        )
     if not out_path.exists():
-        term = "time_limit" if run.killed_on_deadline else "error"
-        tail = log_path.read_text(errors="replace")[-2000:] if log_path.exists() else ""
-        msg = (
-            "HiGHS overran its time limit and was killed by the wall-clock guard"
-            if run.killed_on_deadline
-            else f"HiGHS child exited with code {run.returncode}: {tail}"
-        )
-        return SolverOutcome(
-            term, False, None, None, wall_s=run.wall_s, message=msg, solver="highs", version=version
-        )
+        return _killed(run, lp_path.parent, log_path, version)
     doc = json.loads(out_path.read_text())
     term = _STATUS.get(doc["status"], "error")
-    has = bool(doc.get("has_solution")) and term in ("optimal", "time_limit")
+    if run.cancelled and term != "optimal":
+        term = "cancelled"
+    elif term == "cancelled":
+        term = "time_limit"  # interrupted by the guard's SIGINT ahead of the deadline
+    has = bool(doc.get("has_solution")) and term in ("optimal", "time_limit", "cancelled")
     bound = doc.get("bound")
     return SolverOutcome(
         term,
         has,
         doc.get("objective") if has else None,
-        bound if term in ("optimal", "time_limit") else None,
+        bound if term in ("optimal", "time_limit", "cancelled") else None,
         doc.get("values", {}) if has else {},
         bool(doc.get("mipstart_used")),
         run.wall_s,
-        doc["status"],
+        doc["status"] + ("; cancelled, incumbent kept" if run.cancelled and has else ""),
         "highs",
         version,
     )
 
 
+def _killed(run: ProcessRun, workdir: Path, log_path: Path, version: str) -> SolverOutcome:
+    """The child was killed before it wrote its result: the last incumbent it
+    wrote (values by column position, names in `highs.cols.json`), if any."""
+    term = "cancelled" if run.cancelled else "time_limit" if run.killed_on_deadline else "error"
+    inc, cols = workdir / "highs.inc.npy", workdir / "highs.cols.json"
+    if term != "error" and inc.exists() and cols.exists():
+        try:
+            vals = np.load(inc)
+            names = json.loads(cols.read_text())
+            meta_path = workdir / "highs.inc.json"
+            meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+        except (OSError, ValueError):
+            vals, names, meta = None, [], {}
+        if vals is not None and len(vals) == len(names):
+            values = {n: float(v) for n, v in zip(names, vals.tolist(), strict=True) if v != 0.0}
+            return SolverOutcome(
+                term,
+                True,
+                meta.get("objective"),
+                meta.get("bound"),
+                values,
+                False,
+                run.wall_s,
+                "HiGHS was killed; its last incumbent was read back",
+                "highs",
+                version,
+            )
+    tail = log_path.read_text(errors="replace")[-2000:] if log_path.exists() else ""
+    msg = {
+        "cancelled": "cancelled; HiGHS killed before it reported a solution",
+        "time_limit": "HiGHS overran its time limit and was killed by the wall-clock guard",
+        "error": f"HiGHS child exited with code {run.returncode}: {tail}",
+    }[term]
+    return SolverOutcome(
+        term, False, None, None, wall_s=run.wall_s, message=msg, solver="highs", version=version
+    )
+
+
 def _child(argv: list[str]) -> int:
-    """Child process: solve the LP file and write the JSON result."""
+    """Child process: solve the LP file and write the JSON result. Improving
+    solutions go to `highs.inc.npy` as they are found (column order in
+    `highs.cols.json`), and SIGINT/SIGTERM interrupt HiGHS, which then reports its
+    incumbent as usual (`highs_worker.watch`)."""
     lp, out, time_limit, gap, threads, mipstart = argv
-    # Here, in the child only: highspy is an optional extra, and the parent imports
-    # this module whether or not it is installed.
+    # Imported here, in the child only: highspy is an optional dependency and the
+    # parent must import this module without it.
     import highspy
 
-    h = highspy.Highs()
+    from app.engine.solvers.milp.backends import highs_worker as hw
+
+    hw.install_stop_handlers()
+    h = highspy.Highs()  # type: ignore[no-untyped-call]
     h.setOptionValue("output_flag", True)
     h.setOptionValue("log_to_console", True)
     h.setOptionValue("time_limit", float(time_limit))
@@ -136,6 +177,7 @@ def _child(argv: list[str]) -> int:
     h.readModel(lp)
     mipstart_used = False
     names = list(h.getLp().col_names_)
+    Path(out).with_name("highs.cols.json").write_text(json.dumps(names))
     if mipstart:
         pos = {n: k for k, n in enumerate(names)}
         idx, val = [], []
@@ -147,28 +189,16 @@ def _child(argv: list[str]) -> int:
         if idx:
             st = h.setSolution(len(idx), np.array(idx, dtype=np.int32), np.array(val))
             mipstart_used = st == highspy.HighsStatus.kOk
+    hw.watch(h, Path(out).with_name("highs"))
     h.run()
-    status = h.getModelStatus()
-    info = h.getInfo()
-    has = int(info.primal_solution_status) == 2  # kSolutionStatusFeasible
+    doc = hw.result_doc(h, bool(h.getLp().integrality_), mipstart_used, t0)
     values: dict[str, float] = {}
-    objective = None
-    if has:
+    if doc["has_solution"]:
         col = h.getSolution().col_value
         values = {n: float(v) for n, v in zip(names, col, strict=True) if v != 0.0}
-        objective = float(info.objective_function_value)
-    bound = float(info.mip_dual_bound) if h.getLp().integrality_ else objective
-    if bound is not None and not np.isfinite(bound):
-        bound = None
-    doc = {
-        "status": status.name if hasattr(status, "name") else str(status).split(".")[-1],
-        "has_solution": has,
-        "objective": objective,
-        "bound": bound,
-        "mipstart_used": mipstart_used,
-        "values": values,
-        "wall_s": time.monotonic() - t0,
-    }
+    if doc["bound"] is None and doc["status"] == "kOptimal":
+        doc["bound"] = doc["objective"]  # an LP: its optimum is its bound
+    doc["values"] = values
     Path(out).write_text(json.dumps(doc))
     return 0
 

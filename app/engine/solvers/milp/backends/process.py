@@ -13,19 +13,29 @@ an orphan.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
+
+
+class CancelSignal(Protocol):
+    """Anything with `is_set()`: a threading.Event, the service's "a newer
+    generation is waiting" flag, AGH's stop signal."""
+
+    def is_set(self) -> bool: ...
+
 
 POLL_S = 0.05
 GRACE_S = 1.5  # hard kill this long after the time limit
 INTERRUPT_WAIT_S = 0.75  # SIGINT this long before the hard kill
+CANCEL_WAIT_S = 0.3  # on cancel: SIGINT, and SIGKILL this long after
 
 
 @dataclass(frozen=True)
@@ -71,19 +81,24 @@ def run_process(
     cmd: Sequence[str],
     log_path: Path,
     hard_deadline: float,
-    cancel: threading.Event | None = None,
+    cancel: CancelSignal | None = None,
     on_start: Callable[[subprocess.Popen[bytes]], None] | None = None,
     cwd: Path | None = None,
     env: dict[str, str] | None = None,
+    interrupt_wait_s: float = INTERRUPT_WAIT_S,
+    cancel_wait_s: float = CANCEL_WAIT_S,
 ) -> ProcessRun:
     """Run `cmd` (stdout+stderr to `log_path`) in its own process group until it
-    exits, `cancel` is set (SIGKILL to the group at once) or the monotonic
-    `hard_deadline` passes: SIGINT `INTERRUPT_WAIT_S` before it (CBC's "stop and
-    write the incumbent" path, which it may or may not take in time), SIGKILL at
-    it. Never leaves the process (group) behind, and on Linux the process dies
-    with the thread that started it even if this one is killed outright."""
+    exits, `cancel` is set or the monotonic `hard_deadline` passes. Both stop it
+    politely first and for sure next: on `cancel`, SIGINT at once and SIGKILL
+    `cancel_wait_s` later; before the deadline, SIGINT `interrupt_wait_s` ahead
+    of it and SIGKILL at it. SIGINT is CBC's "stop and write the incumbent" path
+    (and the HiGHS child's interrupt): a solver that takes it in time keeps its
+    incumbent. Never leaves the process (group) behind, and on Linux the process
+    dies with the thread that started it even if this one is killed outright."""
     t0 = time.monotonic()
-    interrupt_at = hard_deadline - INTERRUPT_WAIT_S
+    interrupt_at = hard_deadline - interrupt_wait_s
+    kill_at = math.inf
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
             _with_parent_death_signal(cmd),
@@ -105,21 +120,25 @@ def run_process(
                 except subprocess.TimeoutExpired:
                     pass
                 now = time.monotonic()
-                if cancel is not None and cancel.is_set():
+                if not cancelled and cancel is not None and cancel.is_set():
                     cancelled = True
+                    _kill_group(proc, signal.SIGINT)
+                    kill_at = now + cancel_wait_s
+                if now >= min(hard_deadline, kill_at):
+                    deadline_hit = deadline_hit or not cancelled
                     _kill_group(proc, signal.SIGKILL)
                     proc.wait()
                     break
-                if now >= hard_deadline:
-                    deadline_hit = True
-                    _kill_group(proc, signal.SIGKILL)
-                    proc.wait()
-                    break
-                if not interrupted and now >= interrupt_at:
+                if not interrupted and not cancelled and now >= interrupt_at:
                     deadline_hit = interrupted = True
                     _kill_group(proc, signal.SIGINT)
         finally:
             if proc.poll() is None:  # an exception (e.g. KeyboardInterrupt) in the loop
                 _kill_group(proc, signal.SIGKILL)
                 proc.wait()
+            if cancelled or deadline_hit:
+                # The leader may have taken SIGINT and gone while others in its
+                # group (a shell's background job ignores SIGINT) live on.
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(proc.pid, signal.SIGKILL)
     return ProcessRun(proc.returncode, time.monotonic() - t0, cancelled, deadline_hit, proc.pid)
