@@ -22,8 +22,9 @@ from app.engine.plan.candidates import CandidateTable, candidate_table
 from app.engine.plan.evaluate import evaluate_plan
 from app.engine.plan.evaluation import Evaluation
 from app.engine.plan.plan import Plan
-from app.engine.solvers.agh import LocalSearch, _Deadline, agh, better
+from app.engine.solvers.agh import agh
 from app.engine.solvers.greedy import Mechanisms, greedy, type_order
+from app.engine.solvers.search import Deadline, LocalSearch, better
 from app.engine.solvers.solve import solve
 from app.engine.solvers.state import AllocationState
 from app.research.instances import generate, tp_bound_instance
@@ -96,7 +97,7 @@ def test_local_search_never_worsens_its_start(
     start = greedy(table, order)
     before = start.score()
     snapshot = (start.r.copy(), start.x.copy(), start.u.copy())
-    improved = LocalSearch(table, Mechanisms(), _Deadline(30.0)).improve(start)
+    improved = LocalSearch(table, Mechanisms(), Deadline(30.0)).improve(start)
     assert _not_worse(improved.score(), before), (improved.score(), before)
     # the start itself is left untouched (moves work on copies)
     assert start.score() == before

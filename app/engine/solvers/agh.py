@@ -31,7 +31,6 @@ from app.engine.plan.candidates import CandidateTable
 from app.engine.plan.plan import Plan
 from app.engine.solvers.greedy import Greedy, Mechanisms, greedy, type_order
 from app.engine.solvers.search import Deadline
-from app.engine.solvers.search import Deadline as _Deadline  # noqa: F401 (tests import it)
 from app.engine.solvers.search import LocalSearch as LocalSearch
 from app.engine.solvers.search import StopSignal as StopSignal
 from app.engine.solvers.search import better as better

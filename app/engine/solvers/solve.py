@@ -127,7 +127,7 @@ def _solve_exact(
     current: Plan | None,
     table: CandidateTable,
     mechanisms: Mechanisms,
-    profile: EngineProfile,
+    profile: EngineProfile | None,
     t0: float,
     stop: StopSignal | None,
 ) -> SolveResult:

@@ -125,7 +125,8 @@ class AllocationState:
     def uncovered(self) -> np.ndarray:
         """(I,) share of each type that is neither routed nor marked unmet. Moves
         leave some transiently; for pricing and output it counts as unmet."""
-        return np.maximum(0.0, 1.0 - self.x.sum(axis=1) - self.u)
+        out: np.ndarray = np.maximum(0.0, 1.0 - self.x.sum(axis=1) - self.u)
+        return out
 
     def unmet_spend(self) -> float:
         """Penalty of unserved demand: marked unmet plus anything left uncovered

@@ -165,7 +165,7 @@ class _Call:
     threads: int
     backend: str
     current: Plan | None
-    profile: EngineProfile
+    profile: EngineProfile | None
     t0: float = field(default_factory=time.monotonic)
     reference_cost: float | None = None
     reference_feasible: bool | None = None
