@@ -72,11 +72,12 @@ def _factor(v: str) -> float:
 def _options(a: argparse.Namespace) -> SolverOptions:
     """The flags through the one solver-options schema (bad values: exit 2 naming
     the flag)."""
-    budget = a.time_limit if a.algorithm == "milp" and a.time_limit else a.time_budget
+    algorithm = getattr(a, "algorithm", "milp")  # `audit` solves the MILP
+    budget = a.time_limit if algorithm == "milp" and a.time_limit else a.time_budget
     values = {
-        "algorithm": a.algorithm,
+        "algorithm": algorithm,
         "time_budget_s": budget,
-        "seed": a.seed,
+        "seed": getattr(a, "seed", 0),
         "relative_gap": a.gap,
         "threads": a.threads,
         "backend": a.backend,
@@ -128,9 +129,15 @@ def cmd_audit(a: argparse.Namespace) -> None:
     from app.engine.api import audit_documents
 
     scenario, plan = _read_json(a.scenario), _read_plan(a.plan)
+    o = _options(a)  # validates --gap, --threads, --backend
     _print(
         audit_documents(
-            scenario, plan, time_limit_s=a.time_limit, relative_gap=a.gap, threads=a.threads
+            scenario,
+            plan,
+            time_limit_s=a.time_limit,
+            relative_gap=o.relative_gap,
+            threads=o.threads,
+            backend=o.backend,
         )
     )
 
@@ -165,7 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--gap", type=float, default=1e-4, help="MILP relative gap")
     s.add_argument("--threads", type=int, default=1, help="MILP solver threads")
-    s.add_argument("--backend", default="cbc", help="MILP solver: cbc (default) or highs")
+    s.add_argument("--backend", default="highs", help="MILP solver: highs (default) or cbc")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--current", help="live plan JSON: warm start + change cost")
     s.set_defaults(func=cmd_solve)
@@ -189,8 +196,10 @@ def build_parser() -> argparse.ArgumentParser:
     au.add_argument("scenario")
     au.add_argument("plan")
     au.add_argument("--time-limit", type=_positive, default=60.0)
+    au.set_defaults(time_budget=60.0)
     au.add_argument("--gap", type=float, default=1e-4)
     au.add_argument("--threads", type=int, default=1)
+    au.add_argument("--backend", default="highs", help="MILP solver: highs (default) or cbc")
     au.set_defaults(func=cmd_audit)
 
     d = sub.add_parser("demo-scenario", help="print the built-in demo scenario")

@@ -234,7 +234,7 @@ def audit_documents(
     relative_gap: float = 1e-4,
     threads: int = 1,
     cancel: threading.Event | None = None,
-    backend: str = "cbc",
+    backend: str = "highs",
 ) -> dict[str, Any]:
     """`audit` on documents: the audit (MILP result) document."""
     request = AuditRequest(

@@ -57,7 +57,11 @@ class ExactOptions(BaseModel):
         default=1e-4, ge=0.0, le=1.0, description="MILP: stop at this relative gap"
     )
     threads: int = Field(default=1, ge=1, le=64, description="MILP solver threads")
-    backend: Backend = Field(default="cbc", description="MILP solver: cbc or highs")
+    backend: Backend = Field(
+        default="highs",
+        description="MILP solver: highs (the default: it proves faster, see "
+        "bench/results/compare.md) or cbc",
+    )
 
 
 class SolverOptions(ExactOptions):

@@ -164,6 +164,7 @@ def _child(argv: list[str]) -> int:
     # parent must import this module without it.
     import highspy
 
+    # The same reason: highs_worker imports highspy at module level.
     from app.engine.solvers.milp.backends import highs_worker as hw
 
     hw.install_stop_handlers()
