@@ -105,7 +105,7 @@ def test_cancel_running_and_queued_audits_and_admission(tmp_path: Path) -> None:
     with client_for(settings) as c:
         plan_a_large_fleet(c)
 
-        running = c.post("/v1/audits", json={"time_limit_s": 120}).json()
+        running = c.post("/v1/audits", json={"time_limit_s": 120, "backend": "cbc"}).json()
         queued = c.post("/v1/audits", json={"time_limit_s": 120}).json()
         full = c.post("/v1/audits", json={"time_limit_s": 120})
         assert full.status_code == 429
