@@ -77,7 +77,8 @@ def plan_anytime(
     """AGH, the exact polish and LNS within `time_budget_s` (see the module
     docstring). `polish_with`: "auto" (HiGHS if installed, else CBC), "highs",
     "cbc", or None (no polish; also for ablations, whose mechanisms must not be
-    hidden by an exact solver)."""
+    hidden by an exact solver). (A little over 80 lines: the three phases read
+    best in sequence.)"""
     t0 = time.monotonic()
     deadline = t0 + time_budget_s
     deterministic = max_starts is not None

@@ -99,6 +99,11 @@ class Greedy:
     def _best_option(
         self, st: AllocationState, i: Index, rem: float, allow_new: bool
     ) -> _Option | None:
+        """The best option to serve what remains of type i: every candidate scored
+        at once (spare capacity, new replicas the live limits allow, accuracy room,
+        whole-replica fills), then accuracy blends, a TP upgrade and leaving demand
+        unmet compete with it. Over 80 lines: the vectorized scoring shares a dozen
+        intermediate arrays; split, they would travel as arguments."""
         t, m = self.t, self.mech
         feas = t.feasible[i].copy()
         if self.banned is not None:
