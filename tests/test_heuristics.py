@@ -23,7 +23,8 @@ from app.engine.plan.evaluate import evaluate_plan
 from app.engine.plan.evaluation import Evaluation
 from app.engine.plan.plan import Plan
 from app.engine.solvers.agh import agh
-from app.engine.solvers.greedy import Mechanisms, greedy, type_order
+from app.engine.solvers.greedy import Mechanisms, greedy
+from app.engine.solvers.orders import type_order
 from app.engine.solvers.search import Deadline, LocalSearch, better
 from app.engine.solvers.solve import solve
 from app.engine.solvers.state import AllocationState

@@ -29,7 +29,8 @@ import numpy as np
 
 from app.engine.plan.candidates import CandidateTable
 from app.engine.plan.plan import Plan
-from app.engine.solvers.greedy import Greedy, Mechanisms, greedy, type_order
+from app.engine.solvers.greedy import Greedy, Mechanisms, greedy
+from app.engine.solvers.orders import type_order
 from app.engine.solvers.search import Deadline
 from app.engine.solvers.search import LocalSearch as LocalSearch
 from app.engine.solvers.search import StopSignal as StopSignal
