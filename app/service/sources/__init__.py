@@ -6,8 +6,10 @@
 * `prometheus`: the HTTP API client; every query returns values or a classified error.
 * `items`: window values → observation items in the POST /v1/observations shapes (pure).
 * `poller`: `SourcePoller`, the loop that ingests each complete window exactly once.
+* `checks`: `check_queries`, every expression evaluated once before a config is accepted.
 """
 
+from app.service.sources.checks import QueryCheck, check_queries
 from app.service.sources.config import (
     DemandQuery,
     DemandQuerySpec,
@@ -26,12 +28,10 @@ from app.service.sources.poller import (
     IngestFn,
     MemoryCursorStore,
     PollReport,
-    QueryCheck,
     QueryStatus,
     SourceMetrics,
     SourcePoller,
     SourcesStatus,
-    check_queries,
 )
 from app.service.sources.prometheus import ErrorKind, PrometheusClient, QueryError, WindowValues
 
