@@ -62,7 +62,8 @@ from app.engine.solvers.milp.backends.stage import CbcRunner  # noqa: E402
 from app.engine.solvers.milp.model import build_model, write_lp  # noqa: E402
 from app.engine.solvers.polish import StageRunner  # noqa: E402
 from app.engine.solvers.solve import solve  # noqa: E402
-from app.research.families import FAMILIES, Instance, benchmark_set  # noqa: E402
+from app.research.benchmark_sets import Instance, benchmark_set  # noqa: E402
+from app.research.families import FAMILIES  # noqa: E402
 from app.research.instances import generate  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"

@@ -46,7 +46,7 @@ from app.engine.solvers.milp.audit import solve_milp  # noqa: E402
 from app.engine.solvers.milp.backends.cbc import cbc_version  # noqa: E402
 from app.engine.solvers.milp.backends.highs import highs_version  # noqa: E402
 from app.engine.solvers.solve import solve  # noqa: E402
-from app.research.families import Instance, benchmark_set, timing_set  # noqa: E402
+from app.research.benchmark_sets import Instance, benchmark_set, timing_set  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 HEURISTICS = ("gh", "agh1", "agh5")

@@ -12,13 +12,9 @@ import pytest
 from app.engine.api import normalize_scenario
 from app.engine.model.schemas import parse_scenario
 from app.engine.plan.candidates import candidate_table
-from app.research.families import (
-    FAMILIES,
-    benchmark_set,
-    budget_binding_proof,
-    certify,
-    timing_set,
-)
+from app.research.benchmark_sets import benchmark_set, timing_set
+from app.research.families import FAMILIES
+from app.research.family_proofs import _type_options, budget_binding_proof, certify
 
 # Small sizes per family (kwargs after the seed).
 SMALL: dict[str, list[dict[str, Any]]] = {
@@ -131,7 +127,6 @@ def test_certify_reference_plan_is_feasible_by_the_evaluator() -> None:
     builds (dedicated replicas per type) meets every constraint."""
     from app.engine.plan.evaluate import evaluate_plan
     from app.engine.plan.plan import Deployment, Plan, Route
-    from app.research.families import _type_options
 
     doc = FAMILIES["budget_binding"](1, n_types=6, n_models=3)
     s = parse_scenario(doc)

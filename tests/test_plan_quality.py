@@ -36,7 +36,8 @@ from app.engine.solvers.polish import StageRunner, open_runner, polish, polish_b
 from app.engine.solvers.search import better
 from app.engine.solvers.solve import solve
 from app.engine.solvers.state import AllocationState
-from app.research.families import FAMILIES, benchmark_set
+from app.research.benchmark_sets import benchmark_set
+from app.research.families import FAMILIES
 
 # (family, parameters) at sizes the exact MILP settles in well under a second.
 SMALL = (
