@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import Any, Literal, TypedDict, Unpack, cast
 
 from app.engine.contracts import json_number, relative_gap
 from app.engine.model.domain import Scenario
@@ -110,26 +110,30 @@ def _message(termination: str, outcome: SolverOutcome | None) -> str:
 # Public entry points
 
 
+class MilpOptions(TypedDict, total=False):
+    """The keyword options `solve_milp` shares with `audit`."""
+
+    relative_gap: float
+    threads: int
+    cancel: CancelSignal | None
+    backend: str
+    current: Plan | None
+    warm_start: Plan | None
+    table: CandidateTable | None
+    profile: EngineProfile | None
+    on_process: Callable[[Any], None] | None
+
+
 def solve_milp(
-    scenario: Scenario,
-    time_limit_s: float,
-    relative_gap: float = 1e-4,
-    threads: int = 1,
-    cancel: CancelSignal | None = None,
-    backend: str = "cbc",
-    current: Plan | None = None,
-    warm_start: Plan | None = None,
-    table: CandidateTable | None = None,
-    profile: EngineProfile | None = None,
-    on_process: Callable[[Any], None] | None = None,
+    scenario: Scenario, time_limit_s: float, **options: Unpack[MilpOptions]
 ) -> MilpResult:
-    """Solve the §1 MILP. `time_limit_s` bounds the whole call (model building
-    included): the solver gets what remains and is killed `GRACE_S` after the
-    limit whatever it is doing. `cancel` kills it within a second. `current` is
-    the live plan (change cost); `warm_start` a plan handed to the solver as its
-    first incumbent. `on_process` receives the solver's Popen (for tests)."""
-    call = _Call(scenario, time_limit_s, relative_gap, threads, backend, current, profile)
-    return _run(call, None, cancel, warm_start, table, on_process)
+    """Solve the §1 MILP: `audit` with no reference plan (same options).
+    `time_limit_s` bounds the whole call (model building included): the solver
+    gets what remains and is killed `GRACE_S` after the limit whatever it is
+    doing. `cancel` kills it within a second. `current` is the live plan (change
+    cost); `warm_start` a plan handed to the solver as its first incumbent.
+    `on_process` receives the solver's Popen (for tests)."""
+    return audit(scenario, None, time_limit_s, **options)
 
 
 def audit(
