@@ -332,16 +332,19 @@ def study_days(
     names: Sequence[str] | None = None,
     minutes: int | None = None,
     poisson: bool = True,
+    count_seed: int | None = None,
 ) -> list[StudyDay]:
-    """The study's days from bench/demand_days.py, counts drawn per day (seed, name);
-    `minutes` shortens each accounted span (smoke runs)."""
+    """The study's days from bench/demand_days.py (`seed`), counts drawn per day with
+    `count_seed` (default `seed`); `minutes` shortens each accounted span (smoke
+    runs)."""
     import demand_days  # local: demand_days builds its days from this module
 
     out = []
     for k, d in enumerate(demand_days.backtest_days(seed)):
         if names is not None and d.name not in names:
             continue
-        rng = np.random.default_rng([seed, 11, k]) if poisson else None
+        cs = seed if count_seed is None else count_seed
+        rng = np.random.default_rng([cs, 11, k]) if poisson else None
         out.append(
             StudyDay(
                 d.name,
@@ -1150,6 +1153,12 @@ def main() -> None:
         help="the world's delay from publishing a plan to its being in force",
     )
     ap.add_argument("--no-poisson", action="store_true", help="counts = 60 x rate, not sampled")
+    ap.add_argument(
+        "--count-seed",
+        type=int,
+        default=None,
+        help="seed of the Poisson counts (default --seed): the same days, other draws",
+    )
     ap.add_argument("--service-budget", type=float, default=1.0, help="service AGH budget, s")
     ap.add_argument("--static-budget", type=float, default=5.0, help="fixed-plan AGH budget, s")
     ap.add_argument("--milp-limit", type=float, default=60.0, help="fixed-plan MILP limit, s")
@@ -1171,6 +1180,7 @@ def main() -> None:
             **provenance(),
             "seed": args.seed,
             "poisson": not args.no_poisson,
+            "count_seed": args.seed if args.count_seed is None else args.count_seed,
             "actuation_delay_s": args.actuation_delay_s,
             "service_time_budget_s": args.service_budget,
             "static_agh_budget_s": args.static_budget,
@@ -1197,7 +1207,9 @@ def main() -> None:
         },
         "days": [],
     }
-    days = study_days(args.seed, names, args.minutes, poisson=not args.no_poisson)
+    days = study_days(
+        args.seed, names, args.minutes, poisson=not args.no_poisson, count_seed=args.count_seed
+    )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="rolling-") as tmp:
         if not args.variant:

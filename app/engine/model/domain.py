@@ -136,9 +136,9 @@ class Policy:
     replan_interval_s: float = 300.0
     actuation_delay_s: float = 180.0
     demand_quantile: float = 0.95
-    forecast: str = "window_quantile"
+    forecast: str = "ucm_conformal"
     replan_deadband: float = 0.05
-    scale_down_stabilization_s: float = 600.0
+    scale_down_stabilization_s: float = 300.0
     engine: str = "vllm"
 
 
