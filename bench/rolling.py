@@ -807,18 +807,35 @@ def oracle_grid(v: np.ndarray, step: float = ORACLE_STEP) -> np.ndarray:
     return np.asarray(lo * np.exp(step * np.arange(n)))
 
 
-def oracle_schedule(day: StudyDay, kind: str, args: Any) -> tuple[list[Plan], list[float]]:
+def oracle_schedule(
+    day: StudyDay, kind: str, args: Any, up_to: float = 0.0
+) -> tuple[list[Plan], list[float], dict[str, list[float]]]:
     """Perfect foresight and no actuation delay: each minute the plan made for the
     grid rate at or just above that minute's actual rate (at the fleet's
-    headroom): what re-planning could save at best with this catalog and planner."""
+    headroom): what re-planning could save at best with this catalog and planner.
+    Also the grid and the rental ($/h) of each grid rate's plan, the grid reaching
+    at least `up_to` (the largest rate any policy planned for)."""
     v = day.span_rates
-    grid = oracle_grid(v)
+    grid = oracle_grid(np.append(v, up_to))
     plans = [
         static_plan(day.scenario, {day.query_type: float(r)}, kind, args, args.service_budget)[0]
         for r in grid
     ]
+    price = {g.id: g.price_per_hour for g in day.scenario.gpus}
+    rental = [sum(price[d.gpu] * d.gpus for d in p.deployments) for p in plans]
     idx = np.minimum(np.searchsorted(grid, v * (1 - 1e-12)), len(grid) - 1)
-    return [plans[i] for i in idx], [float(grid[i]) for i in idx]
+    curve = {"grid": grid.tolist(), "rental_per_h": rental}
+    return [plans[i] for i in idx], [float(grid[i]) for i in idx], curve
+
+
+def fresh_rental(curve: Mapping[str, Sequence[float]], planned: Sequence[float]) -> float:
+    """$ of renting, each minute, the fresh plan (no live plan, no change cost) for
+    the grid rate at or just above the rate planned that minute."""
+    grid = np.asarray(curve["grid"])
+    rent = np.asarray(curve["rental_per_h"])
+    p = np.nan_to_num(np.asarray(planned, dtype=np.float64))
+    idx = np.minimum(np.searchsorted(grid, p * (1 - 1e-12)), len(grid) - 1)
+    return float(rent[idx].sum() / 60.0)
 
 
 def gpus_by_type(plan: Plan) -> dict[str, int]:
@@ -897,7 +914,13 @@ def run_day(day: StudyDay, policies: Sequence[str], args: Any, workdir: Path) ->
             info = summarize_service(day, name, run, wall, delay_min)
         elif name in ORACLES:
             kind = name.split("-")[1]
-            plans, rates = oracle_schedule(day, kind, args)
+            up_to = max(
+                (np.nanmax(p["per_minute"]["planned_rps"]) for k, p in out["policies"].items()
+                 if k in SERVICE_POLICIES),
+                default=0.0,
+            )  # fmt: skip
+            plans, rates, curve = oracle_schedule(day, kind, args, float(up_to))
+            out.setdefault("fresh_plan_rental_curves", {})[kind] = curve
             info = {"label": POLICIES[name]}
             info.update(account(day.scenario, day.demand(), plans,
                                 planned={day.query_type: rates}))  # fmt: skip
@@ -923,6 +946,15 @@ def run_day(day: StudyDay, policies: Sequence[str], args: Any, workdir: Path) ->
             file=sys.stderr,
             flush=True,
         )
+    # Where a service policy's rental went: renting, each minute, a fresh plan for the
+    # rate it planned (AGH / MILP) vs what it rented (warm-started, change-costed plans)
+    for kind, curve in out.get("fresh_plan_rental_curves", {}).items():
+        for k in SERVICE_POLICIES:
+            if k in out["policies"]:
+                p = out["policies"][k]
+                p.setdefault("fresh_rental_at_planned", {})[kind] = fresh_rental(
+                    curve, p["per_minute"]["planned_rps"]
+                )
     fixed = {k: p for k, p in out["policies"].items() if k.split("-")[0] in FIXED_KINDS}
     if fixed:
         out["best_fixed"] = min(fixed, key=lambda k: fixed[k]["total_cost"])
