@@ -537,6 +537,62 @@ def rolling_summary(ro: dict[str, Any]) -> list[str]:
         if others:
             line += ". Others: " + ", ".join(others)
         out.append(line + ".")
+        fresh = a.get("fresh_rental_at_planned") or {}
+        if best and "agh" in fresh and "milp" in fresh and "oracle-milp" in pols:
+            b = pols[best]["total_cost"]
+            om, fm, fa = pols["oracle-milp"]["rental"], fresh["milp"], fresh["agh"]
+            out.append(
+                f"  * where {default}'s ${a['total_cost']:.1f} goes, against the best fixed "
+                f"${b:.1f}: the exact (MILP) plan for each minute's actual rate rents "
+                f"${om:.1f} ({rel(om, b)}); for the rate the loop planned instead (forecast "
+                f"quantile, stabilization, actuation delay) ${fm:.1f} (+${fm - om:.1f}); "
+                f"fresh AGH plans for those rates ${fa:.1f} (+${fa - fm:.1f}: AGH above the "
+                f"optimum); the warm-started plans under the change cost the service "
+                f"actually kept ${a['rental']:.1f} (+${a['rental'] - fa:.1f}); penalties "
+                f"${a['penalties']:.1f}."
+            )
+    return out
+
+
+def target_lines(ro: dict[str, Any]) -> list[str]:
+    """The issue's targets for the default policy, met or missed and by how much."""
+    default = ro.get("meta", {}).get("default_policy", rolling.DEFAULT_POLICY)
+    q = ro.get("meta", {}).get("demand_quantile")
+    out = []
+    for d in ro["days"]:
+        v = rolling.verdicts(d, default, q)
+        if not v:
+            continue
+        parts = []
+        if "saving_vs_best_fixed" in v:
+            sv = v["saving_vs_best_fixed"]
+            parts.append(
+                f"cost {'met' if v['saving_met'] else 'missed'} ({100 * sv:.1f}% cheaper "
+                f"than {v['best_fixed']}"
+                + ("" if v["saving_met"] else f", {100 * (0.25 - sv):.1f} points short")
+                + ")"
+            )
+            mine, theirs = v["violation_vs_best_fixed"]
+            parts.append(
+                f"violations {'met' if v['violation_met'] else 'missed'} "
+                f"({pct(mine, 3)} vs {pct(theirs, 3)})"
+            )
+        if "coverage" in v:
+            own, svc, target = v["coverage"]
+            worst = max(abs(own - target), abs((svc if svc is not None else own) - target))
+            parts.append(
+                f"coverage {'met' if v['coverage_met'] else 'missed'} ({pct(own)} own, "
+                f"{'-' if svc is None else pct(svc)} service, target {pct(target, 0)}"
+                + ("" if v["coverage_met"] else f", {100 * (worst - 0.02):.1f} points out")
+                + ")"
+            )
+        if "churn" in v:
+            parts.append(
+                f"churn {'met' if v['churn_met'] else 'missed'} ({v['churn'][0]} vs "
+                f"{v['churn'][1]} GPUs for svc-mean)"
+            )
+        held = " (held out)" if d.get("held_out") else ""
+        out.append(f"* {d['name']}{held}: " + "; ".join(parts) + ".")
     return out
 
 
@@ -629,6 +685,10 @@ def main() -> None:
         "### Rolling re-planning: what we see",
         "",
         *rolling_summary(ro),
+        "",
+        f"Targets of issue #11 §7 for the default loop ({rm.get('default_policy')}), per day:",
+        "",
+        *target_lines(ro),
         "",
         "## 1. Stress (bench/stress.py)",
         "",

@@ -62,8 +62,9 @@ while an applied forecast was in force, from its actuation on).
 
 Policies
 --------
-svc-last / svc-wq / svc-ucm  the service, forecasting with `last`,
-                  `window_quantile` (the default) / `ucm_conformal`, fed raw minutes
+svc-last / svc-wq / svc-ucm  the service, forecasting with `last` /
+                  `window_quantile` / `ucm_conformal` (the policy default), fed raw
+                  minutes; every other control-loop field at its default
 svc-mean          the old loop, for reference: every 5 minutes POST
                   /v1/cluster/demand with the mean rate of the last 5 minutes (same
                   3-minute actuation delay)
@@ -80,9 +81,17 @@ oracle-agh / oracle-milp     not a policy, a bound: perfect foresight and no
                   (the fleet's 20% headroom kept): what re-planning can save at best
                   with this catalog and planner
 
+Where a service policy's rental goes: with the oracles run, each service policy
+also gets `fresh_rental_at_planned` — the rental of fresh AGH / MILP plans (no live
+plan, no change cost) for the rates it planned, minute by minute — so that its
+cost splits into forecast safety (fresh MILP at planned - oracle-milp), planner
+(fresh AGH - fresh MILP) and the warm-started, change-costed path (its rental -
+fresh AGH).
+
 Output: bench/results/rolling.json (provenance, per day and policy the summary,
 per-minute cost / GPUs / violating requests / planned rate for the plotted
-policies) and markdown tables on stdout.
+policies) and markdown tables on stdout. With `--variant` (tuning runs): one
+summary per variant, day and service policy.
 """
 
 from __future__ import annotations
@@ -1015,7 +1024,7 @@ def _cov(p: Mapping[str, Any]) -> str:
     return s + (f" / {100 * svc:.1f}%" if svc is not None else "")
 
 
-def day_table(day: Mapping[str, Any]) -> list[str]:
+def day_table(day: Mapping[str, Any], default: str = DEFAULT_POLICY) -> list[str]:
     pols = day["policies"]
     best = day.get("best_fixed")
     ref = pols[best]["total_cost"] if best else None
@@ -1033,7 +1042,7 @@ def day_table(day: Mapping[str, Any]) -> list[str]:
     for k in shown:
         p = pols[k]
         vs = f"{100 * (p['total_cost'] / ref - 1):+.1f}%" if ref else ""
-        name = f"**{k}**" if k == DEFAULT_POLICY else k
+        name = f"**{k}**" if k == default else k
         if k == best:
             name += " (best fixed)"
         out.append(
@@ -1099,14 +1108,15 @@ def verdict_table(days: Sequence[Mapping[str, Any]], policy: str = DEFAULT_POLIC
 def markdown(res: Mapping[str, Any]) -> str:
     out: list[str] = []
     q = res.get("meta", {}).get("demand_quantile")
+    default = res.get("meta", {}).get("default_policy", DEFAULT_POLICY)
     for d in res["days"]:
         out.append(
             f"#### {d['name']}{' (held out)' if d.get('held_out') else ''}: {d['description']}\n"
         )
-        out += day_table(d)
+        out += day_table(d, default)
         out.append("")
     out.append("#### Targets (default policy)\n")
-    out += verdict_table(res["days"], quantile=q)
+    out += verdict_table(res["days"], default, q)
     out.append("")
     return "\n".join(out)
 

@@ -173,7 +173,9 @@ def test_report_tables_from_tiny_results(rolling: ModuleType) -> None:
             "agh-peak": {"label": "(fixed)", **dear},
         },
     }  # fmt: skip
-    md = rolling.markdown({"meta": {"demand_quantile": 0.5}, "days": [day]})
+    md = rolling.markdown(
+        {"meta": {"demand_quantile": 0.5, "default_policy": "svc-wq"}, "days": [day]}
+    )
     assert "| **svc-wq** |" in md and "| agh-peak (best fixed) |" in md and "-50.0%" in md
     v = rolling.verdicts(day, "svc-wq", 0.5)
     assert v["saving_vs_best_fixed"] == pytest.approx(0.5) and v["saving_met"]
@@ -183,8 +185,10 @@ def test_report_tables_from_tiny_results(rolling: ModuleType) -> None:
     rows = report.compare_rows({"rows": [{"size": [6, 6, 10], "variant": "loose",
                                           "vs_opt": 0.05}, {"nothing": 1}]})  # fmt: skip
     assert rows == [{"size": "(6, 6, 10)", "variant": "loose", "gap": 0.05, "bound_gap": None}]
-    lines = report.rolling_summary({"meta": {"demand_quantile": 0.5}, "days": [day]})
-    assert any("tiny" in line for line in lines)
+    res = {"meta": {"demand_quantile": 0.5, "default_policy": "svc-wq"}, "days": [day]}
+    assert any("tiny" in line for line in report.rolling_summary(res))
+    (line,) = report.target_lines(res)
+    assert "cost met (50.0% cheaper than agh-peak)" in line and "churn met (2 vs 3" in line
 
 
 # ------------------------------------------------------------------------------------
@@ -246,6 +250,13 @@ def test_fixed_sizing_and_oracle_grid(rolling: ModuleType) -> None:
     g = rolling.oracle_grid(np.array([0.0, 1.0, 5.0]))
     assert g[0] == pytest.approx(rolling.ORACLE_MIN_RPS) and g[-1] >= 5.0
     np.testing.assert_allclose(np.diff(np.log(g)), rolling.ORACLE_STEP)
+
+
+def test_fresh_rental_rounds_each_planned_rate_up_the_grid(rolling: ModuleType) -> None:
+    curve = {"grid": [1.0, 2.0, 4.0], "rental_per_h": [6.0, 12.0, 24.0]}
+    # 0.5 -> 1, 1 -> 1, 1.5 -> 2, 3 -> 4, 9 -> beyond the grid: its last plan
+    got = rolling.fresh_rental(curve, [0.5, 1.0, 1.5, 3.0, 9.0])
+    assert got == pytest.approx((6 + 6 + 12 + 24 + 24) / 60)
 
 
 def _tiny_day(rolling: ModuleType, counts: list[float], test_start: int, minutes: int) -> object:
