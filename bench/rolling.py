@@ -35,8 +35,9 @@ policy (the demo's $0.5/GPU, control-loop defaults unless `--override`). Then
 the controller posts the
 two days of history (and the accounted day's first hours for the ramp) to
 POST /v1/observations/demand fast — 60-minute batches, the last half hour minute
-by minute, not accounted — and waits for the plan. That plan is the fleet at the
-start of the accounted span. Then, at the start of each accounted minute m, it
+by minute, not accounted, each plan it causes waited for (so that the fleet at
+the start does not depend on which re-plans a newer batch stopped). The last plan
+is the fleet at the start of the accounted span. Then, at the start of each accounted minute m, it
 posts minute m - 1's count as one 60 s window; when the answer says `changed`, it
 long-polls GET /v1/plan?wait_for_generation=N and the plan is *published at m*.
 That is all: no smoothing, no margin, no forecast of its own.
@@ -643,15 +644,18 @@ def run_observation_loop(
 ) -> ControllerRun:
     """The controller of the study: history fast (not accounted), then one 60 s
     window a minute, waiting for the plan when the service says `changed`. `api`
-    is an httpx-like client of a service whose spec is already PUT."""
+    is an httpx-like client of a service whose spec is already PUT. The history,
+    too, waits for each plan it causes: a re-plan that a newer batch stopped would
+    make the fleet at the start of the span depend on timing."""
     qt, counts, t0 = day.query_type, day.counts, day.test_start
     lo, end = 0, t0 - 1  # minute t0 - 1 is posted at the first accounted minute
     generation = None
     while lo < end:
         hi = lo + 1 if end - lo <= tail_min else min(end - tail_min, lo + batch_min)
-        generation = post_observations(api, minute_windows(qt, counts, lo, hi, day.epoch0_s))[
-            "generation"
-        ]
+        ans = post_observations(api, minute_windows(qt, counts, lo, hi, day.epoch0_s))
+        generation = ans["generation"]
+        if ans["changed"]:
+            wait_plan(api, int(generation))
         lo = hi
     if generation is None:
         generation = int(api.get("/v1/cluster").json()["generation"])
