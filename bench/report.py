@@ -545,13 +545,56 @@ def rolling_summary(ro: dict[str, Any]) -> list[str]:
                 f"  * where {default}'s ${a['total_cost']:.1f} goes, against the best fixed "
                 f"${b:.1f}: the exact (MILP) plan for each minute's actual rate rents "
                 f"${om:.1f} ({rel(om, b)}); for the rate the loop planned instead (forecast "
-                f"quantile, stabilization, actuation delay) ${fm:.1f} (+${fm - om:.1f}); "
-                f"fresh AGH plans for those rates ${fa:.1f} (+${fa - fm:.1f}: AGH above the "
-                f"optimum); the warm-started plans under the change cost the service "
-                f"actually kept ${a['rental']:.1f} (+${a['rental'] - fa:.1f}); penalties "
-                f"${a['penalties']:.1f}."
+                f"quantile, stabilization, actuation delay) ${fm:.1f} "
+                f"({signed_dollars(fm - om)}); fresh AGH plans for those rates ${fa:.1f} "
+                f"({signed_dollars(fa - fm)}: AGH above the optimum); the warm-started plans "
+                f"under the change cost the service actually kept ${a['rental']:.1f} "
+                f"({signed_dollars(a['rental'] - fa)}); penalties ${a['penalties']:.1f}."
             )
     return out
+
+
+def event_windows() -> dict[str, tuple[int, int]]:
+    """Minutes of the day of each held-out day's crowd, from its start to 15 minutes
+    after it is back (bench/demand_days.py)."""
+    import demand_days as dd  # local: only the report's event lines need it
+
+    return {
+        "flash-crowd": (dd.FLASH_START_MIN, dd.FLASH_HOLD_END_MIN + dd.FLASH_RISE_MIN + 15),
+        "ramp-6h": (dd.RAMP_FLASH_START_MIN, dd.RAMP_FLASH_HOLD_END_MIN + dd.FLASH_RISE_MIN + 15),
+    }
+
+
+def event_lines(ro: dict[str, Any]) -> list[str]:
+    """On the held-out days: how much of each service policy's violating demand fell
+    in the crowd."""
+    out = []
+    for d in ro["days"]:
+        win = event_windows().get(d["name"])
+        if win is None:
+            continue
+        start = d.get("start_minute_of_day", 0)
+        parts = []
+        for k in ("svc-last", "svc-wq", "svc-ucm", "svc-mean"):
+            p = d["policies"].get(k)
+            if not p or "per_minute" not in p:
+                continue
+            v = np.asarray(p["per_minute"]["violating_rps"])
+            m = start + np.arange(len(v))
+            inside = float(v[(m >= win[0]) & (m < win[1])].sum())
+            total = float(v.sum())
+            share = inside / total if total > 0 else 0.0
+            parts.append(f"{k} {pct(share, 0)} of {60 * total:.0f} violating requests")
+        if parts:
+            out.append(
+                f"* {d['name']}: in the crowd ({win[0] // 60:02d}:{win[0] % 60:02d}–"
+                f"{win[1] // 60:02d}:{win[1] % 60:02d}): " + ", ".join(parts) + "."
+            )
+    return out
+
+
+def signed_dollars(x: float) -> str:
+    return f"{'+' if x >= 0 else '−'}${abs(x):.1f}"
 
 
 def target_lines(ro: dict[str, Any]) -> list[str]:
@@ -566,9 +609,9 @@ def target_lines(ro: dict[str, Any]) -> list[str]:
         parts = []
         if "saving_vs_best_fixed" in v:
             sv = v["saving_vs_best_fixed"]
+            how = f"{100 * sv:.1f}% cheaper" if sv >= 0 else f"{-100 * sv:.1f}% dearer"
             parts.append(
-                f"cost {'met' if v['saving_met'] else 'missed'} ({100 * sv:.1f}% cheaper "
-                f"than {v['best_fixed']}"
+                f"cost {'met' if v['saving_met'] else 'missed'} ({how} than {v['best_fixed']}"
                 + ("" if v["saving_met"] else f", {100 * (0.25 - sv):.1f} points short")
                 + ")"
             )
@@ -596,6 +639,67 @@ def target_lines(ro: dict[str, Any]) -> list[str]:
     return out
 
 
+OLD_DEFAULTS = ("stabilization 600 s (the old default)", "svc-wq")  # variant, policy
+RERUN = "defaults, run again"
+
+
+def _variant(tu: dict[str, Any], name: str) -> dict[str, Any] | None:
+    return next((v for v in tu.get("variants", []) if v["name"] == name), None)
+
+
+def defaults_section(tu: dict[str, Any] | None, ro: dict[str, Any]) -> list[str]:
+    """The old defaults (window_quantile, 600 s stabilization) against the new ones
+    on the tuning days, and how far a second run of the same days moves."""
+    if not tu:
+        return []
+    default = ro.get("meta", {}).get("default_policy", rolling.DEFAULT_POLICY)
+    old = _variant(tu, OLD_DEFAULTS[0])
+    again = _variant(tu, RERUN)
+    main_days = {d["name"]: d for d in ro["days"]}
+    out = []
+    for d in (old or {}).get("days", []):
+        m = main_days.get(d["name"])
+        if m is None or OLD_DEFAULTS[1] not in d["policies"] or default not in m["policies"]:
+            continue
+        a, b = d["policies"][OLD_DEFAULTS[1]], m["policies"][default]
+        best = m.get("best_fixed")
+        ref = m["policies"][best]["total_cost"] if best else None
+        vs = (
+            f" ({100 * (a['total_cost'] / ref - 1):+.1f}% → "
+            f"{100 * (b['total_cost'] / ref - 1):+.1f}% vs {best})"
+            if ref
+            else ""
+        )
+        out.append(
+            f"* {d['name']}: old defaults ({OLD_DEFAULTS[1]}, stabilization 600 s) "
+            f"${a['total_cost']:.1f}, coverage {rolling._cov(a)}, churn {a['churn_gpus']}, "
+            f"{pct(a['violation_share'], 3)} violating → new defaults ({default}, 300 s) "
+            f"${b['total_cost']:.1f}, coverage {rolling._cov(b)}, churn {b['churn_gpus']}, "
+            f"{pct(b['violation_share'], 3)} violating{vs}."
+        )
+    if again:
+        spread = []
+        for d in again["days"]:
+            m = main_days.get(d["name"])
+            for k, p in d["policies"].items():
+                if m is not None and k in m["policies"]:
+                    spread.append(
+                        f"{d['name']} {k} ${m['policies'][k]['total_cost']:.1f} / "
+                        f"${p['total_cost']:.1f}"
+                    )
+        if spread:
+            out.append(
+                "* Run-to-run: the same days and settings run twice (main run / "
+                "tuning run): " + ", ".join(spread) + ". The service's AGH stops at a 1 s "
+                "wall-clock deadline on some conversation re-plans (see the terminations "
+                "below), and each plan is warm-started from the one before, so a different "
+                "plan early on can carry through the day."
+            )
+    if not out:
+        return []
+    return ["### What changed in the control loop's defaults, and why", "", *out, ""]
+
+
 def tuning_section(tu: dict[str, Any] | None, ro: dict[str, Any]) -> list[str]:
     if not tu:
         return []
@@ -605,7 +709,8 @@ def tuning_section(tu: dict[str, Any] | None, ro: dict[str, Any]) -> list[str]:
         "",
         f"`{m['command']}` — git {m['git']}, {m['wall_s']:.0f} s wall. Each variant changes "
         "the service policies' control-loop fields (everything else as in the main run); "
-        "'vs best fixed' is against the main run's best fixed plan of the same day.",
+        "'vs best fixed' is against the main run's best fixed plan of the same day. The "
+        "held-out days (flash crowd, ramp) were not used to choose anything.",
         "",
         rolling.tuning_markdown(tu, ro),
         "",
@@ -690,6 +795,11 @@ def main() -> None:
         "",
         *target_lines(ro),
         "",
+        "Where the held-out days' violations happened:",
+        "",
+        *event_lines(ro),
+        "",
+        *defaults_section(tu, ro),
         "## 1. Stress (bench/stress.py)",
         "",
         "Plans are made once for the modelled world, then held fixed while the world is "
