@@ -5,8 +5,9 @@ day's money counted minute by minute — against plans held fixed for the day.
 
     python3 bench/rolling.py --minutes 60        # smoke run: the first hour of each day
     nice -n 10 python3 bench/rolling.py          # the study (about 1 h on 2 busy cores)
-    python3 bench/rolling.py --days code,conversation --policies svc-wq \\
-        --override demand_quantile=0.9 --out bench/results/rolling_tune.json   # a variant
+    python3 bench/rolling.py --days code,conversation --policies svc-ucm,svc-wq \\
+        --variant "quantile 0.9:demand_quantile=0.9" --variant "..." \\
+        --out bench/results/rolling_tuning.json  # control-loop variants (docs/results.md)
 
 Days (bench/demand_days.py `backtest_days`, seed 0; each with two days of history)
 --------------------------------------------------------------------------------
@@ -32,14 +33,14 @@ SQLite file, AGH budget 1 s), a fresh one per policy and day. It starts with the
 demo's six-type fleet; the day's scenario is PUT first with no change cost (a new
 fleet, not one warm-started off the demo's deployments), then with the study's
 policy (the demo's $0.5/GPU, control-loop defaults unless `--override`). Then
-the controller posts the
-two days of history (and the accounted day's first hours for the ramp) to
-POST /v1/observations/demand fast — 60-minute batches, the last half hour minute
-by minute, not accounted, each plan it causes waited for (so that the fleet at
-the start does not depend on which re-plans a newer batch stopped). The last plan
-is the fleet at the start of the accounted span. Then, at the start of each accounted minute m, it
-posts minute m - 1's count as one 60 s window; when the answer says `changed`, it
-long-polls GET /v1/plan?wait_for_generation=N and the plan is *published at m*.
+the controller posts the two days of history (and the accounted day's first hours
+for the ramp) to POST /v1/observations/demand fast — 60-minute batches, the last
+half hour minute by minute, not accounted, each plan it causes waited for (so that
+the fleet at the start does not depend on which re-plans a newer batch stopped).
+The last plan is the fleet at the start of the accounted span. Then, at the start
+of each accounted minute m, it posts minute m - 1's count as one 60 s window; when
+the answer says `changed`, it long-polls GET /v1/plan?wait_for_generation=N and
+the plan is *published at m*.
 That is all: no smoothing, no margin, no forecast of its own.
 
 Actuation and accounting
