@@ -2,10 +2,11 @@
 
     python3 bench/stress.py && python3 bench/rolling.py && python3 bench/report.py
 
-Reads bench/results/stress.json and rolling.json (required), rolling_sweep.json
-(optional: the sigma sweep) and compare.json (optional: AGH vs MILP by instance
-size). Every figure in the report is read from those files; the paper's figures
-are the ones in reference/paper-results.md. Matplotlib runs on the Agg backend.
+Reads bench/results/stress.json and rolling.json (required), rolling_tuning.json
+(optional: the control-loop variants tried on the tuning days) and compare.json
+(optional: AGH vs MILP by instance size). Every figure in the report is read from
+those files; the paper's figures are the ones in reference/paper-results.md.
+Matplotlib runs on the Agg backend.
 """
 
 from __future__ import annotations
@@ -44,16 +45,13 @@ AXIS_TITLE = {
     "combined": "delay, error & demand × f",
 }
 POLICY_STYLE = {
-    "svc-agh": {"color": "tab:blue", "lw": 2.2},
-    "svc-agh-cc0": {"color": "tab:cyan", "lw": 1.5},
-    "svc-agh-max": {"color": "black", "lw": 1.8},
-    "agh-mean": {"color": "tab:purple", "ls": "--"},
-    "agh-peak": {"color": "tab:purple", "ls": ":"},
-    "milp-mean": {"color": "tab:green", "ls": "--"},
-    "milp-peak": {"color": "tab:green", "ls": ":"},
-    "milp1-mean": {"color": "tab:red", "ls": "--"},
-    "milp1-peak": {"color": "tab:red", "ls": ":"},
-    "gh": {"color": "tab:orange", "lw": 1.2},
+    "svc-last": {"color": "tab:orange", "lw": 1.0},
+    "svc-wq": {"color": "tab:blue", "lw": 1.6},
+    "svc-ucm": {"color": "tab:green", "lw": 1.6},
+    "svc-mean": {"color": "tab:red", "lw": 1.0},
+    "oracle-milp": {"color": "black", "lw": 0.8, "ls": ":"},
+    "oracle-agh": {"color": "0.4", "lw": 0.8, "ls": ":"},
+    "fixed": {"color": "tab:purple", "lw": 1.2, "ls": "--"},
 }
 GPU_COLORS = {
     "H200-SXM": "#08306b",
@@ -63,19 +61,6 @@ GPU_COLORS = {
     "L4": "#c7e9c0",
     "RTX-4090": "#fd8d3c",
 }
-
-
-def merge_runs(*results: dict[str, Any] | None) -> list[dict[str, Any]]:
-    """Runs of several rolling.py outputs, merged by sigma (same seed: same demand),
-    policies in rolling.POLICIES order."""
-    by: dict[float, dict[str, Any]] = {}
-    for res in results:
-        for r in (res or {}).get("runs", []):
-            m = by.setdefault(r["sigma"], {**r, "policies": {}})
-            m["policies"].update(r["policies"])
-    for m in by.values():
-        m["policies"] = {k: m["policies"][k] for k in rolling.POLICIES if k in m["policies"]}
-    return [by[s] for s in sorted(by)]
 
 
 def load(name: str) -> dict[str, Any] | None:
@@ -158,9 +143,13 @@ def plot_headroom(st: dict[str, Any]) -> str:
                             label=f"{key}: planned cost")  # fmt: skip
             for axis, ls in (("inflation", "-"), ("demand", "--"), ("combined", ":")):
                 axes[1][c].plot(
-                    u, [100 * r["at_1_5"][axis]["violation_share"] for r in rows],
-                    marker="o", color=color, ls=ls, label=f"{key}: {AXIS_TITLE[axis]} = 1.5",
-                )  # fmt: skip
+                    u,
+                    [100 * r["at_1_5"][axis]["violation_share"] for r in rows],
+                    marker="o",
+                    color=color,
+                    ls=ls,
+                    label=f"{key}: {AXIS_TITLE[axis]} = 1.5",
+                )
         axes[0][c].set_title(f"{sname}: plan cost vs headroom")
         axes[0][c].set_ylabel("planned cost ($/h, incl. unmet penalty)")
         axes[1][c].set_title(f"{sname}: violations at 1.5× vs headroom")
@@ -173,110 +162,106 @@ def plot_headroom(st: dict[str, Any]) -> str:
     return save(fig, "headroom.png")
 
 
-def plot_rolling_cost(run: dict[str, Any]) -> str:
-    pols = run["policies"]
-    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(12, 10), sharex=True)
-    finals = []
-    for name, p in pols.items():
-        cost = np.asarray(p["per_minute"]["cost"])
-        hours = len(cost) // 60
-        hourly = cost[: hours * 60].reshape(hours, 60).sum(axis=1)
-        style = POLICY_STYLE.get(name, {})
-        ax1.plot(np.arange(hours) + 0.5, hourly, label=p["label"], **style)
-        cum = np.cumsum(cost)
-        ax2.plot(np.arange(len(cost)) / 60, cum, **style)
-        finals.append((name, cum[-1]))
-    ax1.set_yscale("log")
-    ax1.set_ylabel("cost in each hour of the day ($, log scale)")
-    ax1.set_title(f"Cost over the simulated day (σ = {run['sigma']}): rental + penalties")
-    # linear cumulative, clipped so the re-planning policies stay readable
-    keep = [c for n, c in finals if n.startswith(("svc", "gh")) or n.endswith("peak")]
-    top = 1.3 * max(keep) if keep else None
-    if top:
-        ax2.set_ylim(0, top)
-        off = [n for n, c in finals if c > top]
-        if off:
-            ax2.text(0.3, 0.93 * top, "off scale (see table): " + ", ".join(off), fontsize=8)
-    ax2.set_ylabel("cumulative cost ($)")
-    ax2.set_xlabel("hour of day")
-    for ax in (ax1, ax2):
-        ax.grid(alpha=0.3, which="both")
-        ax.set_xlim(0, 24)
-        ax.set_xticks(range(0, 25, 3))
-    handles, labels = ax1.get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=2, fontsize=9, frameon=False)
-    fig.tight_layout(rect=(0, 0.12, 1, 1))
-    return save(fig, "rolling_cost.png")
+def _span_hours(d: dict[str, Any]) -> np.ndarray:
+    n = d["minutes"]
+    return (d.get("start_minute_of_day", 0) + np.arange(n)) / 60.0
 
 
-def plot_rolling_gpus(run: dict[str, Any]) -> str:
-    pols = run["policies"]
-    main = pols["svc-agh"]
-    steps = main["gpus_by_type_per_step"]
-    step_min = 5
-    t = np.arange(len(steps)) * step_min / 60
-    types = sorted({g for s in steps for g in s}, key=lambda g: list(GPU_COLORS).index(g)
-                   if g in GPU_COLORS else 99)  # fmt: skip
-    ys = [[s.get(g, 0) for s in steps] for g in types]
-    fig, ax = plt.subplots(figsize=(12, 5))
-    ax.stackplot(t, ys, labels=types, colors=[GPU_COLORS.get(g) for g in types],
-                 step="post", alpha=0.9)  # fmt: skip
-    for name, ls in (("svc-agh-cc0", "-"), ("agh-peak", ":"), ("agh-mean", "--")):
-        if name in pols:
-            tot = [sum(s.values()) for s in pols[name]["gpus_by_type_per_step"]]
-            ax.step(t, tot, where="post", color="black", ls=ls, lw=1.2,
-                    label=f"total GPUs: {pols[name]['label']}")  # fmt: skip
-    ax.set_xlabel("hour of day")
-    ax.set_ylabel("GPUs in the plan")
-    ax.set_title("GPUs by type over the day — service AGH re-planning every 5 min "
-                 "(change cost $0.5/GPU)")  # fmt: skip
-    ax.set_xlim(0, 24)
-    ax.set_xticks(range(0, 25, 3))
-    ax.grid(alpha=0.3)
-    ax2 = ax.twinx()
-    demand = np.sum([np.asarray(v) for v in run["demand"].values()], axis=0)
-    ax2.plot(np.arange(len(demand)) / 60, demand, color="tab:red", lw=0.6, alpha=0.7,
-             label="total demand (req/s, right axis)")  # fmt: skip
-    ax2.set_ylabel("total demand (requests/s)")
-    ax2.set_ylim(0, demand.max() * 1.6)
-    h1, l1 = ax.get_legend_handles_labels()
-    h2, l2 = ax2.get_legend_handles_labels()
-    ax.legend(h1 + h2, l1 + l2, fontsize=8, loc="upper left", ncol=2)
+def _fixed_name(d: dict[str, Any]) -> str | None:
+    return d.get("best_fixed")
+
+
+def plot_rolling_days(ro: dict[str, Any]) -> str:
+    """Per day: the actual per-minute rate, the rate each service policy's plan in
+    force was made for, and what the best fixed plan was sized for."""
+    days = ro["days"]
+    fig, axes = plt.subplots(len(days), 1, figsize=(12, 3.3 * len(days)), squeeze=False)
+    for ax, d in zip(axes[:, 0], days, strict=True):
+        t = _span_hours(d)
+        v = np.asarray(d["demand"][d["query_type"]])
+        ax.plot(t, v, color="0.55", lw=0.5, label="actual (requests in the minute / 60)")
+        pols = d["policies"]
+        for name in ("svc-last", "svc-wq", "svc-ucm"):
+            if name in pols and "per_minute" in pols[name]:
+                ax.step(t, pols[name]["per_minute"]["planned_rps"], where="post",
+                        label=f"{name}: planned rate in force", **POLICY_STYLE[name])  # fmt: skip
+        best = _fixed_name(d)
+        if best:
+            ax.axhline(pols[best]["sized_for_rps"], label=f"best fixed ({best}) sized for",
+                       **POLICY_STYLE["fixed"])  # fmt: skip
+        ax.set_title(f"{d['name']}{' (held out)' if d.get('held_out') else ''}: "
+                     f"{d['description']}", fontsize=9)  # fmt: skip
+        ax.set_ylabel("requests/s")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, ncol=3, loc="upper left")
+    axes[-1, 0].set_xlabel("hour of day")
+    fig.tight_layout()
+    return save(fig, "rolling_days.png")
+
+
+def plot_rolling_gpus(ro: dict[str, Any]) -> str:
+    """Per day: GPUs in force each minute, per policy."""
+    days = ro["days"]
+    fig, axes = plt.subplots(len(days), 1, figsize=(12, 3.0 * len(days)), squeeze=False)
+    for ax, d in zip(axes[:, 0], days, strict=True):
+        t = _span_hours(d)
+        pols = d["policies"]
+        best = _fixed_name(d)
+        for name in ("svc-mean", "svc-last", "svc-wq", "svc-ucm", "oracle-milp", best):
+            if name and name in pols and "per_minute" in pols[name]:
+                style = POLICY_STYLE["fixed" if name == best else name]
+                ax.step(
+                    t,
+                    pols[name]["per_minute"]["gpus"],
+                    where="post",
+                    label=name + (" (best fixed)" if name == best else ""),
+                    **style,
+                )
+        ax.set_title(f"{d['name']}: GPUs in force", fontsize=9)
+        ax.set_ylabel("GPUs")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, ncol=6, loc="upper left")
+    axes[-1, 0].set_xlabel("hour of day")
     fig.tight_layout()
     return save(fig, "rolling_gpus.png")
 
 
-def plot_demand(run: dict[str, Any]) -> str:
-    fig, ax = plt.subplots(figsize=(12, 4.5))
-    for q, v in run["demand"].items():
-        ax.plot(np.arange(len(v)) / 60, v, lw=0.7, label=q)
-    ax.set_xlabel("hour of day")
-    ax.set_ylabel("arrival rate (requests/s)")
-    ax.set_title(f"Synthetic 24 h demand per query type (σ = {run['sigma']}, seed 0)")
-    ax.set_xlim(0, 24)
-    ax.set_xticks(range(0, 25, 3))
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, ncol=3)
+def plot_rolling_cost(ro: dict[str, Any]) -> str:
+    """Per day: $ per policy, rental + penalties stacked, reloads hatched on top."""
+    days = ro["days"]
+    fig, axes = plt.subplots(1, len(days), figsize=(4.2 * len(days), 4.6), squeeze=False)
+    for ax, d in zip(axes[0], days, strict=True):
+        pols = d["policies"]
+        best = _fixed_name(d)
+        names = [n for n in ("svc-last", "svc-wq", "svc-ucm", "svc-mean", "agh-peak",
+                             "milp-peak", best, "oracle-agh", "oracle-milp")
+                 if n and n in pols]  # fmt: skip
+        names = list(dict.fromkeys(names))
+        x = np.arange(len(names))
+        rental = np.array([pols[n]["rental"] for n in names])
+        pen = np.array([pols[n]["penalties"] for n in names])
+        rec = np.array([pols[n]["reconfiguration_cost"] for n in names])
+        ax.bar(x, rental, color="tab:blue", label="rental")
+        ax.bar(x, pen, bottom=rental, color="tab:red", label="penalties")
+        ax.bar(x, rec, bottom=rental + pen, color="none", edgecolor="0.3", hatch="//",
+               label="reloads ($0.5/GPU)")  # fmt: skip
+        if best:
+            ax.axhline(pols[best]["total_cost"], color="tab:purple", ls="--", lw=1)
+            ax.axhline(0.75 * pols[best]["total_cost"], color="tab:purple", ls=":", lw=1)
+        top = max(rental + pen) * 1.15
+        cap = min(top, 3.0 * (pols[best]["total_cost"] if best else top))
+        ax.set_ylim(0, cap)
+        for k, val in enumerate(rental + pen + rec):
+            if val > cap:
+                ax.text(k, 0.95 * cap, f"${val:.0f}", ha="center", fontsize=7, rotation=90)
+        ax.set_xticks(x, [n + (" (best)" if n == best else "") for n in names], rotation=60,
+                      fontsize=7)  # fmt: skip
+        ax.set_title(f"{d['name']}: $ over {d['minutes'] / 60:g} h", fontsize=9)
+        ax.grid(alpha=0.3, axis="y")
+    axes[0][0].set_ylabel("$ (dashed: best fixed; dotted: 25% below it)")
+    axes[0][0].legend(fontsize=7, loc="upper left")
     fig.tight_layout()
-    return save(fig, "rolling_demand.png")
-
-
-def plot_sigma(runs: list[dict[str, Any]]) -> str:
-    names = [n for n in runs[0]["policies"] if all(n in r["policies"] for r in runs)]
-    fig, ax = plt.subplots(figsize=(11, 4.5))
-    w = 0.8 / len(runs)
-    x = np.arange(len(names))
-    for k, r in enumerate(runs):
-        ax.bar(x + k * w, [r["policies"][n]["total_cost"] for n in names], w,
-               label=f"σ = {r['sigma']}")  # fmt: skip
-    ax.set_xticks(x + w * (len(runs) - 1) / 2, names)
-    ax.set_yscale("log")
-    ax.set_ylabel("total cost over the day ($, log scale)")
-    ax.set_title("Day cost per policy vs demand volatility σ")
-    ax.grid(alpha=0.3, axis="y", which="both")
-    ax.legend()
-    fig.tight_layout()
-    return save(fig, "rolling_sigma.png")
+    return save(fig, "rolling_cost.png")
 
 
 def compare_rows(cmp: Any) -> list[dict[str, Any]]:
@@ -331,7 +316,7 @@ def plot_gap(rows: list[dict[str, Any]]) -> str:
 # The report
 
 
-def paper_table(st: dict[str, Any], run: dict[str, Any]) -> list[str]:
+def paper_table(st: dict[str, Any], ro: dict[str, Any]) -> list[str]:
     d, c = st["scenarios"]["demo"], st["scenarios"]["critical"]
 
     def s15(entry: dict[str, Any], p: str, axis: str = "inflation") -> dict[str, float]:
@@ -340,13 +325,17 @@ def paper_table(st: dict[str, Any], run: dict[str, Any]) -> list[str]:
     def s10(entry: dict[str, Any], p: str) -> dict[str, float]:
         return dict(entry["stress"][p]["inflation"][0])
 
-    pols = run["policies"]
+    default = ro.get("meta", {}).get("default_policy", rolling.DEFAULT_POLICY)
+    trace_days = [d for d in ro["days"] if not d.get("held_out")]
 
     def save_vs(other: str) -> str:
-        if other not in pols:
-            return "not run"
-        a, o = pols["svc-agh"]["total_cost"], pols[other]["total_cost"]
-        return f"{100 * (a / o - 1):+.1f}%"
+        parts = []
+        for d in trace_days:
+            pols = d["policies"]
+            if default in pols and other in pols:
+                a, o = pols[default]["total_cost"], pols[other]["total_cost"]
+                parts.append(f"{d['name']} {100 * (a / o - 1):+.1f}%")
+        return ", ".join(parts) or "not run"
 
     agh15, milp15, milp1_15 = s15(d, "AGH"), s15(d, "MILP u=0.8"), s15(d, "MILP u=1.0")
     aghq, milp1q = s15(d, "AGH", "demand"), s15(d, "MILP u=1.0", "demand")
@@ -378,30 +367,26 @@ def paper_table(st: dict[str, Any], run: dict[str, Any]) -> list[str]:
         f"${cp['MILP u=0.8']['planned_cost']['total']:.0f} "
         f"({cp['MILP u=0.8']['termination']}); at f = 1 none violates its SLOs |"
     )
+    best = ", ".join(
+        f"{d['name']} {100 * (d['policies'][default]['total_cost'] / d['policies'][d['best_fixed']]['total_cost'] - 1):+.1f}% ({d['best_fixed']})"  # noqa: E501
+        for d in trace_days
+        if d.get("best_fixed") and default in d["policies"]
+    )
     lines += [
-        f"| re-plan /5 min vs AGH fixed 24 h (σ = {run['sigma']}) | −17.3% (σ 0.04), "
-        f"−16.0% (σ 0.05) | vs fixed for the mean: {save_vs('agh-mean')}; "
-        f"vs fixed for the peak hour: {save_vs('agh-peak')} |",
-        f"| re-plan /5 min vs MILP fixed 24 h | −45.2% / −47.9% | u=0.8 mean "
-        f"{save_vs('milp-mean')}, peak {save_vs('milp-peak')}; cost-minimal u=1.0 mean "
-        f"{save_vs('milp1-mean')}, peak {save_vs('milp1-peak')} |",
-        f"| GH re-planning | gains nothing | GH re-plan ${pols['gh']['total_cost']:.0f}/day vs "
-        f"service AGH ${pols['svc-agh']['total_cost']:.0f}/day |"
-        if "gh" in pols
-        else "| GH re-planning | gains nothing | not run |",
+        f"| re-plan vs AGH fixed 24 h | −17.3% (σ 0.04), −16.0% (σ 0.05) | {default} "
+        f"(raw minutes, 3-min actuation) vs AGH fixed for the peak hour: "
+        f"{save_vs('agh-peak')}; vs the best fixed plan (hindsight): {best or 'not run'} |",
+        f"| re-plan vs MILP fixed 24 h | −45.2% / −47.9% | vs MILP fixed for the peak "
+        f"hour: {save_vs('milp-peak')} |",
+        "| GH re-planning | gains nothing | not run in this study (the service re-plans "
+        "with AGH) |",
     ]
-    if all(k in pols for k in ("svc-agh-max", "agh-peak", "milp-peak")):
-        m = pols["svc-agh-max"]["total_cost"]
-        lines.append(
-            "| (a') re-plan /5 min posting the 5-min max rate, vs AGH / MILP fixed for the "
-            f"peak hour | — | {100 * (m / pols['agh-peak']['total_cost'] - 1):+.1f}% / "
-            f"{100 * (m / pols['milp-peak']['total_cost'] - 1):+.1f}% |"
-        )
     lines += [
         "",
         "Cost changes are (re-planning − fixed) / fixed over the day: negative means "
         "re-planning is cheaper. Totals are rental + penalties; reloads are not included "
-        "(the tables give them separately).",
+        "(the tables give them separately). The stress rows come from stress.json as "
+        "recorded in its provenance line above (not re-run with this report).",
     ]
     return lines
 
@@ -420,12 +405,11 @@ def rel(a: float, b: float) -> str:
     return f"{100 * -d:.1f}% cheaper" if d < 0 else f"{100 * d:.1f}% more expensive"
 
 
-def discussion(st: dict[str, Any], run: dict[str, Any]) -> list[str]:
+def discussion(st: dict[str, Any]) -> list[str]:
     d = st["scenarios"]["demo"]
     agh_rows = d["stress"]["AGH"]["inflation"]
     agh, m8, m1 = (d["stress"][p]["inflation"][-1] for p in ("AGH", "MILP u=0.8", "MILP u=1.0"))
     hs = {r["max_utilization"]: r for r in st["headroom"]["demo"]["AGH"] if "no_plan" not in r}
-    pols = run["policies"]
     diff_pp = abs(100 * (m8["violation_share"] - agh["violation_share"]))
     cp = st["scenarios"]["critical"]["plans"]
     above = cp["AGH"]["planned_cost"]["total"] / cp["MILP u=0.8"]["planned_cost"]["total"] - 1
@@ -479,11 +463,14 @@ def discussion(st: dict[str, Any], run: dict[str, Any]) -> list[str]:
             f"{pct(h06['at_1_5']['inflation']['violation_share'])} at 1.5× inflation (latency "
             f"{pct(h06['at_1_5']['inflation']['slo_violation_share'])}, the rest accuracy) "
             f"and {pct(h06['at_1_5']['demand']['violation_share'])} at 1.5× demand. "
-            + (f"Latency violations stay < 4% at 1.5× only for u ≤ {max(ok)}; "
-               if ok else "No swept headroom keeps latency violations < 4% at 1.5×; ")
+            + (
+                f"Latency violations stay < 4% at 1.5× only for u ≤ {max(ok)}; "
+                if ok
+                else "No swept headroom keeps latency violations < 4% at 1.5×; "
+            )
             + "1/1.5 = 0.67 is the bound from demand alone, the B* loss under slower "
             "latency needs more."
-        )  # fmt: skip
+        )
     crit = st["meta"]["critical"]
     opt = cp["MILP u=0.8"]["termination"] == "optimal"
     out.append(
@@ -506,84 +493,228 @@ def discussion(st: dict[str, Any], run: dict[str, Any]) -> list[str]:
         f"stress the critical plans violate less than the demo's in share terms only because "
         f"planned-unmet demand is not counted as violating (it is penalised as unmet)."
     )
-    out += ["", "### Rolling re-planning: what we see and why", ""]
-    a = pols["svc-agh"]
-    out.append(
-        f"* The service's AGH re-planning (a) spends ${a['total_cost']:.0f} over the day "
-        f"(rental ${a['rental']:.0f}, penalties ${a['penalties']:.0f}, "
-        f"{pct(a['violation_share'], 2)} of requests violating, {a['mean_gpus']:.1f} GPUs on "
-        f"average, churn {a['churn_gpus']} GPUs = ${a['reconfiguration_cost']:.0f} of reloads "
-        f"at $0.5/GPU, not included in the total)."
-    )
-    for name in ("agh-mean", "agh-peak", "milp-peak"):
-        if name in pols:
-            b = pols[name]
-            out.append(
-                f"* vs {b['label']}: ${b['total_cost']:.0f} (rental ${b['rental']:.0f}, "
-                f"penalties ${b['penalties']:.0f}, {pct(b['violation_share'], 2)} violating, "
-                f"{b['mean_gpus']:.0f} GPUs): re-planning is "
-                f"{rel(a['total_cost'], b['total_cost'])}."
-            )
-    out.append(
-        "* Why: a plan for the mean demand is cheap in rental but pays penalties all "
-        "afternoon (code peaks at about 1.8× its daily mean); a plan for the peak hour pays "
-        "peak rental all night but has slack for every burst. Re-planning harvests the "
-        "diurnal swing in rental (its rental is the lowest of all policies that serve the "
-        "peak) but, posting the *mean* of the last 5 minutes and keeping only 20% headroom, "
-        "it is exposed to the minute-level bursts of the code trace (minute CV about 0.3 "
-        "around the envelope even after superposing 11 endpoints). Each violating request "
-        "costs its $0.01 unmet penalty, about 200× the rental cost of serving a request, so "
-        "a 0.5% violation share costs as much as the whole day's rental."
-    )
-    nb = run.get("no_bursts")
-    if nb and "gh" in pols:
-        g0, g1 = pols["gh"], nb["gh"]
-        out.append(
-            f"* Measured: without the trace-derived bursts (envelope and σ noise only) GH "
-            f"re-planning's penalties drop from ${g0['penalties']:.0f} to "
-            f"${g1['penalties']:.0f} (total ${g0['total_cost']:.0f} → ${g1['total_cost']:.0f}),"
-            f" and re-planning is {rel(g1['total_cost'], nb['agh-peak']['total_cost'])} than "
-            f"the AGH peak-hour plan (${nb['agh-peak']['total_cost']:.0f}) on that day."
-        )
-    if "svc-agh-max" in pols:
-        m = pols["svc-agh-max"]
-        best_static = min(
-            (pols[k] for k in ("agh-peak", "milp-peak") if k in pols),
-            key=lambda p: p["total_cost"],
-            default=None,
-        )
-        out.append(
-            f"* (a') The same service, when the controller posts the largest minute rate of "
-            f"the last 5 minutes instead of their mean: ${m['total_cost']:.0f} (rental "
-            f"${m['rental']:.0f}, penalties ${m['penalties']:.0f}, "
-            f"{pct(m['violation_share'], 2)} violating, churn {m['churn_gpus']})"
-            + (
-                f" — {rel(m['total_cost'], best_static['total_cost'])} than the best fixed "
-                f"plan ({best_static['label']})."
-                if best_static
-                else "."
-            )
-        )
-    if "svc-agh-cc0" in pols:
-        b = pols["svc-agh-cc0"]
-        out.append(
-            f"* Change cost: with change_cost_per_gpu = 0 (b) the service churns "
-            f"{b['churn_gpus']} GPUs (vs {a['churn_gpus']}) and ends at ${b['total_cost']:.0f}"
-            f" (${b['total_with_reconfiguration']:.0f} once reloads are charged at $0.5/GPU, "
-            f"vs ${a['total_with_reconfiguration']:.0f} for (a)): the change cost keeps "
-            f"replicas a little longer, which both saves reloads and absorbs bursts."
-        )
-    if "gh" in pols:
-        g = pols["gh"]
-        out.append(
-            f"* GH re-planning (e): ${g['total_cost']:.0f} ({pct(g['violation_share'], 2)} "
-            f"violating, {g['mean_gpus']:.1f} GPUs, churn {g['churn_gpus']}) — "
-            f"{rel(g['total_cost'], a['total_cost'])} than the service's AGH. GH rents more "
-            f"(${g['rental']:.0f} vs ${a['rental']:.0f}) and that extra capacity absorbs "
-            f'bursts; the paper\'s "GH re-planning gains nothing" compares GH re-planning '
-            f"with GH fixed, which we did not run."
-        )
     return out
+
+
+def rolling_summary(ro: dict[str, Any]) -> list[str]:
+    """Per day, in numbers: the default loop against the best fixed plan, the
+    oracle bounds and the old posted-mean loop."""
+    default = ro.get("meta", {}).get("default_policy", rolling.DEFAULT_POLICY)
+    out = []
+    for d in ro["days"]:
+        pols = d["policies"]
+        if default not in pols:
+            continue
+        a = pols[default]
+        line = (
+            f"* **{d['name']}**{' (held out)' if d.get('held_out') else ''}: {default} "
+            f"${a['total_cost']:.1f} (rental ${a['rental']:.1f}, penalties "
+            f"${a['penalties']:.1f}; {pct(a['violation_share'], 3)} violating, churn "
+            f"{a['churn_gpus']} GPUs, {a['mean_gpus']:.1f} GPUs on average, coverage "
+            f"{rolling._cov(a)})"
+        )
+        best = d.get("best_fixed")
+        if best:
+            b = pols[best]
+            line += (
+                f"; best fixed plan {best} ${b['total_cost']:.1f} "
+                f"({pct(b['violation_share'], 3)} violating): re-planning is "
+                f"{rel(a['total_cost'], b['total_cost'])}"
+            )
+            bounds = [
+                f"{k} {rel(pols[k]['total_cost'], b['total_cost'])}"
+                for k in ("oracle-milp", "oracle-agh")
+                if k in pols
+            ]
+            if bounds:
+                line += "; perfect foresight with no delay would be " + ", ".join(bounds)
+        others = [
+            f"{k} ${pols[k]['total_cost']:.1f} ({pct(pols[k]['violation_share'], 3)}, churn "
+            f"{pols[k]['churn_gpus']})"
+            for k in ("svc-last", "svc-ucm", "svc-wq", "svc-mean")
+            if k in pols and k != default
+        ]
+        if others:
+            line += ". Others: " + ", ".join(others)
+        out.append(line + ".")
+        fresh = a.get("fresh_rental_at_planned") or {}
+        if best and "agh" in fresh and "milp" in fresh and "oracle-milp" in pols:
+            b = pols[best]["total_cost"]
+            om, fm, fa = pols["oracle-milp"]["rental"], fresh["milp"], fresh["agh"]
+            out.append(
+                f"  * where {default}'s ${a['total_cost']:.1f} goes, against the best fixed "
+                f"${b:.1f}: the exact (MILP) plan for each minute's actual rate rents "
+                f"${om:.1f} ({rel(om, b)}); for the rate the loop planned instead (forecast "
+                f"quantile, stabilization, actuation delay) ${fm:.1f} "
+                f"({signed_dollars(fm - om)}); fresh AGH plans for those rates ${fa:.1f} "
+                f"({signed_dollars(fa - fm)}: AGH above the optimum); the warm-started plans "
+                f"under the change cost the service actually kept ${a['rental']:.1f} "
+                f"({signed_dollars(a['rental'] - fa)}); penalties ${a['penalties']:.1f}."
+            )
+    return out
+
+
+def event_windows() -> dict[str, tuple[int, int]]:
+    """Minutes of the day of each held-out day's crowd, from its start to 15 minutes
+    after it is back (bench/demand_days.py)."""
+    import demand_days as dd  # local: only the report's event lines need it
+
+    return {
+        "flash-crowd": (dd.FLASH_START_MIN, dd.FLASH_HOLD_END_MIN + dd.FLASH_RISE_MIN + 15),
+        "ramp-6h": (dd.RAMP_FLASH_START_MIN, dd.RAMP_FLASH_HOLD_END_MIN + dd.FLASH_RISE_MIN + 15),
+    }
+
+
+def event_lines(ro: dict[str, Any]) -> list[str]:
+    """On the held-out days: how much of each service policy's violating demand fell
+    in the crowd."""
+    out = []
+    for d in ro["days"]:
+        win = event_windows().get(d["name"])
+        if win is None:
+            continue
+        start = d.get("start_minute_of_day", 0)
+        parts = []
+        for k in ("svc-last", "svc-wq", "svc-ucm", "svc-mean"):
+            p = d["policies"].get(k)
+            if not p or "per_minute" not in p:
+                continue
+            v = np.asarray(p["per_minute"]["violating_rps"])
+            m = start + np.arange(len(v))
+            inside = float(v[(m >= win[0]) & (m < win[1])].sum())
+            total = float(v.sum())
+            share = inside / total if total > 0 else 0.0
+            parts.append(f"{k} {pct(share, 0)} of {60 * total:.0f} violating requests")
+        if parts:
+            out.append(
+                f"* {d['name']}: in the crowd ({win[0] // 60:02d}:{win[0] % 60:02d}–"
+                f"{win[1] // 60:02d}:{win[1] % 60:02d}): " + ", ".join(parts) + "."
+            )
+    return out
+
+
+def signed_dollars(x: float) -> str:
+    return f"{'+' if x >= 0 else '−'}${abs(x):.1f}"
+
+
+def target_lines(ro: dict[str, Any]) -> list[str]:
+    """The issue's targets for the default policy, met or missed and by how much."""
+    default = ro.get("meta", {}).get("default_policy", rolling.DEFAULT_POLICY)
+    q = ro.get("meta", {}).get("demand_quantile")
+    out = []
+    for d in ro["days"]:
+        v = rolling.verdicts(d, default, q)
+        if not v:
+            continue
+        parts = []
+        if "saving_vs_best_fixed" in v:
+            sv = v["saving_vs_best_fixed"]
+            how = f"{100 * sv:.1f}% cheaper" if sv >= 0 else f"{-100 * sv:.1f}% dearer"
+            parts.append(
+                f"cost {'met' if v['saving_met'] else 'missed'} ({how} than {v['best_fixed']}"
+                + ("" if v["saving_met"] else f", {100 * (0.25 - sv):.1f} points short")
+                + ")"
+            )
+            mine, theirs = v["violation_vs_best_fixed"]
+            parts.append(
+                f"violations {'met' if v['violation_met'] else 'missed'} "
+                f"({pct(mine, 3)} vs {pct(theirs, 3)})"
+            )
+        if "coverage" in v:
+            own, svc, target = v["coverage"]
+            worst = max(abs(own - target), abs((svc if svc is not None else own) - target))
+            parts.append(
+                f"coverage {'met' if v['coverage_met'] else 'missed'} ({pct(own)} own, "
+                f"{'-' if svc is None else pct(svc)} service, target {pct(target, 0)}"
+                + ("" if v["coverage_met"] else f", {100 * (worst - 0.02):.1f} points out")
+                + ")"
+            )
+        if "churn" in v:
+            parts.append(
+                f"churn {'met' if v['churn_met'] else 'missed'} ({v['churn'][0]} vs "
+                f"{v['churn'][1]} GPUs for svc-mean)"
+            )
+        held = " (held out)" if d.get("held_out") else ""
+        out.append(f"* {d['name']}{held}: " + "; ".join(parts) + ".")
+    return out
+
+
+OLD_DEFAULTS = ("stabilization 600 s (the old default)", "svc-wq")  # variant, policy
+RERUN = "defaults, run again"
+
+
+def _variant(tu: dict[str, Any], name: str) -> dict[str, Any] | None:
+    return next((v for v in tu.get("variants", []) if v["name"] == name), None)
+
+
+def defaults_section(tu: dict[str, Any] | None, ro: dict[str, Any]) -> list[str]:
+    """The old defaults (window_quantile, 600 s stabilization) against the new ones
+    on the tuning days, and how far a second run of the same days moves."""
+    if not tu:
+        return []
+    default = ro.get("meta", {}).get("default_policy", rolling.DEFAULT_POLICY)
+    old = _variant(tu, OLD_DEFAULTS[0])
+    again = _variant(tu, RERUN)
+    main_days = {d["name"]: d for d in ro["days"]}
+    out = []
+    for d in (old or {}).get("days", []):
+        m = main_days.get(d["name"])
+        if m is None or OLD_DEFAULTS[1] not in d["policies"] or default not in m["policies"]:
+            continue
+        a, b = d["policies"][OLD_DEFAULTS[1]], m["policies"][default]
+        best = m.get("best_fixed")
+        ref = m["policies"][best]["total_cost"] if best else None
+        vs = (
+            f" ({100 * (a['total_cost'] / ref - 1):+.1f}% → "
+            f"{100 * (b['total_cost'] / ref - 1):+.1f}% vs {best})"
+            if ref
+            else ""
+        )
+        out.append(
+            f"* {d['name']}: old defaults ({OLD_DEFAULTS[1]}, stabilization 600 s) "
+            f"${a['total_cost']:.1f}, coverage {rolling._cov(a)}, churn {a['churn_gpus']}, "
+            f"{pct(a['violation_share'], 3)} violating → new defaults ({default}, 300 s) "
+            f"${b['total_cost']:.1f}, coverage {rolling._cov(b)}, churn {b['churn_gpus']}, "
+            f"{pct(b['violation_share'], 3)} violating{vs}."
+        )
+    if again:
+        spread = []
+        for d in again["days"]:
+            m = main_days.get(d["name"])
+            for k, p in d["policies"].items():
+                if m is not None and k in m["policies"]:
+                    spread.append(
+                        f"{d['name']} {k} ${m['policies'][k]['total_cost']:.1f} / "
+                        f"${p['total_cost']:.1f}"
+                    )
+        if spread:
+            out.append(
+                "* Run-to-run: the same days and settings run twice (main run / "
+                "tuning run): " + ", ".join(spread) + ". The service's AGH stops at a 1 s "
+                "wall-clock deadline on some conversation re-plans (see the terminations "
+                "below), and each plan is warm-started from the one before, so a different "
+                "plan early on can carry through the day."
+            )
+    if not out:
+        return []
+    return ["### What changed in the control loop's defaults, and why", "", *out, ""]
+
+
+def tuning_section(tu: dict[str, Any] | None, ro: dict[str, Any]) -> list[str]:
+    if not tu:
+        return []
+    m = tu["meta"]
+    return [
+        "### Control-loop variants tried on the tuning days",
+        "",
+        f"`{m['command']}` — git {m['git']}, {m['wall_s']:.0f} s wall. Each variant changes "
+        "the service policies' control-loop fields (everything else as in the main run); "
+        "'vs best fixed' is against the main run's best fixed plan of the same day. The "
+        "held-out days (flash crowd, ramp) were not used to choose anything.",
+        "",
+        rolling.tuning_markdown(tu, ro),
+        "",
+    ]
 
 
 def main() -> None:
@@ -591,12 +722,9 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=DOCS / "results.md")
     args = ap.parse_args()
     st, ro = load("stress.json"), load("rolling.json")
-    if st is None or ro is None:
+    if st is None or ro is None or "days" not in ro:
         raise SystemExit("run bench/stress.py and bench/rolling.py first")
-    sweep, extra, cmp = load("rolling_sweep.json"), load("rolling_extra.json"), load("compare.json")
-    runs = merge_runs(ro, sweep, extra)
-    main_sigma = ro["runs"][0]["sigma"]
-    run = next(r for r in runs if r["sigma"] == main_sigma)
+    tu, cmp = load("rolling_tuning.json"), load("compare.json")
 
     figs = {
         "cost": plot_stress(st, "realised_cost", "realised cost ($/h)", "stress_cost.png"),
@@ -609,12 +737,10 @@ def main() -> None:
         ),
         "breakdown": plot_breakdown(st),
         "headroom": plot_headroom(st),
-        "demand": plot_demand(run),
-        "rcost": plot_rolling_cost(run),
-        "gpus": plot_rolling_gpus(run),
+        "days": plot_rolling_days(ro),
+        "rcost": plot_rolling_cost(ro),
+        "gpus": plot_rolling_gpus(ro),
     }
-    if len(runs) > 1:
-        figs["sigma"] = plot_sigma(runs)
     gap_note = "bench/results/compare.json does not exist yet: the gap-by-size plot is skipped."
     if cmp is not None:
         rows = compare_rows(cmp)
@@ -625,8 +751,9 @@ def main() -> None:
             gap_note = "bench/results/compare.json has no rows this report can read: skipped."
 
     sm, rm = st["meta"], ro["meta"]
+    sp = rm.get("service_policy", {})
     md = [
-        "# Results: stress and rolling re-planning (issue #5)",
+        "# Results: stress and rolling re-planning (issues #5, #11)",
         "",
         "Generated by `python3 bench/report.py` from `bench/results/*.json`; do not edit by "
         "hand. Regenerate everything with",
@@ -637,18 +764,17 @@ def main() -> None:
         "",
         f"* stress: `{sm['command']}` — git {sm['git']}, {sm['machine']}, "
         f"{sm['wall_s']:.0f} s wall; AGH seed {sm['seed']}, budget {sm['agh_budget_s']} s; "
-        f"MILP (CBC) limit {sm['milp_time_limit_s']:.0f} s.",
+        f"MILP (CBC) limit {sm['milp_time_limit_s']:.0f} s. Not re-run for this report: "
+        f"its figures are those of git {sm['git']}, before the control-loop work of #11 "
+        "(the stress evaluation of a fixed plan does not use the control loop).",
         f"* rolling: `{rm['command']}` — git {rm['git']}, {rm['machine']}, "
-        f"{rm['wall_s']:.0f} s wall (service phase {rm['service_phase_wall_s']:.0f} s); "
-        f"seed {rm['seed']}, service AGH budget {rm['service_time_budget_s']} s, "
-        f"{rm['minutes'] // rm['step_min']} re-plans per service policy.",
+        f"{rm['wall_s']:.0f} s wall, started {rm.get('started_at', '?')}; seed {rm['seed']}, "
+        f"Poisson counts {'yes' if rm.get('poisson') else 'no'}, actuation delay "
+        f"{rm['actuation_delay_s']:.0f} s, service AGH budget {rm['service_time_budget_s']} s; "
+        "service policy: " + ", ".join(f"{k} {v}" for k, v in sp.items()) + ".",
     ]
-    for label, res in (("σ sweep", sweep), ("extra policy", extra)):
-        if res:
-            md.append(
-                f"* {label}: `{res['meta']['command']}` — git {res['meta']['git']}, "
-                f"{res['meta']['wall_s']:.0f} s wall."
-            )
+    if tu:
+        md.append(f"* control-loop variants: `{tu['meta']['command']}` — git {tu['meta']['git']}.")
     md += [
         "",
         "Money is in $ of the demo scenario (its catalog prices, $0.01–0.05 penalty per "
@@ -657,10 +783,23 @@ def main() -> None:
         "",
         "## Paper vs ours",
         "",
-        *paper_table(st, run),
+        *paper_table(st, ro),
         "",
-        *discussion(st, run),
+        *discussion(st),
         "",
+        "### Rolling re-planning: what we see",
+        "",
+        *rolling_summary(ro),
+        "",
+        f"Targets of issue #11 §7 for the default loop ({rm.get('default_policy')}), per day:",
+        "",
+        *target_lines(ro),
+        "",
+        "Where the held-out days' violations happened:",
+        "",
+        *event_lines(ro),
+        "",
+        *defaults_section(tu, ro),
         "## 1. Stress (bench/stress.py)",
         "",
         "Plans are made once for the modelled world, then held fixed while the world is "
@@ -682,43 +821,53 @@ def main() -> None:
         "",
         stress.markdown(st),
         "",
-        "## 2. Rolling re-planning over a day (bench/rolling.py)",
+        "## 2. Rolling re-planning, the control loop closed on observations (bench/rolling.py)",
         "",
-        "The planning goes through the REST service (`python3 -m app serve` subprocess: "
-        "PUT /v1/cluster, then every 5 simulated minutes POST /v1/cluster/demand and "
-        "GET /v1/plan?wait_for_generation=N); the accounting evaluates the plan in force "
-        "each simulated minute against that minute's demand. Construction of the demand "
-        "series and the accounting rules: the docstring of `bench/rolling.py`.",
+        "A controller that does nothing clever drives the REST service (`python3 -m app "
+        "serve` subprocess): every simulated minute it POSTs that minute's request count "
+        "to /v1/observations/demand and, when the answer says `changed`, long-polls "
+        "GET /v1/plan?wait_for_generation=N. A plan published at minute m is in force from "
+        "minute m + 3 (180 s actuation delay). Each minute the plan in force is evaluated "
+        "against the minute's actual demand. Construction of the days, the accounting "
+        "rules and the policies: the docstring of `bench/rolling.py`. Columns: $ = rental "
+        "+ penalties over the span; violating = requests served outside SLO or accuracy "
+        "plus unmet; churn = GPUs added + removed between plans in force; reconfig. = "
+        "churn × $0.5; coverage = share of minutes at or below the rate the plan in force "
+        "was made for (own accounting / the service's GET /v1/forecast over the span).",
         "",
-        f"![demand]({figs['demand']})",
+        f"![demand and planned rates]({figs['days']})",
         "",
-        f"![cost over the day]({figs['rcost']})",
+        f"![cost per policy]({figs['rcost']})",
         "",
-        f"![GPUs by type]({figs['gpus']})",
+        f"![GPUs in force]({figs['gpus']})",
         "",
-        rolling.markdown({"runs": runs}),
+        rolling.markdown(ro),
         "",
     ]
-    svc = {n: p["service"] for n, p in run["policies"].items() if "service" in p}
+    svc = [
+        (d["name"], n, p["service"])
+        for d in ro["days"]
+        for n, p in d["policies"].items()
+        if "service" in p
+    ]
     if svc:
         md += [
             "Service behaviour during the run:",
             "",
-            "| policy | re-plans | round trip mean / max (s) | solver wall mean (s) "
-            "| AGH terminations | plans published infeasible |",
-            "|---|---|---|---|---|---|",
+            "| day | policy | posts | plans published | round trip mean / max (s) "
+            "| solver wall mean (s) | AGH terminations | plans published infeasible | wall s |",
+            "|---|---|---|---|---|---|---|---|---|",
         ]
-        for n, s in svc.items():
+        for day, n, sv in svc:
             md.append(
-                f"| {n} | {len(run['policies'][n]['per_step_churn'])} | "
-                f"{s['round_trip_s_mean']:.2f} / {s['round_trip_s_max']:.2f} | "
-                f"{s['solver_wall_s_mean']:.2f} | "
-                + ", ".join(f"{k} {v}" for k, v in s["terminations"].items())
-                + f" | {s['infeasible_plans']} |"
+                f"| {day} | {n} | {sv['posts']} | {sv['plans_published']} | "
+                f"{sv['round_trip_s_mean']:.2f} / {sv['round_trip_s_max']:.2f} | "
+                f"{sv['solver_wall_s_mean']:.2f} | "
+                + ", ".join(f"{k} {v}" for k, v in sv["terminations"].items())
+                + f" | {sv['infeasible_plans']} | {sv['wall_s']:.0f} |"
             )
         md.append("")
-    if "sigma" in figs:
-        md += [f"![cost vs sigma]({figs['sigma']})", ""]
+    md += tuning_section(tu, ro)
     md += ["## 3. AGH vs MILP by instance size", ""]
     md.append(f"![gap by size]({figs['gap']})" if "gap" in figs else gap_note)
     md.append("")

@@ -161,20 +161,153 @@ def test_critical_variant(stress: ModuleType) -> None:
 
 def test_report_tables_from_tiny_results(rolling: ModuleType) -> None:
     s, p1 = _one_type_scenario()
-    acc = rolling.account(s, {"math": np.array([1.0, 2.0])}, [p1, p1], step=1)
-    pols = {"svc-agh": {"label": "(a)", **acc}, "agh-mean": {"label": "(c)", **acc}}
-    res = {"runs": [{"sigma": 0.04, "policies": pols}]}
-    md = rolling.markdown(res)
-    assert "| (a) |" in md and "| (c) |" in md and "+0.0%" in md
-    assert "Re-planning" in md
+    demand = {"math": np.array([1.0, 2.0])}
+    cheap = rolling.account(s, demand, [p1, p1], planned={"math": [1.5, 1.5]})
+    dear = {**cheap, "total_cost": 2 * cheap["total_cost"], "churn_gpus": 3}
+    day = {
+        "name": "tiny", "description": "two minutes", "held_out": False, "minutes": 2,
+        "best_fixed": "agh-peak",
+        "policies": {
+            "svc-wq": {"label": "(wq)", **cheap, "churn_gpus": 2},
+            "svc-mean": {"label": "(mean)", **dear},
+            "agh-peak": {"label": "(fixed)", **dear},
+        },
+    }  # fmt: skip
+    md = rolling.markdown(
+        {"meta": {"demand_quantile": 0.5, "default_policy": "svc-wq"}, "days": [day]}
+    )
+    assert "| **svc-wq** |" in md and "| agh-peak (best fixed) |" in md and "-50.0%" in md
+    v = rolling.verdicts(day, "svc-wq", 0.5)
+    assert v["saving_vs_best_fixed"] == pytest.approx(0.5) and v["saving_met"]
+    assert v["violation_met"] and v["churn"] == (2, 3) and v["churn_met"]
+    assert v["coverage"] == (0.5, None, 0.5) and v["coverage_met"]  # 1 <= 1.5, 2 > 1.5
     report = _load("report")
-    a = {"runs": [{"sigma": 0.04, "demand": {}, "policies": {"gh": {"x": 1}}}]}
-    b = {"runs": [{"sigma": 0.04, "demand": {}, "policies": {"svc-agh": {"x": 2}}}]}
-    merged = report.merge_runs(a, None, b)
-    assert len(merged) == 1 and list(merged[0]["policies"]) == ["svc-agh", "gh"]
     rows = report.compare_rows({"rows": [{"size": [6, 6, 10], "variant": "loose",
                                           "vs_opt": 0.05}, {"nothing": 1}]})  # fmt: skip
     assert rows == [{"size": "(6, 6, 10)", "variant": "loose", "gap": 0.05, "bound_gap": None}]
+    res = {"meta": {"demand_quantile": 0.5, "default_policy": "svc-wq"}, "days": [day]}
+    assert any("tiny" in line for line in report.rolling_summary(res))
+    (line,) = report.target_lines(res)
+    assert "cost met (50.0% cheaper than agh-peak)" in line and "churn met (2 vs 3" in line
+
+
+# ------------------------------------------------------------------------------------
+# the closed loop: actuation delay, raw observations, the controllers through the app
+
+
+def test_in_force_applies_the_actuation_delay(rolling: ModuleType) -> None:
+    # published at the start of minute 1 (after minute 0 was observed): in force from 1 + 3
+    assert rolling.in_force(6, "a", [(1, "b")], 3) == ["a", "a", "a", "a", "b", "b"]
+    # two plans within the delay: each serves from its own actuation, in publishing order
+    assert rolling.in_force(6, "a", [(1, "b"), (2, "c")], 2) == ["a", "a", "a", "b", "c", "c"]
+    assert rolling.in_force(3, "a", [(0, "b")], 0) == ["b", "b", "b"]
+    assert rolling.in_force(3, "a", [(5, "b")], 3) == ["a", "a", "a"]  # never in force
+
+
+def test_accounting_with_actuation_delay_and_coverage(rolling: ModuleType) -> None:
+    s, p1 = _one_type_scenario()
+    p0 = Plan.build([], [], {"math": 1.0})  # serves nothing
+    rates = np.array([1.0, 2.0, 4.0, 1.0, 0.5])
+    # p1 published at minute 1 with a 2-minute delay: minutes 0-2 still "served" by p0
+    force = rolling.in_force(5, (p0, 0.0), [(1, (p1, 3.0))], 2)
+    out = rolling.account(
+        s, {"math": rates}, [p for p, _ in force], planned={"math": [r for _, r in force]}
+    )
+    price = {g.id: g.price_per_hour for g in s.gpus}
+    rental1 = sum(price[d.gpu] * d.gpus for d in p1.deployments)
+    phi = s.query_types[0].unmet_penalty
+    expected = [60 * phi * 1.0, 60 * phi * 2.0, 60 * phi * 4.0, rental1 / 60, rental1 / 60]
+    np.testing.assert_allclose(out["per_minute"]["cost"], expected, rtol=1e-9)
+    assert out["unmet_share"] == pytest.approx(7.0 / rates.sum())
+    assert out["churn_gpus"] == p1.total_gpus and out["fleet_changes"] == 1
+    # planned 0, 0, 3, 3, 3 against 1, 2, 4, 1, 0.5: minutes 3 and 4 are covered
+    assert out["coverage"] == pytest.approx(2 / 5)
+
+
+def test_minute_counts_and_windows(rolling: ModuleType) -> None:
+    rates = np.array([0.0, 1.5, 10.0])
+    np.testing.assert_array_equal(rolling.minute_counts(rates, None), [0.0, 90.0, 600.0])
+    a = rolling.minute_counts(rates, np.random.default_rng(3))
+    b = rolling.minute_counts(rates, np.random.default_rng(3))
+    np.testing.assert_array_equal(a, b)
+    assert a[0] == 0 and np.all(a == np.round(a))
+    big = rolling.minute_counts(np.full(2000, 10.0), np.random.default_rng(0))
+    assert big.mean() == pytest.approx(600, rel=0.01) and big.var() == pytest.approx(600, rel=0.1)
+    w = rolling.minute_windows("code", np.array([5.0, 7.0, 9.0]), 1, 3, 1_715_558_400.0)
+    assert w == [
+        {"query_type": "code", "start": "2024-05-13T00:01:00Z", "window_s": 60.0,
+         "requests": 7.0},
+        {"query_type": "code", "start": "2024-05-13T00:02:00Z", "window_s": 60.0,
+         "requests": 9.0},
+    ]  # fmt: skip
+
+
+def test_fixed_sizing_and_oracle_grid(rolling: ModuleType) -> None:
+    v = np.array([1.0, 2.0, 3.0, 10.0] + [1.0] * 60)
+    sz = rolling.fixed_sizing(v)
+    assert sz["max"] == 10.0 and sz["p99"] <= sz["p999"] <= sz["max"]
+    assert sz["peak"] == pytest.approx((16.0 + 56.0) / 60)  # not wrapping around
+    g = rolling.oracle_grid(np.array([0.0, 1.0, 5.0]))
+    assert g[0] == pytest.approx(rolling.ORACLE_MIN_RPS) and g[-1] >= 5.0
+    np.testing.assert_allclose(np.diff(np.log(g)), rolling.ORACLE_STEP)
+
+
+def test_fresh_rental_rounds_each_planned_rate_up_the_grid(rolling: ModuleType) -> None:
+    curve = {"grid": [1.0, 2.0, 4.0], "rental_per_h": [6.0, 12.0, 24.0]}
+    # 0.5 -> 1, 1 -> 1, 1.5 -> 2, 3 -> 4, 9 -> beyond the grid: its last plan
+    got = rolling.fresh_rental(curve, [0.5, 1.0, 1.5, 3.0, 9.0])
+    assert got == pytest.approx((6 + 6 + 12 + 24 + 24) / 60)
+
+
+def _tiny_day(rolling: ModuleType, counts: list[float], test_start: int, minutes: int) -> object:
+    return rolling.StudyDay(
+        "tiny", "math", np.array(counts, dtype=np.float64), test_start, minutes, False,
+        "known answers", rolling.day_scenario("math"), 1_764_000_000.0,
+    )  # fmt: skip
+
+
+def test_observation_controller_through_the_app(rolling: ModuleType, tmp_path: Path) -> None:
+    from service_support import client_for, fast_settings
+
+    # 10 req/s for five minutes of history, then 20, 20.5, 5, 5, 5 req/s
+    day = _tiny_day(rolling, [600.0] * 5 + [1200.0, 1230.0, 300.0, 300.0, 300.0], 5, 5)
+    with client_for(fast_settings(tmp_path)) as c:
+        spec = rolling.service_spec(
+            day,
+            "svc-last",
+            {
+                "replan_interval_s": 300.0,
+                "replan_deadband": 0.05,
+                "scale_down_stabilization_s": 600.0,
+            },
+        )
+        rolling.fresh_fleet(c, spec)
+        run = rolling.run_observation_loop(c, day)
+    assert run.initial[1] == {"math": 10.0}  # history: minute 0 moved the rate, 1-3 did not
+    assert run.posts == 5  # one 60 s window a minute: minutes 4 .. 8
+    # only minute 5's 20 req/s leaves the dead band (posted at the start of minute 1 of
+    # the span); 20.5 is inside it and the drop to 5 waits for the stabilization window
+    assert [(k, r) for k, _, r in run.published] == [(1, {"math": 20.0})]
+    info = rolling.summarize_service(day, "svc-last", run, 0.0, delay_min=3)
+    # the new plan is in force from minute 1 + 3 = 4
+    assert info["per_minute"]["planned_rps"] == [10.0, 10.0, 10.0, 10.0, 20.0]
+    assert info["coverage"] == pytest.approx(3 / 5)  # 20 and 20.5 ran above 10
+    # the service's count over the span: the windows it got from minute 4 (the first
+    # forecast's actuation) on, 10 req/s in force: minutes 4, 7, 8 covered, 5 and 6 not
+    cov = info["service_coverage"]
+    assert (cov["windows"], cov["above_planned"]) == (5, 2)
+
+
+def test_posted_mean_controller_through_the_app(rolling: ModuleType, tmp_path: Path) -> None:
+    from service_support import client_for, fast_settings
+
+    counts = [60.0 * r for r in [1, 1, 1, 1, 1, 2, 2, 2, 2, 7, 4, 4, 4, 4, 4]]
+    day = _tiny_day(rolling, counts, 5, 10)
+    with client_for(fast_settings(tmp_path)) as c:
+        rolling.fresh_fleet(c, rolling.service_spec(day, "svc-mean", {}))
+        run = rolling.run_mean_loop(c, day)
+    assert run.initial[1] == {"math": 1.0}  # the 5 minutes before the span
+    assert [(k, r) for k, _, r in run.published] == [(5, {"math": 3.0})]  # minutes 5-9
 
 
 # ------------------------------------------------------------------------------------
