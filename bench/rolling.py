@@ -1243,6 +1243,7 @@ def main() -> None:
                     "forecast",
                     "replan_deadband",
                     "scale_down_stabilization_s",
+                    "change_payback_s",
                     "max_utilization",
                     "change_cost_per_gpu",
                 )

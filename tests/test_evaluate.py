@@ -487,6 +487,18 @@ def test_change_cost_weighs_against_one_replan_interval() -> None:
     assert evaluate_plan(s, plan, current=current).cost.change_cost == pytest.approx(0.5 * 2 * 24)
 
 
+def test_change_payback_sets_the_weight_in_place_of_the_interval() -> None:
+    """A change must pay for itself within `change_payback_s` of rental: with a
+    payback of the whole horizon (2 h) the one-off cost counts once, whatever the
+    re-plan interval; with none given, the interval is the payback."""
+    current = Plan.build([dep(L40S, "bf16", 3)], [], {})
+    for payback, weight in ((3600.0 * HORIZON, 1.0), (1800.0, 4.0), (None, 24.0)):
+        s = tiny(change_cost_per_gpu=0.5, replan_interval_s=300, change_payback_s=payback)
+        plan = feasible_plan(s)
+        got = evaluate_plan(s, plan, current=current).cost.change_cost
+        assert got == pytest.approx(0.5 * 2 * weight), payback
+
+
 def test_change_cost_zero_without_current_or_against_itself_or_when_free() -> None:
     s = tiny(change_cost_per_gpu=0.5)
     plan = feasible_plan(s)

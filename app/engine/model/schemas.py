@@ -212,6 +212,13 @@ class PolicySpec(BaseModel):
         description="plan for the highest forecast of this window (a dip does not shed "
         "capacity a returning burst needs)",
     )
+    change_payback_s: float | None = Field(
+        default=None,
+        gt=0.0,
+        le=86_400.0 * 366,
+        description="a change of the fleet must pay for itself in rental saved within "
+        "this many seconds (null: replan_interval_s)",
+    )
     engine: str = Field(
         default=DEFAULT_ENGINE,
         description=f"serving engine the performance model assumes ({_ENGINES})",
@@ -334,6 +341,7 @@ def spec_to_domain(spec: ScenarioSpec) -> Scenario:
             forecast=p.forecast,
             replan_deadband=p.replan_deadband,
             scale_down_stabilization_s=p.scale_down_stabilization_s,
+            change_payback_s=p.change_payback_s,
             engine=p.engine,
         ),
     )

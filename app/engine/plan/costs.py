@@ -87,7 +87,8 @@ def delay_cost(scenario: Scenario, delay_s: FloatArray, demand_factor: float = 1
 
 def change_weight(policy: Policy) -> float:
     """How many times the one-off change cost counts against rental per horizon."""
-    return SECONDS_PER_HOUR * policy.horizon_h / policy.replan_interval_s
+    payback = policy.change_payback_s or policy.replan_interval_s
+    return SECONDS_PER_HOUR * policy.horizon_h / payback
 
 
 def change_cost_per_gpu(policy: Policy) -> float:

@@ -59,10 +59,27 @@ class PlanDocument(BaseModel):
 
 
 class SolverInfo(BaseModel):
+    """The solver's account of the plan. `termination` says why it stopped: gh
+    `completed`; agh `converged` (a bound proves the plan optimal or its
+    neighbourhood is exhausted), `completed` (its start limit, the deterministic
+    mode), `deadline` (the budget ran out) or `stopped` (a newer generation stopped
+    it: its best plan so far); milp `optimal`, `time_limit`, `infeasible`,
+    `cancelled`, `error`. `bound` is the best proven lower bound on the objective the
+    solve knows (the exact polish's full MILP or LP relaxation; null when none) and
+    `gap` = (objective − bound) / objective, so every plan carries its certified gap."""
+
     model_config = RESPONSE
     algorithm: str = Field(examples=["agh"])
     objective: float | None = None
     termination: str = Field(examples=["converged"])
+    status: str | None = Field(
+        default=None, description="optimal | feasible | infeasible | none", examples=["feasible"]
+    )
+    bound: float | None = Field(default=None, description="best proven lower bound, $")
+    bound_source: str | None = Field(
+        default=None, description="milp (a full MILP's dual bound) | lp (the LP relaxation) | null"
+    )
+    gap: float | None = Field(default=None, description="(objective - bound) / objective")
     wall_s: float | None = None
     time_to_best_s: float | None = None
     iterations: int | None = None
