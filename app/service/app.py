@@ -68,6 +68,13 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     store = Store(settings.db_path)
     store.open()  # StoreError: refuse to start, with the reason
     reconcile_pool = SolverPool("reconcile", 1, settings.solver_start_method, share_generation=True)
+    # Background improvements get a process of their own: a re-plan never waits
+    # for one (and a newer generation stops it through its shared counter).
+    improve_pool = (
+        SolverPool("improve", 1, settings.solver_start_method, share_generation=True)
+        if settings.improve_budget_s > 0
+        else None
+    )
     whatif_pool = SolverPool(
         "whatif", settings.whatif_workers, settings.solver_start_method, lazy=True
     )
@@ -85,12 +92,15 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         metrics,
         demand_info=demand.planned_vs_observed,
         calibration=lambda: latency.current,
+        improve_pool=improve_pool,
     )
     try:
         await cp.load()
         await demand.load()
         await latency.load()
         reconcile_pool.start()
+        if improve_pool is not None:
+            improve_pool.start()
         whatif_pool.start()
         await audit_manager.start()
         cp.on_spec_change = reconciler.wake
@@ -115,6 +125,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await reconciler.stop()
         await audit_manager.close()
         reconcile_pool.close()
+        if improve_pool is not None:
+            improve_pool.close()
         whatif_pool.close()
         rt.running = None
         store.close()

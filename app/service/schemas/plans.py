@@ -58,8 +58,30 @@ class PlanDocument(BaseModel):
     violations: list[dict[str, Any]] | None = Field(default=None, description="output only")
 
 
+class ImprovementInfo(BaseModel):
+    """What a background improvement saved against the plan it replaced."""
+
+    model_config = RESPONSE
+    from_version: int = Field(description="the published plan it improved on")
+    baseline_objective: float = Field(
+        description="that plan's objective, $ per horizon, priced with itself live"
+    )
+    baseline_feasible: bool
+    saving: float = Field(
+        description="baseline_objective - objective (this plan's change cost included)"
+    )
+    threshold: float = Field(description="the saving it had to exceed")
+
+
 class SolverInfo(BaseModel):
     model_config = RESPONSE
+    source: Literal["replan", "improvement"] | None = Field(
+        default=None,
+        description="replan: the re-plan of a generation; improvement: a background "
+        "improvement of the same generation's published plan (null: stored before "
+        "this field existed)",
+    )
+    improvement: ImprovementInfo | None = None
     algorithm: str = Field(examples=["agh"])
     objective: float | None = None
     termination: str = Field(examples=["converged"])
@@ -171,6 +193,9 @@ class PlanSummary(BaseModel):
     gpus: int
     algorithm: str
     termination: str
+    source: Literal["replan", "improvement"] | None = Field(
+        default=None, description="see SolverInfo.source"
+    )
     actions: int
 
 
