@@ -79,7 +79,8 @@ def test_a_cheaper_plan_is_published_as_a_new_version_of_the_same_generation(
     tmp_path: Path,
 ) -> None:
     spec = improvable_spec()
-    with client_for(seeded_settings(tmp_path, spec)) as c:
+    settings = seeded_settings(tmp_path, spec)
+    with client_for(settings) as c:
         first = wait_for_plan(c, 1)
         assert first["version"] == 1 and first["solver"]["source"] == "replan"
         rec = wait_improvement(c, 1)
@@ -120,6 +121,15 @@ def test_a_cheaper_plan_is_published_as_a_new_version_of_the_same_generation(
         assert saved == pytest.approx(info["saving"])
         # One improvement per generation: nothing improves the improvement.
         assert len(running(c).reconciler.improvements) == 1
+    # Durable like any plan; after a restart it is served, and neither a re-plan
+    # nor an improvement starts (the plan is up to date).
+    with client_for(settings) as c:
+        body = c.get("/v1/plan").json()
+        assert (body["version"], body["solver"]["source"]) == (2, "improvement")
+        assert body["status"] == "Ready"
+        reconciler = running(c).reconciler
+        assert reconciler.solves == 0 and reconciler.improving is None
+        assert not reconciler.improvements
 
 
 def test_an_improvement_below_the_threshold_publishes_nothing(tmp_path: Path) -> None:
