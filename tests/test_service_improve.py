@@ -26,10 +26,10 @@ from service_support import client_for, fast_settings, running, wait_for_plan
 
 from app.engine.api import evaluate_documents, normalize_scenario
 from app.research.families import FAMILIES
-from app.service.pool import SolverPool
-from app.service.reconcile import ImprovementRecord
+from app.service.pool import SolverCrashed, SolverPool
+from app.service.reconcile import ImprovementRecord, _bound_rules_out
 from app.service.settings import Settings
-from app.service.store import Store
+from app.service.store import PlanRow, Store
 
 
 def improvable_spec() -> dict[str, Any]:
@@ -266,3 +266,46 @@ def test_improve_budget_zero_disables_it(tmp_path: Path, monkeypatch: pytest.Mon
             "replan",
         ]
         assert "llm_allocator_improvements_total{" not in c.get("/metrics").text
+
+
+class CrashingPool:
+    """An improvement pool whose worker dies (the live plan must not care)."""
+
+    def __init__(self, real: SolverPool) -> None:
+        self.real = real
+
+    def announce(self, generation: int) -> None:
+        self.real.announce(generation)
+
+    async def run(self, timeout_s: float, fn: Any, *args: Any) -> Any:
+        raise SolverCrashed("solver process died (test)")
+
+
+def test_a_failed_improvement_leaves_the_live_plan_alone(tmp_path: Path) -> None:
+    with client_for(fast_settings(tmp_path, max_starts=1, improve_budget_s=5.0)) as c:
+        wait_for_plan(c, 1)
+        wait_improvement(c, 1)  # the demo's, through the real pool
+        reconciler = running(c).reconciler
+        assert reconciler.improve_pool is not None
+        reconciler.improve_pool = CrashingPool(reconciler.improve_pool)  # type: ignore[assignment]
+        r = c.put("/v1/cluster", json={"spec": improvable_spec()})
+        v2 = wait_for_plan(c, r.json()["generation"])
+        assert wait_improvement(c, 2).outcome == "failed"
+        body = c.get("/v1/plan").json()
+        assert body["version"] == v2["version"] and body["status"] == "Ready"
+        assert metric(c, 'llm_allocator_improvements_total{outcome="failed"}') == 1.0
+        assert metric(c, 'llm_allocator_replans_total{outcome="failed"}') is None
+
+
+def _row(total: float, change: float, bound: float | None, feasible: bool = True) -> PlanRow:
+    plan = {"cost": {"total": total, "change_cost": change}, "feasible": feasible}
+    return PlanRow(1, 1, "", {}, plan, {"bound": bound}, {}, {})
+
+
+def test_the_replans_bound_rules_out_an_improvement_that_cannot_pay() -> None:
+    s = fast_settings(Path("/nonexistent"), improve_budget_s=5.0)  # 1% of the objective
+    # No plan saves more than objective - bound (change cost from before included).
+    assert _bound_rules_out(_row(101.0, 1.0, 100.5), s)  # at most 0.5 <= 1.0
+    assert not _bound_rules_out(_row(103.0, 1.0, 100.5), s)  # up to 2.5 may be saved
+    assert not _bound_rules_out(_row(101.0, 1.0, None), s)  # no bound: try
+    assert not _bound_rules_out(_row(101.0, 1.0, 101.0, feasible=False), s)
