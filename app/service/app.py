@@ -49,6 +49,9 @@ demand or GPU availability changes.
 
 * Writes (`PUT /v1/cluster`, `POST /v1/cluster/*`) bump the spec's `generation`
   and answer at once; a background reconciler re-plans the latest spec with AGH.
+* After each re-plan a background improvement of the same generation may publish a
+  cheaper plan version (`solver.source: "improvement"`) when it saves more than its
+  change cost plus a threshold; a newer generation stops it.
 * `GET /v1/plan` serves the live plan, its conditions and the diff against the
   previous plan; long-poll with `?wait_for_generation=N`.
 * Errors are RFC 9457 problem documents naming the offending field.
