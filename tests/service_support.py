@@ -33,6 +33,9 @@ def fast_settings(tmp_path: Path, **overrides: Any) -> Settings:
         "retry_backoff_max_s": 1.0,
         "long_poll_max_s": 30.0,
         "audit_default_time_limit_s": 20.0,
+        # Background improvements publish extra plan versions: only the tests of
+        # them (test_service_improve.py) turn them on.
+        "improve_budget_s": 0.0,
     }
     values.update(overrides)
     return Settings(**values)
@@ -87,6 +90,7 @@ class ServerProcess:
             **os.environ,
             "PYTHONPATH": str(ROOT),
             "LLM_ALLOCATOR_TIME_BUDGET_S": "0.2",
+            "LLM_ALLOCATOR_IMPROVE_BUDGET_S": "0",
             "LLM_ALLOCATOR_LOG_LEVEL": "warning",
             **env,
         }

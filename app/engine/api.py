@@ -29,6 +29,7 @@ everything else is a bug.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -169,12 +170,18 @@ class Replan:
 
     result: SolveResult
     analysis: PlanAnalysis
-    explanation: dict[str, Any]
+    explanation: dict[str, Any] | None  # None: `explain_if` said no
 
 
-def replan(request: SolveRequest, stop: StopSignal | None = None) -> Replan:
+def replan(
+    request: SolveRequest,
+    stop: StopSignal | None = None,
+    explain_if: Callable[[SolveResult], bool] | None = None,
+) -> Replan:
     """Solve, then analyse and explain the plan from the solve's own evaluation and
-    candidate table (nothing is parsed, built or evaluated twice)."""
+    candidate table (nothing is parsed, built or evaluated twice). `explain_if`:
+    explain only a result it accepts (a background improvement explains only a
+    plan it will publish)."""
     table = candidate_table(request.scenario)
     result = run_solve(
         request.scenario,
@@ -183,7 +190,11 @@ def replan(request: SolveRequest, stop: StopSignal | None = None) -> Replan:
         table=table,
         stop=stop,
     )
-    explanation = explain_plan(request.scenario, result.plan, result.evaluation, table)
+    explanation = (
+        explain_plan(request.scenario, result.plan, result.evaluation, table)
+        if explain_if is None or explain_if(result)
+        else None
+    )
     return Replan(result, PlanAnalysis.of(result.evaluation), explanation)
 
 

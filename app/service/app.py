@@ -49,6 +49,9 @@ demand or GPU availability changes.
 
 * Writes (`PUT /v1/cluster`, `POST /v1/cluster/*`) bump the spec's `generation`
   and answer at once; a background reconciler re-plans the latest spec with AGH.
+* After each re-plan a background improvement of the same generation may publish a
+  cheaper plan version (`solver.source: "improvement"`) when it saves more than its
+  change cost plus a threshold; a newer generation stops it.
 * `GET /v1/plan` serves the live plan, its conditions and the diff against the
   previous plan; long-poll with `?wait_for_generation=N`.
 * Errors are RFC 9457 problem documents naming the offending field.
@@ -68,6 +71,13 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     store = Store(settings.db_path)
     store.open()  # StoreError: refuse to start, with the reason
     reconcile_pool = SolverPool("reconcile", 1, settings.solver_start_method, share_generation=True)
+    # Background improvements get a process of their own: a re-plan never waits
+    # for one (and a newer generation stops it through its shared counter).
+    improve_pool = (
+        SolverPool("improve", 1, settings.solver_start_method, share_generation=True)
+        if settings.improve_budget_s > 0
+        else None
+    )
     whatif_pool = SolverPool(
         "whatif", settings.whatif_workers, settings.solver_start_method, lazy=True
     )
@@ -85,12 +95,15 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         metrics,
         demand_info=demand.planned_vs_observed,
         calibration=lambda: latency.current,
+        improve_pool=improve_pool,
     )
     try:
         await cp.load()
         await demand.load()
         await latency.load()
         reconcile_pool.start()
+        if improve_pool is not None:
+            improve_pool.start()
         whatif_pool.start()
         await audit_manager.start()
         cp.on_spec_change = reconciler.wake
@@ -115,6 +128,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await reconciler.stop()
         await audit_manager.close()
         reconcile_pool.close()
+        if improve_pool is not None:
+            improve_pool.close()
         whatif_pool.close()
         rt.running = None
         store.close()

@@ -19,9 +19,21 @@ class Metrics:
         self.replans = Counter(
             "llm_allocator_replans", "Re-plans attempted, by outcome", ["outcome"], registry=r
         )
+        self.improvements = Counter(
+            "llm_allocator_improvements",
+            "Background improvement solves, by outcome (published, not_better, stopped, "
+            "superseded, failed)",
+            ["outcome"],
+            registry=r,
+        )
+        self.improvement_savings = Counter(
+            "llm_allocator_improvement_savings_dollars",
+            "$ per policy horizon saved by published improvements (change cost included)",
+            registry=r,
+        )
         self.solve_seconds = Histogram(
             "llm_allocator_solve_seconds",
-            "Wall time of solves, by kind (reconcile, whatif)",
+            "Wall time of solves, by kind (reconcile, improvement, whatif)",
             ["kind"],
             buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300),
             registry=r,

@@ -14,6 +14,24 @@ sooner than the back-off allows, so a storm of changes cannot become a storm of
 failing solves. An engine InputError is deterministic: it is not retried until
 the spec changes. A plan the evaluator finds infeasible is published anyway
 (Degraded: Infeasible / UnmetDemand, with the violations).
+
+Background improvement (`improve_budget_s` > 0). After a re-plan for generation
+N is published, one improvement solve for N runs in a pool of its own (one
+process): AGH warm-started from the *published* plan with `improve_budget_s`
+and seed + 1, then the exact polish and LNS. The change cost is priced against
+the published plan, and the published plan is priced for the same scenario with
+itself live (its own change cost is sunk). The new plan is published, as a new
+plan version of the same generation (`solver.source: "improvement"`, with the
+saving in `solver.improvement`), only if it is feasible and saves more than
+max(`improve_min_saving_usd`, `improve_min_saving_fraction` · the published
+plan's objective), or if it is feasible where the published plan is not. A
+newer generation stops it at once (the shared generation counter, announced
+before the re-plan is started) and it is never published once the generation or
+the live plan has moved on: the re-plan of a newer generation always reads the
+live plan and publishes under the same lock. Its own pool means a re-plan never
+waits for an improvement. It is skipped when the re-plan's bound already shows
+that no plan can save the threshold. An improvement in flight when the service
+stops is lost; none is started at start-up.
 """
 
 from __future__ import annotations
@@ -23,7 +41,9 @@ import contextlib
 import logging
 import sqlite3
 import time
+from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from app.engine.api import Calibration, plan_diff
@@ -33,9 +53,28 @@ from app.service.metrics import Metrics
 from app.service.pool import SolverCrashed, SolverPool, SolverTimeout
 from app.service.settings import Settings
 from app.service.state import ControlPlane
-from app.service.worker import SolveJob, SolveOutcome, solve_job
+from app.service.store import PlanRow
+from app.service.worker import (
+    ImproveJob,
+    ImproveOutcome,
+    SolveJob,
+    SolveOutcome,
+    improve_job,
+    saving_threshold,
+    solve_job,
+)
 
 log = logging.getLogger("llm_allocator.service")
+
+
+@dataclass(frozen=True, slots=True)
+class ImprovementRecord:
+    """How one background improvement ended (kept for tests and debugging)."""
+
+    generation: int
+    from_version: int
+    outcome: str  # published, not_better, stopped, superseded, failed
+    result: ImproveOutcome | None  # None: it failed
 
 
 class Reconciler:
@@ -47,25 +86,38 @@ class Reconciler:
         metrics: Metrics,
         demand_info: Callable[[], list[dict[str, Any]]] = list,
         calibration: Callable[[], Calibration | None] = lambda: None,
+        improve_pool: SolverPool | None = None,
     ) -> None:
         """`demand_info` gives, per observed query type, the planned and the latest
         observed rate: recorded in each plan's analysis. `calibration` gives the
-        calibration in force: the solver plans with it."""
+        calibration in force: the solver plans with it. `improve_pool` (None:
+        no background improvement) runs the improvement solves."""
         self.demand_info = demand_info
         self.calibration = calibration
         self.state = state
         self.pool = pool
+        self.improve_pool = improve_pool
         self.settings = settings
         self.metrics = metrics
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._backoff_s = 0.0
         self._blocked_generation: int | None = None  # InputError: wait for a new spec
+        # Reading the live plan for a re-plan and every publication happen under it,
+        # so an improvement can never be published over (or under) a newer plan.
+        self._publish_lock = asyncio.Lock()
+        self._improvements: set[asyncio.Task[None]] = set()
         self.solves = 0  # re-plans attempted (tests read it)
+        self.improving: int | None = None  # generation of the improvement in flight
+        self.improvements: deque[ImprovementRecord] = deque(maxlen=32)  # newest last
 
     def wake(self) -> None:
-        """The spec changed: re-plan the latest, and stop a solve of an older one."""
-        self.pool.announce(self.state.cluster.generation)
+        """The spec changed: re-plan the latest, and stop a solve (re-plan or
+        improvement) of an older one."""
+        generation = self.state.cluster.generation
+        if self.improve_pool is not None:
+            self.improve_pool.announce(generation)
+        self.pool.announce(generation)
         self._wake.set()
 
     def start(self) -> None:
@@ -73,11 +125,13 @@ class Reconciler:
         self.wake()  # the plan may be behind the stored spec (or absent)
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        for task in [self._task, *self._improvements]:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._task = None
+        self._improvements.clear()
 
     async def _run(self) -> None:
         while True:
@@ -113,7 +167,8 @@ class Reconciler:
     async def reconcile_once(self) -> bool:
         """Solve the latest spec if the live plan is behind it. Returns True if a
         plan was published."""
-        cluster, live = self.state.cluster, self.state.plan
+        async with self._publish_lock:  # not while an improvement is being published
+            cluster, live = self.state.cluster, self.state.plan
         if live is not None and live.observed_generation >= cluster.generation:
             return False
         if self._blocked_generation == cluster.generation:
@@ -124,7 +179,9 @@ class Reconciler:
         started = time.monotonic()
         job = SolveJob(
             spec=cluster.spec,
-            options=SolverOptions(time_budget_s=s.time_budget_s, seed=s.seed),
+            options=SolverOptions(
+                time_budget_s=s.time_budget_s, seed=s.seed, max_starts=s.max_starts
+            ),
             current_plan=live.plan if live else None,
             generation=cluster.generation,
             calibration=self.calibration(),
@@ -153,32 +210,46 @@ class Reconciler:
             return False
         finally:
             self.metrics.solve_seconds.labels("reconcile").observe(time.monotonic() - started)
-        return await self._publish(cluster.generation, cluster.spec, out)
+        return await self._publish(job, out)
 
-    async def _publish(self, generation: int, spec: dict[str, Any], out: SolveOutcome) -> bool:
-        """Store the plan (durable first), then swap it in."""
+    async def _store_and_swap(
+        self, generation: int, spec: dict[str, Any], out: SolveOutcome, solver: dict[str, Any]
+    ) -> PlanRow:
+        """Store the plan (durable first), then swap it in; sqlite3.Error if it
+        could not be stored (nothing changed then). Call under `_publish_lock`."""
         live = self.state.plan
         diff = plan_diff(live.plan if live else None, out.plan, live.version if live else None)
         analysis = {**out.analysis, "demand": self.demand_info()}
+        row = await self.state.store.call(
+            self.state.store.insert_plan,
+            generation,
+            spec,
+            out.plan,
+            solver,
+            analysis,
+            diff,
+            self.settings.plan_history_limit,
+            out.explanation,
+        )
+        await self.state.publish(row)
+        return row
+
+    async def _publish(self, job: SolveJob, out: SolveOutcome) -> bool:
+        """Publish a re-plan; then start its background improvement."""
+        assert job.generation is not None
+        generation = job.generation
         try:
-            row = await self.state.store.call(
-                self.state.store.insert_plan,
-                generation,
-                spec,
-                out.plan,
-                out.solver,
-                analysis,
-                diff,
-                self.settings.plan_history_limit,
-                out.explanation,
-            )
+            async with self._publish_lock:
+                row = await self._store_and_swap(
+                    generation, job.spec, out, {**out.solver, "source": "replan"}
+                )
         except sqlite3.Error as exc:
             self._fail(generation, "StorageError", f"could not store the plan: {exc}")
             return False
         self._backoff_s = 0.0
         self._blocked_generation = None
-        await self.state.publish(row)
         self.metrics.replans.labels("published").inc()
+        diff = row.diff
         log.info(
             "plan version %d for generation %d: cost %.2f, feasible %s, %s, %d action(s)",
             row.version,
@@ -188,4 +259,123 @@ class Reconciler:
             out.solver.get("termination"),
             len(diff["actions"]),
         )
+        self._start_improvement(row, job.calibration)
         return True
+
+    # -- background improvement ---------------------------------------------------------
+
+    def _start_improvement(self, row: PlanRow, calibration: Calibration | None) -> None:
+        """One improvement of the plan just published, unless it is disabled, the
+        spec has moved on, or the re-plan's bound shows nothing can save enough."""
+        s = self.settings
+        if self.improve_pool is None or s.improve_budget_s <= 0:
+            return
+        if self.state.cluster.generation != row.observed_generation:
+            return  # a newer generation is already waiting: it would stop at once
+        if _bound_rules_out(row, s):
+            log.debug("plan version %d is proven within the threshold: no improvement", row.version)
+            return
+        job = ImproveJob(
+            SolveJob(
+                spec=row.spec,
+                options=SolverOptions(
+                    time_budget_s=s.improve_budget_s, seed=s.seed + 1, max_starts=s.max_starts
+                ),
+                current_plan=row.plan,
+                generation=row.observed_generation,
+                explain=True,
+                calibration=calibration,
+            ),
+            min_saving_usd=s.improve_min_saving_usd,
+            min_saving_fraction=s.improve_min_saving_fraction,
+        )
+        task = asyncio.create_task(self._improve(row, job), name="improve")
+        self._improvements.add(task)
+        task.add_done_callback(self._improvements.discard)
+
+    async def _improve(self, base: PlanRow, job: ImproveJob) -> None:
+        assert self.improve_pool is not None
+        s = self.settings
+        generation = base.observed_generation
+        self.improving = generation
+        started = time.monotonic()
+        res: ImproveOutcome | None = None
+        try:
+            res = await self.improve_pool.run(
+                s.improve_budget_s + s.solve_grace_s, improve_job, job
+            )
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # crash, hard time-out, a bug: the live plan stays
+            log.warning("improvement of plan version %d failed: %s", base.version, exc)
+        finally:
+            if self.improving == generation:
+                self.improving = None
+            self.metrics.solve_seconds.labels("improvement").observe(time.monotonic() - started)
+        outcome = "failed" if res is None else await self._publish_improvement(base, job, res)
+        self.improvements.append(ImprovementRecord(generation, base.version, outcome, res))
+        self.metrics.improvements.labels(outcome).inc()
+        if res is not None:
+            log.info(
+                "improvement of plan version %d (generation %d): %s; $%.2f -> $%.2f "
+                "(threshold $%.2f, %s)",
+                base.version,
+                generation,
+                outcome,
+                res.baseline,
+                res.objective,
+                res.threshold,
+                res.termination,
+            )
+
+    async def _publish_improvement(
+        self, base: PlanRow, job: ImproveJob, res: ImproveOutcome
+    ) -> str:
+        """Publish `res` if it is worth it and `base` is still the live plan of the
+        latest generation; the outcome for the metrics."""
+        if res.termination == "stopped":
+            return "stopped"
+        out = res.outcome
+        if out is None:
+            return "not_better"
+        async with self._publish_lock:
+            live, cluster = self.state.plan, self.state.cluster
+            if (
+                live is None
+                or live.version != base.version
+                or cluster.generation != base.observed_generation
+            ):
+                return "superseded"
+            solver = {
+                **out.solver,
+                "source": "improvement",
+                "improvement": {
+                    "from_version": base.version,
+                    "baseline_objective": res.baseline,
+                    "baseline_feasible": res.baseline_feasible,
+                    "saving": res.saving,
+                    "threshold": res.threshold,
+                },
+            }
+            try:
+                await self._store_and_swap(base.observed_generation, job.solve.spec, out, solver)
+            except sqlite3.Error as exc:  # the live plan is still good: not Degraded
+                log.error("could not store the improved plan: %s", exc)
+                return "failed"
+        self.metrics.improvement_savings.inc(max(0.0, res.saving))
+        return "published"
+
+
+def _bound_rules_out(row: PlanRow, s: Settings) -> bool:
+    """The re-plan's bound B (valid with the change cost from the plan before it)
+    bounds any improvement: for a plan X, cost(X) + change(X←new) ≥ B − change(new←old)
+    (the triangle inequality on replica counts), so no plan saves more than
+    objective − B. A plan that breaks constraints is never ruled out."""
+    bound = row.solver.get("bound")
+    if bound is None or not row.plan.get("feasible"):
+        return False
+    cost = row.plan.get("cost", {})
+    total = float(cost.get("total") or 0.0)
+    baseline = total - float(cost.get("change_cost") or 0.0)
+    threshold = saving_threshold(baseline, s.improve_min_saving_usd, s.improve_min_saving_fraction)
+    return total - float(bound) <= threshold

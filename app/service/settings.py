@@ -52,6 +52,34 @@ class Settings(BaseSettings):
         description="hard limit on a solve = its budget + this (covers worker start-up); "
         "past it the worker is killed",
     )
+    max_starts: int | None = Field(
+        default=None,
+        ge=1,
+        le=1_000_000,
+        description="AGH's start limit in re-plans and improvements (the deterministic "
+        "mode, for tests and audits); unset: AGH searches until its budget",
+    )
+
+    # Background improvement of the live plan (see app/service/reconcile.py).
+    improve_budget_s: float = Field(
+        default=5.0,
+        ge=0,
+        le=3600,
+        description="budget of the one background improvement solve after each re-plan "
+        "(AGH warm-started from the published plan, then the exact polish); 0 disables it",
+    )
+    improve_min_saving_fraction: float = Field(
+        default=0.01,
+        ge=0,
+        le=1,
+        description="an improved plan is published only if it saves more than this share "
+        "of the published plan's objective (change cost from the published plan included)",
+    )
+    improve_min_saving_usd: float = Field(
+        default=0.0,
+        ge=0,
+        description="... and more than this many $ per policy horizon",
+    )
     retry_backoff_initial_s: float = Field(default=1.0, gt=0)
     retry_backoff_max_s: float = Field(default=60.0, gt=0)
     long_poll_max_s: float = Field(default=60.0, gt=0, description="cap on ?timeout_s=")

@@ -13,6 +13,13 @@ A re-plan can be stopped: the reconcile pool shares a `latest_generation` counte
 with its workers (set at process start, `init_worker`); a job for an older
 generation stops as soon as a newer one is announced and returns its best plan
 (`termination: "stopped"`).
+
+A background improvement (`improve_job`) is a re-plan of the same generation,
+warm-started from the plan just published and priced against it: it prices the
+published plan for the same scenario (its own change cost is sunk: it is what
+is live), solves, and sends back documents to publish only when the new plan is
+worth it (`worth_publishing`); it is stopped by a newer generation like a
+re-plan.
 """
 
 from __future__ import annotations
@@ -31,9 +38,11 @@ from typing import Any
 from app.engine import api
 from app.engine.contracts import (
     AuditRequest,
+    EvaluateRequest,
     ExactOptions,
     PlanAnalysis,
     SolveRequest,
+    SolveResult,
     SolverOptions,
 )
 from app.engine.errors import EngineError
@@ -133,6 +142,99 @@ def solve_job(job: SolveJob) -> SolveOutcome:
         solver=plain(doc),
         analysis=plain(analysis.to_document()),
         explanation=plain(explanation) if explanation is not None else None,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class ImproveJob:
+    """A background improvement: `solve.current_plan` is the published plan (the
+    warm start, and what the change cost is priced against), `solve.generation`
+    the generation it was made for. The thresholds: see `saving_threshold`."""
+
+    solve: SolveJob
+    min_saving_usd: float = 0.0
+    min_saving_fraction: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class ImproveOutcome:
+    """What an improvement sends back. `baseline`: the published plan's objective
+    for the same scenario with itself live (no change cost); `objective`: the new
+    plan's, the change cost from the published plan included; `outcome`: the
+    documents to publish, set only when the plan is worth publishing."""
+
+    baseline: float
+    baseline_feasible: bool
+    objective: float
+    feasible: bool
+    threshold: float
+    termination: str
+    outcome: SolveOutcome | None
+
+    @property
+    def saving(self) -> float:
+        """$ per policy horizon saved by switching from the published plan."""
+        return self.baseline - self.objective
+
+
+def saving_threshold(baseline: float, min_saving_usd: float, min_saving_fraction: float) -> float:
+    """How much an improvement must save to be published: the larger of an absolute
+    floor and a share of the published plan's objective."""
+    return max(min_saving_usd, min_saving_fraction * abs(baseline))
+
+
+def worth_publishing(
+    baseline_feasible: bool, feasible: bool, saving: float, threshold: float, termination: str
+) -> bool:
+    """Publish a stopped solve never (a newer generation is waiting); an infeasible
+    plan never; a feasible plan in place of a published one that breaks constraints
+    always (the engine ranks feasibility first); otherwise only if it saves more
+    than the threshold, its change cost included (so never a worse plan)."""
+    if termination == "stopped" or not feasible:
+        return False
+    return not baseline_feasible or saving > threshold
+
+
+def improve_job(job: ImproveJob) -> ImproveOutcome:
+    """Price the published plan, improve on it, and explain the result only if it
+    will be published (one candidate table, as in `solve_job`)."""
+    s = job.solve
+    if s.current_plan is None or s.generation is None:
+        raise ValueError("an improvement needs the published plan and its generation")
+    scenario = replace(api.parse_scenario(s.spec), calibration=s.calibration)
+    published = api.parse_plan(s.current_plan)
+    base = api.evaluate(EvaluateRequest(scenario, published, published))
+    threshold = saving_threshold(base.objective, job.min_saving_usd, job.min_saving_fraction)
+
+    def worth(result: SolveResult) -> bool:
+        return worth_publishing(
+            base.feasible,
+            result.evaluation.feasible,
+            base.objective - result.objective,
+            threshold,
+            result.termination,
+        )
+
+    request = SolveRequest(scenario, s.options, published)
+    done = api.replan(request, stop=_NewerGeneration(s.generation), explain_if=worth)
+    result = done.result
+    outcome = None
+    if done.explanation is not None:
+        doc = result.to_document()
+        outcome = SolveOutcome(
+            plan=plain(doc.pop("plan")),
+            solver=plain(doc),
+            analysis=plain(done.analysis.to_document()),
+            explanation=plain(done.explanation),
+        )
+    return ImproveOutcome(
+        baseline=base.objective,
+        baseline_feasible=base.feasible,
+        objective=result.objective,
+        feasible=result.evaluation.feasible,
+        threshold=threshold,
+        termination=result.termination,
+        outcome=outcome,
     )
 
 

@@ -90,6 +90,7 @@ def _summary(row: PlanRow) -> dict[str, Any]:
         "gpus": sum(int(d.get("gpus", 0)) for d in row.plan.get("deployments", [])),
         "algorithm": row.solver.get("algorithm", ""),
         "termination": row.solver.get("termination", ""),
+        "source": row.solver.get("source"),
         "actions": len(row.diff.get("actions", [])),
     }
 

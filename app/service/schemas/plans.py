@@ -58,6 +58,21 @@ class PlanDocument(BaseModel):
     violations: list[dict[str, Any]] | None = Field(default=None, description="output only")
 
 
+class ImprovementInfo(BaseModel):
+    """What a background improvement saved against the plan it replaced."""
+
+    model_config = RESPONSE
+    from_version: int = Field(description="the published plan it improved on")
+    baseline_objective: float = Field(
+        description="that plan's objective, $ per horizon, priced with itself live"
+    )
+    baseline_feasible: bool
+    saving: float = Field(
+        description="baseline_objective - objective (this plan's change cost included)"
+    )
+    threshold: float = Field(description="the saving it had to exceed")
+
+
 class SolverInfo(BaseModel):
     """The solver's account of the plan. `termination` says why it stopped: gh
     `completed`; agh `converged` (a bound proves the plan optimal or its
@@ -69,6 +84,13 @@ class SolverInfo(BaseModel):
     `gap` = (objective − bound) / objective, so every plan carries its certified gap."""
 
     model_config = RESPONSE
+    source: Literal["replan", "improvement"] | None = Field(
+        default=None,
+        description="replan: the re-plan of a generation; improvement: a background "
+        "improvement of the same generation's published plan (null: stored before "
+        "this field existed)",
+    )
+    improvement: ImprovementInfo | None = None
     algorithm: str = Field(examples=["agh"])
     objective: float | None = None
     termination: str = Field(examples=["converged"])
@@ -188,6 +210,9 @@ class PlanSummary(BaseModel):
     gpus: int
     algorithm: str
     termination: str
+    source: Literal["replan", "improvement"] | None = Field(
+        default=None, description="see SolverInfo.source"
+    )
     actions: int
 
 
