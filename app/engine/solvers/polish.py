@@ -57,6 +57,7 @@ from app.engine.solvers.milp.arrays import (
 )
 from app.engine.solvers.milp.backends.highs_session import HighsSession, highs_available
 from app.engine.solvers.milp.backends.stage import CbcRunner, StageOutcome, StopSignal
+from app.engine.solvers.search import better
 from app.engine.solvers.state import AllocationState
 
 # Neighbourhood sizes tried in turn on large models (candidates per query type
@@ -231,14 +232,6 @@ def neighbourhood(
     return keep
 
 
-def _better(a: tuple[float, float], b: tuple[float, float]) -> bool:
-    if a[0] < b[0] - 1e-9:
-        return True
-    if a[0] > b[0] + 1e-9:
-        return False
-    return a[1] < b[1] - 1e-9 * max(1.0, abs(b[1]))
-
-
 def _stages(pairs: int) -> list[tuple[str, int]]:
     """The stages to run, in order: ("k", k) a restricted model (k candidates per
     type and criterion; from k = 3 on with the TP/precision variants of the
@@ -333,7 +326,7 @@ def _take(
         cand = state_from_values(ma, table, out.values, current)
         sc = cand.score()
         objective = sc[1]
-        if _better(sc, best_sc):
+        if better(sc, best_sc):
             res.state, improved = cand, True
     if not ma.restricted:
         bound = out.objective if relaxed and out.status == "optimal" else out.bound
