@@ -30,6 +30,7 @@ import pytest
 from conftest import generated_instances
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from support.milp_models import market_split_lp
 
 from app.engine.model.catalog import DEFAULT_PRECISIONS, catalog_gpu, catalog_model
 from app.engine.model.domain import Policy, QueryType, Scenario
@@ -404,22 +405,6 @@ def test_guard_cancel_kills_the_whole_group(tmp_path: Path) -> None:
     assert marker.exists() and run.cancelled and not run.killed_on_deadline
     assert started[0].poll() is not None
     assert _group_dies(run.pid)
-
-
-def market_split_lp(path: Path, m: int = 4, n: int = 36, seed: int = 7) -> Path:
-    """A deliberately hard MILP (Cornuéjols–Dawande market split): CBC cannot
-    close it in minutes, whatever the performance model says."""
-    import random
-
-    rng = random.Random(seed)
-    a = [[rng.randint(0, 99) for _ in range(n)] for _ in range(m)]
-    lines = ["minimize", " obj: " + " + ".join(f"sp{i} + sm{i}" for i in range(m)), "subject to"]
-    for i in range(m):
-        terms = " + ".join(f"{a[i][j]} x{j}" for j in range(n))
-        lines.append(f" c{i}: {terms} + sp{i} - sm{i} = {sum(a[i]) // 2}")
-    lines += ["binary", " " + " ".join(f"x{j}" for j in range(n)), "end"]
-    path.write_text("\n".join(lines) + "\n")
-    return path
 
 
 @pytest.mark.milp

@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support.milp_models import market_split_lp
 
 from app.engine.model.domain import Scenario
 from app.engine.model.schemas import parse_scenario
@@ -207,27 +208,13 @@ def test_a_stopped_or_killed_highs_stage_returns_its_incumbent(
     assert evaluate_plan(s, plan).feasible
 
 
-def _market_split_lp(path: Path, m: int = 4, n: int = 36, seed: int = 7) -> Path:
-    """A deliberately hard MILP (Cornuéjols–Dawande market split, as in
-    test_milp): CBC finds incumbents at once and cannot close it in minutes."""
-    rng = np.random.default_rng(seed)
-    a = rng.integers(0, 100, size=(m, n))
-    lines = ["minimize", " obj: " + " + ".join(f"sp{i} + sm{i}" for i in range(m)), "subject to"]
-    for i in range(m):
-        terms = " + ".join(f"{a[i, j]} x{j}" for j in range(n))
-        lines.append(f" c{i}: {terms} + sp{i} - sm{i} = {int(a[i].sum()) // 2}")
-    lines += ["binary", " " + " ".join(f"x{j}" for j in range(n)), "end"]
-    path.write_text("\n".join(lines) + "\n")
-    return path
-
-
 @pytest.mark.milp
 def test_a_cancelled_cbc_keeps_its_incumbent(tmp_path: Path) -> None:
     """Cancel (SIGINT first) a CBC that has been searching for a second (its log
     is block-buffered, so "an incumbent was logged" cannot be watched for; on
     this instance CBC's root heuristics find one within milliseconds): its
     solution file is written and read."""
-    lp = _market_split_lp(tmp_path / "ms.lp")
+    lp = market_split_lp(tmp_path / "ms.lp")
     log = tmp_path / "cbc.log"
     cancel = threading.Event()
 
