@@ -34,7 +34,12 @@ import numpy as np
 
 from app.engine.solvers.milp.arrays import MilpArrays
 from app.engine.solvers.milp.backends.process import _with_parent_death_signal
-from app.engine.solvers.milp.backends.stage import StageOutcome, StopSignal, stage_status
+from app.engine.solvers.milp.backends.stage import (
+    StageLimits,
+    StageOutcome,
+    StopSignal,
+    stage_status,
+)
 
 POLL_S = 0.01
 KILL_GRACE_S = 0.1  # SIGKILL this long after SIGTERM
@@ -112,19 +117,12 @@ class HighsSession:
         return self._ready
 
     # ---- a stage ---------------------------------------------------------------
-    def run(
-        self,
-        ma: MilpArrays,
-        start: np.ndarray | None,
-        deadline: float,
-        stop: StopSignal | None = None,
-        gap: float = 1e-4,
-        max_nodes: int | None = None,
-    ) -> StageOutcome:
-        """Solve `ma` from `start` until it is solved, `deadline` (monotonic) or
-        `stop`. Over 80 lines: the protocol with the child (send, wait, stop,
-        read back) is one sequence."""
+    def run(self, ma: MilpArrays, start: np.ndarray | None, limits: StageLimits) -> StageOutcome:
+        """Solve `ma` from `start` until it is solved or `limits` end it (the
+        deadline, the stop signal). Over 80 lines: the protocol with the child
+        (send, wait, stop, read back) is one sequence."""
         t0 = time.monotonic()
+        deadline, stop = limits.deadline, limits.stop
         if not self.wait_ready(deadline, stop) or self.proc is None:
             stopped = stop is not None and stop.is_set()
             return StageOutcome(
@@ -146,9 +144,9 @@ class HighsSession:
             "start": start_path,
             "out": str(out),
             "time_limit": limit,
-            "gap": gap,
+            "gap": limits.gap,
             "threads": 1,
-            "max_nodes": max_nodes,
+            "max_nodes": limits.max_nodes,
         }
         assert self.proc.stdin is not None
         try:
