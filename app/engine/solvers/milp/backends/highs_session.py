@@ -33,7 +33,10 @@ from typing import Any
 import numpy as np
 
 from app.engine.solvers.milp.arrays import MilpArrays
-from app.engine.solvers.milp.backends.process import _with_parent_death_signal
+from app.engine.solvers.milp.backends.process import (
+    _with_parent_death_signal,
+    python_child_env,
+)
 from app.engine.solvers.milp.backends.stage import (
     StageLimits,
     StageOutcome,
@@ -60,9 +63,6 @@ class HighsSession:
         self._tmp = tempfile.TemporaryDirectory(prefix="llm-allocator-polish-")
         self.dir = Path(self._tmp.name)
         self._log = open(self.dir / "worker.log", "wb")  # noqa: SIM115 (closed in close())
-        root = str(Path(__file__).resolve().parents[5])  # the directory holding `app`
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
         cmd = [sys.executable, "-m", "app.engine.solvers.milp.backends.highs_worker"]
         self.proc: subprocess.Popen[bytes] | None = subprocess.Popen(
             _with_parent_death_signal(cmd),
@@ -70,7 +70,7 @@ class HighsSession:
             stdout=subprocess.PIPE,
             stderr=self._log,
             cwd=self.dir,
-            env=env,
+            env=python_child_env(),
             start_new_session=True,
         )
         self._buf = b""
