@@ -58,7 +58,7 @@ from app.engine.plan.evaluate import evaluate_plan  # noqa: E402
 from app.engine.solvers.milp.arrays import build_arrays, state_from_values  # noqa: E402
 from app.engine.solvers.milp.backends import backend_version  # noqa: E402
 from app.engine.solvers.milp.backends.highs_session import HighsSession  # noqa: E402
-from app.engine.solvers.milp.backends.stage import CbcRunner  # noqa: E402
+from app.engine.solvers.milp.backends.stage import CbcRunner, StageLimits  # noqa: E402
 from app.engine.solvers.milp.model import build_model, write_lp  # noqa: E402
 from app.engine.solvers.polish import StageRunner  # noqa: E402
 from app.engine.solvers.solve import solve  # noqa: E402
@@ -119,7 +119,7 @@ def exact(table: CandidateTable, backend: str, limit: float, session: Any) -> di
     """The full MILP on the array model with one backend, from scratch."""
     ma = build_arrays(table)
     t0 = time.monotonic()
-    out = session.run(ma, None, time.monotonic() + limit, gap=1e-6)
+    out = session.run(ma, None, StageLimits(time.monotonic() + limit, gap=1e-6))
     wall = time.monotonic() - t0
     cost = None
     if out.values is not None:

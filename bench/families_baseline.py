@@ -26,10 +26,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import os
-import platform
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -37,6 +34,9 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from provenance import git_rev, machine  # noqa: E402
 
 from app.engine.model.schemas import parse_scenario  # noqa: E402
 from app.engine.plan.candidates import candidate_table  # noqa: E402
@@ -51,23 +51,6 @@ from app.research.benchmark_sets import Instance, benchmark_set, timing_set  # n
 RESULTS = ROOT / "bench" / "results"
 HEURISTICS = ("gh", "agh1", "agh5")
 DIAGNOSIS_MARK = "## Diagnosis"
-
-
-def git_commit() -> str:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-        return out + ("+dirty" if dirty else "")
-    except Exception:
-        return "unknown"
 
 
 def plan_summary(plan: Plan | None) -> dict[str, Any] | None:
@@ -439,10 +422,9 @@ def main() -> None:
             "meta": {
                 "command": "nice -n 10 python3 bench/families_baseline.py "
                 + " ".join(sys.argv[1:]),
-                "commit": git_commit(),
+                "commit": git_rev(),
                 "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-                "machine": f"{platform.machine()}, {os.cpu_count()} cpus, Python "
-                f"{platform.python_version()}",
+                "machine": machine(),
                 "solvers": f"CBC {cbc_version()}, HiGHS (highspy) {highs_version()}",
                 "time_limit_s": args.time_limit,
                 "timing_limit_s": args.timing_limit,

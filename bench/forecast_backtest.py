@@ -39,7 +39,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import platform
-import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -54,6 +53,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from demand_days import DAY, EPOCH0_S, WARMUP_DAYS, DemandDay, backtest_days  # noqa: E402
+from provenance import git_rev  # noqa: E402
 
 from app.engine.forecast import (  # noqa: E402
     BacktestResult,
@@ -84,22 +84,6 @@ UCM_GRID: dict[str, Sequence[Any]] = {
     "calib_half_life_h": (None, 6.0),
     "history_days": (2.0, 3.0),
 }
-
-
-def git_rev() -> str:
-    try:
-        rev = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no", "app", "bench"],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-        ).stdout.strip()
-        return rev + ("+dirty" if dirty else "")
-    except OSError:
-        return "unknown"
 
 
 # ------------------------------------------------------------------------------------

@@ -174,6 +174,22 @@ def _precision(pid: str) -> Precision:
     return p
 
 
+def _grouped_runs(
+    path: Path, labels: tuple[str, ...], sizes: tuple[str, ...], times: tuple[str, str]
+) -> tuple[dict[tuple[Any, ...], list[tuple[float, float]]], int]:
+    """A measurement CSV's (TTFT, TPOT) pairs (the `times` columns, ms) grouped by
+    configuration — the `labels` columns as read, then the `sizes` columns as
+    integers — and the number of rows read."""
+    acc: dict[tuple[Any, ...], list[tuple[float, float]]] = defaultdict(list)
+    raw = 0
+    with path.open(newline="") as fh:
+        for row in csv.DictReader(fh):
+            raw += 1
+            key = (*(row[c] for c in labels), *(int(row[c]) for c in sizes))
+            acc[key].append((float(row[times[0]]), float(row[times[1]])))
+    return acc, raw
+
+
 def load_splitwise(data_dir: Path = DEFAULT_DATA_DIR) -> Cases:
     """The Splitwise table, duplicates averaged, artefacts excluded.
 
@@ -185,21 +201,12 @@ def load_splitwise(data_dir: Path = DEFAULT_DATA_DIR) -> Cases:
     (e.g. A100: 796 ms at batch 64 vs 6607 ms at batch 32), where the fp16 weights
     (138 GB) leave almost no KV memory on 2×80 GB, so the batch was evidently not
     run in full."""
-    path = Path(data_dir) / SPLITWISE_FILE
-    acc: dict[tuple[Any, ...], list[tuple[float, float]]] = defaultdict(list)
-    raw = 0
-    with path.open(newline="") as fh:
-        for row in csv.DictReader(fh):
-            raw += 1
-            key = (
-                row["model"],
-                row["hardware"],
-                int(row["tensor_parallel"]),
-                int(row["prompt_size"]),
-                int(row["token_size"]),
-                int(row["batch_size"]),
-            )
-            acc[key].append((float(row["prompt_time"]), float(row["token_time"])))
+    acc, raw = _grouped_runs(
+        Path(data_dir) / SPLITWISE_FILE,
+        ("model", "hardware"),
+        ("tensor_parallel", "prompt_size", "token_size", "batch_size"),
+        ("prompt_time", "token_time"),
+    )
     means = {k: (np.mean([a for a, _ in v]), np.mean([b for _, b in v])) for k, v in acc.items()}
 
     excluded: set[tuple[Any, ...]] = set()
@@ -243,22 +250,12 @@ def load_splitwise(data_dir: Path = DEFAULT_DATA_DIR) -> Cases:
 
 def load_silicon(data_dir: Path = DEFAULT_DATA_DIR) -> Cases:
     """All H100 silicon runs (filter on `batch` for the concurrency <= 16 target)."""
-    path = Path(data_dir) / SILICON_FILE
-    acc: dict[tuple[Any, ...], list[tuple[float, float]]] = defaultdict(list)
-    raw = 0
-    with path.open(newline="") as fh:
-        for row in csv.DictReader(fh):
-            raw += 1
-            key = (
-                row["model_path"],
-                row["backend"],
-                int(row["tp_size"]),
-                int(row["pp_size"]),
-                int(row["isl"]),
-                int(row["osl"]),
-                int(row["batch_size"]),
-            )
-            acc[key].append((float(row["silicon_ttft_ms"]), float(row["silicon_tpot_ms"])))
+    acc, raw = _grouped_runs(
+        Path(data_dir) / SILICON_FILE,
+        ("model_path", "backend"),
+        ("tp_size", "pp_size", "isl", "osl", "batch_size"),
+        ("silicon_ttft_ms", "silicon_tpot_ms"),
+    )
     keys = sorted(acc)
     models, precs, labels = [], [], []
     for k in keys:

@@ -171,6 +171,17 @@ def _fixed_name(d: dict[str, Any]) -> str | None:
     return d.get("best_fixed")
 
 
+def _save_day_timelines(fig: Any, axes: Any, ylabel: str, legend_cols: int, name: str) -> str:
+    """Style a column of per-day timelines (one row a day, hours along x) and save it."""
+    for ax in axes[:, 0]:
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, ncol=legend_cols, loc="upper left")
+    axes[-1, 0].set_xlabel("hour of day")
+    fig.tight_layout()
+    return save(fig, name)
+
+
 def plot_rolling_days(ro: dict[str, Any]) -> str:
     """Per day: the actual per-minute rate, the rate each service policy's plan in
     force was made for, and what the best fixed plan was sized for."""
@@ -191,12 +202,7 @@ def plot_rolling_days(ro: dict[str, Any]) -> str:
                        **POLICY_STYLE["fixed"])  # fmt: skip
         ax.set_title(f"{d['name']}{' (held out)' if d.get('held_out') else ''}: "
                      f"{d['description']}", fontsize=9)  # fmt: skip
-        ax.set_ylabel("requests/s")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, ncol=3, loc="upper left")
-    axes[-1, 0].set_xlabel("hour of day")
-    fig.tight_layout()
-    return save(fig, "rolling_days.png")
+    return _save_day_timelines(fig, axes, "requests/s", 3, "rolling_days.png")
 
 
 def plot_rolling_gpus(ro: dict[str, Any]) -> str:
@@ -218,12 +224,7 @@ def plot_rolling_gpus(ro: dict[str, Any]) -> str:
                     **style,
                 )
         ax.set_title(f"{d['name']}: GPUs in force", fontsize=9)
-        ax.set_ylabel("GPUs")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, ncol=6, loc="upper left")
-    axes[-1, 0].set_xlabel("hour of day")
-    fig.tight_layout()
-    return save(fig, "rolling_gpus.png")
+    return _save_day_timelines(fig, axes, "GPUs", 6, "rolling_gpus.png")
 
 
 def plot_rolling_cost(ro: dict[str, Any]) -> str:

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Mapping
@@ -55,6 +54,7 @@ from perf_cases import (
     predict_cases,
     within_factor,
 )
+from provenance import git_rev
 
 from app.engine.model.catalog import catalog_gpu, catalog_model, catalog_precision
 from app.engine.perf.calibration import DEFAULT_PRIOR, CalibrationPrior
@@ -704,16 +704,6 @@ class _Tee(io.TextIOBase):
         self.out.flush()
 
 
-def _git_commit() -> str:
-    def git(*a: str) -> str:
-        return subprocess.run(["git", *a], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-
-    head = git("rev-parse", "--short", "HEAD") or "unknown"
-    return head + (
-        " (with uncommitted changes)" if git("status", "--porcelain", "--", "app", "bench") else ""
-    )
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     ap.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
@@ -739,7 +729,7 @@ def main(argv: list[str] | None = None) -> int:
         args.results.write_text(
             "# Performance model: validation, cross-validation, calibration\n\n"
             f"Command: `python3 bench/validate_perf.py {shown}` (from the repository root)\n\n"
-            f"Git commit: {_git_commit()}; data: `{args.data_dir}` (see its README)\n\n"
+            f"Git commit: {git_rev()}; data: `{args.data_dir}` (see its README)\n\n"
             "```text\n" + tee.buf.getvalue() + "```\n"
         )
     return 0

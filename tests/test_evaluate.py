@@ -105,6 +105,16 @@ def feasible_plan(s: Scenario) -> Plan:
     )
 
 
+def fixed_plan(chat: float, code: float, unmet: dict[str, float] | None = None) -> Plan:
+    """chat on 2 L40S/bf16 replicas, code on 1 A100/bf16 replica: each type's
+    share routed there as given, `unmet` as given."""
+    return Plan.build(
+        [dep(L40S, "bf16", 2), dep(A100, "bf16", 1)],
+        [Route("chat", did(L40S, "bf16"), chat), Route("code", did(A100, "bf16"), code)],
+        unmet,
+    )
+
+
 def kinds(ev: Evaluation) -> set[str]:
     return {v.constraint for v in ev.violations}
 
@@ -176,10 +186,7 @@ def test_storage_and_unmet_and_delay_costs_by_hand() -> None:
 
 def test_coverage_fractions_not_summing_to_one() -> None:
     s = tiny()
-    plan = Plan.build(
-        [dep(L40S, "bf16", 2), dep(A100, "bf16", 1)],
-        [Route("chat", did(L40S, "bf16"), 0.9), Route("code", did(A100, "bf16"), 1.0)],
-    )
+    plan = fixed_plan(0.9, 1.0)
     ev = evaluate_plan(s, plan)
     # The forgotten 0.1 of chat is unserved: a coverage violation, and unmet beyond
     # its cap (0), priced at its penalty and reported in the type's service.
@@ -197,10 +204,7 @@ def test_coverage_fractions_not_summing_to_one() -> None:
 def test_coverage_over_one() -> None:
     # code at 1.05: error mass 0.27*1.05 = 0.2835 <= 0.30 and load fits one A100 replica
     s = tiny()
-    plan = Plan.build(
-        [dep(L40S, "bf16", 2), dep(A100, "bf16", 1)],
-        [Route("chat", did(L40S, "bf16"), 1.0), Route("code", did(A100, "bf16"), 1.05)],
-    )
+    plan = fixed_plan(1.0, 1.05)
     ev = evaluate_plan(s, plan)
     assert kinds(ev) == {"coverage"}
     (v,) = ev.violations
@@ -209,11 +213,7 @@ def test_coverage_over_one() -> None:
 
 def test_unmet_above_cap() -> None:
     s = tiny()
-    plan = Plan.build(
-        [dep(L40S, "bf16", 2), dep(A100, "bf16", 1)],
-        [Route("chat", did(L40S, "bf16"), 0.7), Route("code", did(A100, "bf16"), 1.0)],
-        {"chat": 0.3},
-    )
+    plan = fixed_plan(0.7, 1.0, {"chat": 0.3})
     ev = evaluate_plan(s, plan)
     assert kinds(ev) == {"unmet_cap"}
     (v,) = ev.violations
@@ -223,11 +223,7 @@ def test_unmet_above_cap() -> None:
 
 def test_unmet_within_cap_is_feasible() -> None:
     s = with_type(tiny(), 0, max_unmet_fraction=0.3)
-    plan = Plan.build(
-        [dep(L40S, "bf16", 2), dep(A100, "bf16", 1)],
-        [Route("chat", did(L40S, "bf16"), 0.7), Route("code", did(A100, "bf16"), 1.0)],
-        {"chat": 0.3},
-    )
+    plan = fixed_plan(0.7, 1.0, {"chat": 0.3})
     assert evaluate_plan(s, plan).feasible
 
 
@@ -341,10 +337,7 @@ def test_storage_capacity_exceeded() -> None:
 def _slo_case() -> tuple[Scenario, Plan]:
     s = with_type(tiny(), 0, tpot_s=0.001)  # no batch size meets 1 ms per token
     assert int(constants(s, L40S, "bf16").bstar[0, 0]) == 0
-    plan = Plan.build(
-        [dep(L40S, "bf16", 2), dep(A100, "bf16", 1)],
-        [Route("chat", did(L40S, "bf16"), 1.0), Route("code", did(A100, "bf16"), 1.0)],
-    )
+    plan = fixed_plan(1.0, 1.0)
     return s, plan
 
 

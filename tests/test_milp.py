@@ -24,19 +24,26 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import pytest
 from conftest import generated_instances
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from support.milp_models import market_split_lp
 
 from app.engine.model.catalog import DEFAULT_PRECISIONS, catalog_gpu, catalog_model
 from app.engine.model.domain import Policy, QueryType, Scenario
 from app.engine.plan.candidates import CandidateTable, candidate_table
 from app.engine.plan.evaluate import evaluate_plan
 from app.engine.plan.plan import Deployment, Plan, Route
-from app.engine.solvers.milp.audit import MilpResult, audit, solve_milp
+from app.engine.solvers.milp.audit import (
+    MilpResult,
+    MilpStatus,
+    MilpTermination,
+    audit,
+    solve_milp,
+)
 from app.engine.solvers.milp.backends.cbc import classify, parse_bound, parse_solution_file
 from app.engine.solvers.milp.backends.process import ProcessRun, run_process
 from app.engine.solvers.milp.model import build_model
@@ -158,15 +165,8 @@ def _constants(table: CandidateTable) -> str:
 
 def _assert_sound(res: MilpResult, scenario: Scenario) -> None:
     """Invariants of every result."""
-    assert res.termination in (
-        "optimal",
-        "time_limit",
-        "infeasible",
-        "unbounded",
-        "cancelled",
-        "error",
-    )
-    assert res.solution_status in ("optimal", "feasible", "none")
+    assert res.termination in get_args(MilpTermination)
+    assert res.solution_status in get_args(MilpStatus)
     if res.solution_status == "optimal":
         assert res.termination == "optimal"
     if res.termination != "optimal":
@@ -404,22 +404,6 @@ def test_guard_cancel_kills_the_whole_group(tmp_path: Path) -> None:
     assert marker.exists() and run.cancelled and not run.killed_on_deadline
     assert started[0].poll() is not None
     assert _group_dies(run.pid)
-
-
-def market_split_lp(path: Path, m: int = 4, n: int = 36, seed: int = 7) -> Path:
-    """A deliberately hard MILP (Cornuéjols–Dawande market split): CBC cannot
-    close it in minutes, whatever the performance model says."""
-    import random
-
-    rng = random.Random(seed)
-    a = [[rng.randint(0, 99) for _ in range(n)] for _ in range(m)]
-    lines = ["minimize", " obj: " + " + ".join(f"sp{i} + sm{i}" for i in range(m)), "subject to"]
-    for i in range(m):
-        terms = " + ".join(f"{a[i][j]} x{j}" for j in range(n))
-        lines.append(f" c{i}: {terms} + sp{i} - sm{i} = {sum(a[i]) // 2}")
-    lines += ["binary", " " + " ".join(f"x{j}" for j in range(n)), "end"]
-    path.write_text("\n".join(lines) + "\n")
-    return path
 
 
 @pytest.mark.milp

@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support.milp_models import market_split_lp
 
 from app.engine.model.domain import Scenario
 from app.engine.model.schemas import parse_scenario
@@ -31,8 +32,14 @@ from app.engine.solvers.milp.audit import audit
 from app.engine.solvers.milp.backends import highs_session
 from app.engine.solvers.milp.backends.cbc import run_cbc
 from app.engine.solvers.milp.backends.highs_session import HighsSession, highs_available
-from app.engine.solvers.milp.backends.stage import CbcRunner, StageOutcome
-from app.engine.solvers.polish import StageRunner, open_runner, polish, polish_backend
+from app.engine.solvers.milp.backends.stage import CbcRunner, StageLimits, StageOutcome
+from app.engine.solvers.polish import (
+    PolishResult,
+    StageRunner,
+    open_runner,
+    polish,
+    polish_backend,
+)
 from app.engine.solvers.search import better
 from app.engine.solvers.solve import solve
 from app.engine.solvers.state import AllocationState
@@ -72,7 +79,22 @@ def _exact(table: CandidateTable) -> StageOutcome:
     """The full MILP of a small instance, solved to optimality (or infeasibility)."""
     runner = _runner()
     try:
-        return runner.run(build_arrays(table), None, time.monotonic() + 60.0)
+        return runner.run(build_arrays(table), None, StageLimits(time.monotonic() + 60.0))
+    finally:
+        runner.close()
+
+
+def _polish(
+    table: CandidateTable,
+    start: AllocationState,
+    runner: StageRunner | None = None,
+    stop: threading.Event | None = None,
+) -> PolishResult:
+    """`polish` within SOLVE_S, with `runner` (the default backend's when not
+    given), closed afterwards."""
+    runner = runner if runner is not None else _runner()
+    try:
+        return polish(table, start, runner, time.monotonic() + SOLVE_S, stop=stop)
     finally:
         runner.close()
 
@@ -101,11 +123,7 @@ def test_polish_never_returns_a_plan_worse_than_its_start(
     s = _scenario(case)
     table = candidate_table(s)
     start = greedy(table)
-    runner = _runner()
-    try:
-        res = polish(table, start, runner, time.monotonic() + SOLVE_S)
-    finally:
-        runner.close()
+    res = _polish(table, start)
     assert not better(start.score(), res.state.score())
     ev = evaluate_plan(s, res.state.to_plan())
     assert ev.objective == pytest.approx(res.state.objective(), rel=1e-6, abs=1e-6)
@@ -121,11 +139,7 @@ def test_restricted_bound_is_never_reported() -> None:
     table = candidate_table(s)
     exact = _exact(table)
     assert exact.status == "optimal" and exact.objective is not None
-    runner = _runner()
-    try:
-        res = polish(table, greedy(table), runner, time.monotonic() + SOLVE_S)
-    finally:
-        runner.close()
+    res = _polish(table, greedy(table))
     assert res.bound_source in ("milp", "lp")
     assert res.bound is not None and res.bound <= exact.objective + 1e-6
     assert res.proven_optimal
@@ -199,26 +213,12 @@ def test_a_stopped_or_killed_highs_stage_returns_its_incumbent(
     start = greedy(table)
     with HighsSession() as session:
         stop = _stop_when(lambda: list(session.dir.glob("stage*.inc.npy")))
-        out = session.run(ma, start_vector(ma, start), time.monotonic() + 120, stop)
+        out = session.run(ma, start_vector(ma, start), StageLimits(time.monotonic() + 120, stop))
     assert out.status == "stopped"
     assert out.values is not None, out.message
     assert out.recovered == (grace == 0.0) or out.recovered  # killed: read back
     plan = state_from_values(ma, table, out.values).to_plan()
     assert evaluate_plan(s, plan).feasible
-
-
-def _market_split_lp(path: Path, m: int = 4, n: int = 36, seed: int = 7) -> Path:
-    """A deliberately hard MILP (Cornuéjols–Dawande market split, as in
-    test_milp): CBC finds incumbents at once and cannot close it in minutes."""
-    rng = np.random.default_rng(seed)
-    a = rng.integers(0, 100, size=(m, n))
-    lines = ["minimize", " obj: " + " + ".join(f"sp{i} + sm{i}" for i in range(m)), "subject to"]
-    for i in range(m):
-        terms = " + ".join(f"{a[i, j]} x{j}" for j in range(n))
-        lines.append(f" c{i}: {terms} + sp{i} - sm{i} = {int(a[i].sum()) // 2}")
-    lines += ["binary", " " + " ".join(f"x{j}" for j in range(n)), "end"]
-    path.write_text("\n".join(lines) + "\n")
-    return path
 
 
 @pytest.mark.milp
@@ -227,7 +227,7 @@ def test_a_cancelled_cbc_keeps_its_incumbent(tmp_path: Path) -> None:
     is block-buffered, so "an incumbent was logged" cannot be watched for; on
     this instance CBC's root heuristics find one within milliseconds): its
     solution file is written and read."""
-    lp = _market_split_lp(tmp_path / "ms.lp")
+    lp = market_split_lp(tmp_path / "ms.lp")
     log = tmp_path / "cbc.log"
     cancel = threading.Event()
 
@@ -259,7 +259,7 @@ def test_a_cbc_polish_stage_stopped_keeps_its_incumbent() -> None:
                 if "MIPStart provided solution" in p.read_text(errors="replace")
             ]
         )
-        out = runner.run(ma, start_vector(ma, start), time.monotonic() + 120, stop)
+        out = runner.run(ma, start_vector(ma, start), StageLimits(time.monotonic() + 120, stop))
     finally:
         runner.close()
     if out.status == "optimal":
@@ -313,11 +313,7 @@ def test_polish_runs_no_stage_once_stopped() -> None:
     start = greedy(table)
     stop = threading.Event()
     stop.set()
-    runner = CbcRunner()
-    try:
-        res = polish(table, start, runner, time.monotonic() + SOLVE_S, stop=stop)
-    finally:
-        runner.close()
+    res = _polish(table, start, CbcRunner(), stop=stop)
     assert res.stopped and not res.stages and res.state is start
 
 

@@ -36,6 +36,18 @@ def _reject(doc: Doc, mutate: Callable[[Doc], object]) -> ScenarioError:
     return info.value
 
 
+def _set_at(path: tuple[Any, ...], value: Any) -> Callable[[Doc], None]:
+    """A mutation that sets `value` at `path` (keys and list indices) in a document."""
+
+    def mutate(d: Doc) -> None:
+        target: Any = d
+        for part in path[:-1]:
+            target = target[part]
+        target[path[-1]] = value
+
+    return mutate
+
+
 # ------------------------------------------------------------------ round trip
 
 
@@ -113,13 +125,7 @@ def test_scenario_error_is_an_input_error_with_field_and_message(doc: Doc) -> No
 def test_out_of_range_numbers_name_the_field(
     doc: Doc, path: tuple[Any, ...], value: Any, field: str
 ) -> None:
-    def mutate(d: Doc) -> None:
-        target: Any = d
-        for part in path[:-1]:
-            target = target[part]
-        target[path[-1]] = value
-
-    assert _reject(doc, mutate).field == field
+    assert _reject(doc, _set_at(path, value)).field == field
 
 
 @pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
@@ -136,13 +142,7 @@ def test_out_of_range_numbers_name_the_field(
     ],
 )
 def test_nan_and_inf_are_rejected(doc: Doc, bad: float, path: tuple[Any, ...], field: str) -> None:
-    def mutate(d: Doc) -> None:
-        target: Any = d
-        for part in path[:-1]:
-            target = target[part]
-        target[path[-1]] = bad
-
-    assert _reject(doc, mutate).field == field
+    assert _reject(doc, _set_at(path, bad)).field == field
 
 
 def test_nan_from_json_text_is_rejected(doc: Doc) -> None:
@@ -247,22 +247,21 @@ def test_empty_tp_options_are_rejected(doc: Doc) -> None:
     assert err.field == "policy.tp_options"
 
 
-def test_active_params_above_total_is_rejected(doc: Doc) -> None:
+@pytest.mark.parametrize(
+    ("index", "name", "bound", "excess"),
+    [(1, "active_params_b", "params_b", 1.0), (0, "kv_heads", "heads", 1)],
+    ids=["active_params_above_total", "kv_heads_above_heads"],
+)
+def test_a_model_field_above_its_bound_is_rejected(
+    doc: Doc, index: int, name: str, bound: str, excess: float
+) -> None:
     def mutate(d: Doc) -> None:
-        d["models"][1]["active_params_b"] = d["models"][1]["params_b"] + 1.0
+        model = d["models"][index]
+        model[name] = model[bound] + excess
 
     err = _reject(doc, mutate)
-    assert err.field.startswith("models[1]")
-    assert "active_params_b" in err.field + err.message
-
-
-def test_kv_heads_above_heads_is_rejected(doc: Doc) -> None:
-    def mutate(d: Doc) -> None:
-        d["models"][0]["kv_heads"] = d["models"][0]["heads"] + 1
-
-    err = _reject(doc, mutate)
-    assert err.field.startswith("models[0]")
-    assert "kv_heads" in err.field + err.message
+    assert err.field.startswith(f"models[{index}]")
+    assert name in err.field + err.message
 
 
 def test_moe_model_with_fewer_active_params_is_accepted(doc: Doc) -> None:

@@ -84,6 +84,13 @@ class Sink:
         items = self.demand if kind == "demand" else self.latency
         return [start_s(i) for i in items if key is None or i.get("query_type") == key]
 
+    def poller(self, config: SourceConfig, **options: Any) -> SourcePoller:
+        """A poller of `config` that ingests into this sink (`options`: the
+        poller's own, e.g. `client`, `cursors`, `clock`)."""
+        return SourcePoller(
+            config, ingest_demand=self.ingest_demand, ingest_latency=self.ingest_latency, **options
+        )
+
 
 # ------------------------------------------------------------ pure parts ----
 
@@ -255,6 +262,22 @@ class FakePrometheus:
         )
 
 
+def fake_config(
+    *,
+    demand: tuple[DemandQuery, ...] = (),
+    latency: tuple[LatencyQuery, ...] = (),
+    **cfg: Any,
+) -> SourceConfig:
+    """A source config for the fake Prometheus: 60-s windows, settled after 10 s,
+    no initial backfill, unless `cfg` says otherwise."""
+    return SourceConfig(
+        "http://prom.test",
+        demand=demand,
+        latency=latency,
+        **{"window_s": 60, "settle_s": 10, "initial_backfill_s": 0, **cfg},
+    )
+
+
 def fake_poller(
     fake: FakePrometheus,
     sink: Sink,
@@ -264,19 +287,8 @@ def fake_poller(
     cursors: MemoryCursorStore | None = None,
     **cfg: Any,
 ) -> SourcePoller:
-    config = SourceConfig(
-        "http://prom.test",
-        demand=demand,
-        latency=latency,
-        **{"window_s": 60, "settle_s": 10, "initial_backfill_s": 0, **cfg},
-    )
-    return SourcePoller(
-        config,
-        ingest_demand=sink.ingest_demand,
-        ingest_latency=sink.ingest_latency,
-        cursors=cursors,
-        client=fake.client(),
-    )
+    config = fake_config(demand=demand, latency=latency, **cfg)
+    return sink.poller(config, cursors=cursors, client=fake.client())
 
 
 @pytest.mark.anyio
@@ -449,21 +461,13 @@ async def test_poller_catch_up_is_bounded_and_chunked() -> None:
     fake = FakePrometheus({"r": lambda t: 1.0})
     sink = Sink()
     cursors = MemoryCursorStore({"demand/code": T0})
-    config = SourceConfig(
-        "http://prom.test",
+    config = fake_config(
         demand=(DemandQuery("code", requests="r"),),
-        window_s=60,
         settle_s=0,
         max_catchup_s=3600,
+        initial_backfill_s=3600,
     )
-    poller = SourcePoller(
-        config,
-        ingest_demand=sink.ingest_demand,
-        ingest_latency=sink.ingest_latency,
-        cursors=cursors,
-        client=fake.client(),
-        max_windows_per_query=25,
-    )
+    poller = sink.poller(config, cursors=cursors, client=fake.client(), max_windows_per_query=25)
     report = await poller.poll_once(T0 + 3 * 3600)
     # 180 windows since the cursor; the newest 60 (max_catchup_s) are fetched in 3 chunks
     assert report.queries[0].windows_ingested == 60 and report.queries[0].windows_skipped == 120
@@ -588,20 +592,8 @@ async def test_run_loop_polls_until_stopped() -> None:
     fake = FakePrometheus({"r": lambda t: 1.0})
     sink = Sink()
     clock = iter(range(T0 + 70, T0 + 10**6, 60))
-    config = SourceConfig(
-        "http://prom.test",
-        demand=(DemandQuery("code", requests="r"),),
-        poll_interval_s=0.1,
-        settle_s=10,
-        initial_backfill_s=0,
-    )
-    poller = SourcePoller(
-        config,
-        ingest_demand=sink.ingest_demand,
-        ingest_latency=sink.ingest_latency,
-        client=fake.client(),
-        clock=lambda: float(next(clock)),
-    )
+    config = fake_config(demand=(DemandQuery("code", requests="r"),), poll_interval_s=0.1)
+    poller = sink.poller(config, client=fake.client(), clock=lambda: float(next(clock)))
     poller.start()
     with anyio.fail_after(30):
         while len(sink.demand) < 3:
@@ -744,9 +736,7 @@ async def test_real_prometheus_nan_empty_partial_and_bad_query(stack: Stack) -> 
         initial_backfill_s=12.0,
         failure_threshold=1,
     )
-    poller = SourcePoller(
-        config, ingest_demand=sink.ingest_demand, ingest_latency=sink.ingest_latency
-    )
+    poller = sink.poller(config)
     now = time.time()
     report = await poller.poll_once(now)
     await poller.stop()
@@ -801,11 +791,7 @@ async def test_real_check_queries_before_accepting_a_config(stack: Stack) -> Non
 @pytest.mark.anyio
 async def test_real_unreachable_prometheus_is_a_status_not_an_exception() -> None:
     sink = Sink()
-    poller = SourcePoller(
-        fast_config(f"http://127.0.0.1:{free_port()}"),
-        ingest_demand=sink.ingest_demand,
-        ingest_latency=sink.ingest_latency,
-    )
+    poller = sink.poller(fast_config(f"http://127.0.0.1:{free_port()}"))
     for i in range(3):
         report = await poller.poll_once(T0 + 10 + 2 * i)
         assert {p.outcome for p in report.queries} == {"error"}
@@ -860,9 +846,7 @@ async def run_outage(
         demand=[t.demand("conv")],
         latency=[t.latency(model="Llama-3.1-8B", gpu="H100-SXM", precision="bf16")],
     )
-    poller = SourcePoller(
-        to_config(spec), ingest_demand=sink.ingest_demand, ingest_latency=sink.ingest_latency
-    )
+    poller = sink.poller(to_config(spec))
     poller.start()
     slack = 60 + 3 * window_s
     try:
@@ -1011,9 +995,7 @@ async def test_gateway_routes_through_the_fixtures(
             vllm_templates(w, label_selector(route="/v1/chat")).demand("chat"),
         ],
     )
-    poller = SourcePoller(
-        to_config(spec), ingest_demand=sink.ingest_demand, ingest_latency=sink.ingest_latency
-    )
+    poller = sink.poller(to_config(spec))
     with anyio.fail_after(120):
         while sum(start_s(i) >= since for i in sink.demand) < 6:
             await poller.poll_once(time.time())

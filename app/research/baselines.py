@@ -27,7 +27,7 @@ import numpy as np
 
 from app.engine.model.domain import Scenario
 from app.engine.perf.profiles import EngineProfile
-from app.engine.plan.candidates import CandidateTable, PairConstants, candidate_table
+from app.engine.plan.candidates import CandidateTable, candidate_table
 from app.engine.plan.evaluate import evaluate_plan
 from app.engine.plan.evaluation import Evaluation, plan_document
 from app.engine.plan.plan import Plan
@@ -105,7 +105,6 @@ def run_baseline(
 
 def subtable(table: CandidateTable, keep: np.ndarray) -> CandidateTable:
     """The candidate table restricted to the candidates where `keep` is true."""
-    p = table.pairs
     return CandidateTable(
         scenario=table.scenario,
         profile=table.profile,
@@ -114,15 +113,7 @@ def subtable(table: CandidateTable, keep: np.ndarray) -> CandidateTable:
         precision=table.precision[keep],
         tp=table.tp[keep],
         pp=table.pp[keep],
-        pairs=PairConstants(
-            bstar=p.bstar[:, keep],
-            mu=p.mu[:, keep],
-            error=p.error[:, keep],
-            ttft=p.ttft[:, keep],
-            tpot=p.tpot[:, keep],
-            delay=p.delay[:, keep],
-            fits=p.fits[keep],
-        ),
+        pairs=table.pairs.select(keep),
     )
 
 

@@ -107,6 +107,23 @@ def _doc(s: Scenario) -> Document:
     return scenario_to_document(s)
 
 
+def _scenario(
+    query_types: Sequence[QueryType],
+    models: tuple[Model, ...],
+    gpus: tuple[GPU, ...],
+    precisions: tuple[Precision, ...] | None = None,
+) -> Scenario:
+    """A family's scenario: the families' one policy (a 1 h horizon, replicas at
+    most 80% utilized) and bf16 + int8 unless `precisions` says otherwise."""
+    return Scenario(
+        query_types=tuple(query_types),
+        models=models,
+        gpus=gpus,
+        precisions=precisions if precisions is not None else _precisions(["bf16", "int8"]),
+        policy=Policy(horizon_h=1.0, max_utilization=0.8),
+    )
+
+
 # The demo's six query-type shapes (Azure code/conversation token means, plus
 # summarization, translation, math, long-context RAG), with their SLOs and bounds.
 _DEMO = {q.id: q for q in demo_query_types()}
@@ -223,13 +240,7 @@ def single_model(
                 task="general",
             )
         )
-    s = Scenario(
-        query_types=tuple(qts),
-        models=(m,),
-        gpus=_gpus(gids, 64),
-        precisions=_precisions(["bf16"]),
-        policy=Policy(horizon_h=1.0, max_utilization=0.8),
-    )
+    s = _scenario(qts, (m,), _gpus(gids, 64), _precisions(["bf16"]))
     return _doc(s)
 
 
@@ -295,13 +306,7 @@ def scarce(
         unmet_penalty=(0.02, 0.2) if budget else (0.01, 0.05),
     )
     qts = [replace(q, max_unmet_fraction=float(z)) for q, z in zip(qts, zeta, strict=True)]
-    loose = Scenario(
-        query_types=tuple(qts),
-        models=_models(mids),
-        gpus=_gpus(gids, 64),
-        precisions=_precisions(["bf16", "int8"]),
-        policy=Policy(horizon_h=1.0, max_utilization=0.8),
-    )
+    loose = _scenario(qts, _models(mids), _gpus(gids, 64))
     table = _table(loose)
     pol = loose.policy
     if budget:
@@ -364,13 +369,7 @@ def budget_binding(
     qts = _shaped_types(
         rng, n_types, 10.0, 60.0, eps_scale=(1.05, 1.3), unmet_penalty=(0.01, 0.2), max_unmet=0.1
     )
-    s = Scenario(
-        query_types=tuple(qts),
-        models=_models(mids),
-        gpus=_gpus(gids, 64),
-        precisions=_precisions(["bf16", "int8"]),
-        policy=Policy(horizon_h=1.0, max_utilization=0.8),
-    )
+    s = _scenario(qts, _models(mids), _gpus(gids, 64))
     table = _table(s)
     share = np.full(n_types, 0.9)
     if short:
@@ -433,13 +432,7 @@ def accuracy_mix(seed: int, n_types: int = 6, n_models: int = 3, n_gpus: int = 3
         e_cheap = min((m.error_rates[task] for m in cheap), default=e_acc * 2)
         eps = e_acc + float(rng.uniform(0.25, 0.75)) * (e_cheap - e_acc)
         out.append(replace(q, max_error_rate=float(round(eps, 4))))
-    s = Scenario(
-        query_types=tuple(out),
-        models=(acc, *cheap),
-        gpus=_gpus(gids, 32),
-        precisions=DEFAULT_PRECISIONS,
-        policy=Policy(horizon_h=1.0, max_utilization=0.8),
-    )
+    s = _scenario(out, (acc, *cheap), _gpus(gids, 32), DEFAULT_PRECISIONS)
     return _doc(s)
 
 
@@ -469,13 +462,7 @@ def many_types(seed: int, n_types: int = 30, n_models: int = 3) -> Document:
     pair = _GPU_PAIRS[int(rng.integers(len(_GPU_PAIRS)))]
     mids = ["Qwen2.5-14B", *_pick(rng, _MANY_MODELS, n_models - 1)]
     qts = _shaped_types(rng, n_types, 0.05, 3.0, eps_scale=(1.0, 1.25))
-    s = Scenario(
-        query_types=tuple(qts),
-        models=_models(mids),
-        gpus=_gpus(list(pair), 24),
-        precisions=_precisions(["bf16", "int8"]),
-        policy=Policy(horizon_h=1.0, max_utilization=0.8),
-    )
+    s = _scenario(qts, _models(mids), _gpus(list(pair), 24))
     return _doc(s)
 
 
@@ -503,13 +490,7 @@ def scale(seed: int, n_types: int = 150, n_models: int = 6, n_gpus: int = 5) -> 
     others = [m for m in _SCALE_MODELS if m != "Qwen2.5-14B"]
     mids = ["Qwen2.5-14B", *_pick(rng, others, n_models - 1)]
     qts = _shaped_types(rng, n_types, 0.1, 10.0)
-    s = Scenario(
-        query_types=tuple(qts),
-        models=_models(mids),
-        gpus=_gpus(gids, 64),
-        precisions=_precisions(["bf16", "int8"]),
-        policy=Policy(horizon_h=1.0, max_utilization=0.8),
-    )
+    s = _scenario(qts, _models(mids), _gpus(gids, 64))
     return _doc(s)
 
 

@@ -255,20 +255,44 @@ def render(streams: Sequence[Stream], t_s: float) -> str:
         lines.append(f"# HELP {name} {help_}")
         lines.append(f"# TYPE {name} {kind}")
 
-    family("vllm:num_requests_running", "gauge", "Number of requests currently running.")
-    for s in streams:
-        lines.append(f"vllm:num_requests_running{_fmt_labels(s.labels())} {_fmt(s.running(t_s))}")
-    family("vllm:request_success_total", "counter", "Count of successfully processed requests.")
-    for s in streams:
-        lab = _fmt_labels(s.labels() | {"finished_reason": "stop"})
-        lines.append(f"vllm:request_success_total{lab} {_fmt(s.completed)}")
-    family("vllm:prompt_tokens_total", "counter", "Number of prefill tokens processed.")
-    for s in streams:
-        lines.append(f"vllm:prompt_tokens_total{_fmt_labels(s.labels())} {_fmt(s.prompt_tokens)}")
-    family("vllm:generation_tokens_total", "counter", "Number of generation tokens processed.")
-    for s in streams:
-        lab = _fmt_labels(s.labels())
-        lines.append(f"vllm:generation_tokens_total{lab} {_fmt(s.generation_tokens)}")
+    def one_value(
+        name: str,
+        kind: str,
+        help_: str,
+        value: Callable[[Stream], float],
+        extra_labels: dict[str, str] | None = None,
+    ) -> None:
+        """A family with one sample per stream."""
+        family(name, kind, help_)
+        for s in streams:
+            lab = _fmt_labels(s.labels() | (extra_labels or {}))
+            lines.append(f"{name}{lab} {_fmt(value(s))}")
+
+    one_value(
+        "vllm:num_requests_running",
+        "gauge",
+        "Number of requests currently running.",
+        lambda s: s.running(t_s),
+    )
+    one_value(
+        "vllm:request_success_total",
+        "counter",
+        "Count of successfully processed requests.",
+        lambda s: s.completed,
+        {"finished_reason": "stop"},
+    )
+    one_value(
+        "vllm:prompt_tokens_total",
+        "counter",
+        "Number of prefill tokens processed.",
+        lambda s: s.prompt_tokens,
+    )
+    one_value(
+        "vllm:generation_tokens_total",
+        "counter",
+        "Number of generation tokens processed.",
+        lambda s: s.generation_tokens,
+    )
     for name, attr, help_ in (
         ("vllm:time_to_first_token_seconds", "ttft", "Histogram of time to first token."),
         ("vllm:time_per_output_token_seconds", "tpot", "Histogram of time per output token."),

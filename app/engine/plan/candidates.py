@@ -55,6 +55,18 @@ class PairConstants:
     def feasible(self) -> BoolArray:
         return (self.bstar >= 1) & np.isfinite(self.error) & (self.mu > 0)
 
+    def select(self, keep: BoolArray) -> PairConstants:
+        """The constants of the candidates where `keep` (K,) is true."""
+        return PairConstants(
+            bstar=self.bstar[:, keep],
+            mu=self.mu[:, keep],
+            error=self.error[:, keep],
+            ttft=self.ttft[:, keep],
+            tpot=self.tpot[:, keep],
+            delay=self.delay[:, keep],
+            fits=self.fits[keep],
+        )
+
 
 def candidate_engines(scenario: Scenario, gpu_idx: IntArray) -> list[str]:
     """The serving engine of each candidate: its GPU type's, else the policy's."""
@@ -346,13 +358,5 @@ def candidate_table(
         precision=p[keep],
         tp=n[keep],
         pp=m[keep],
-        pairs=PairConstants(
-            bstar=pairs.bstar[:, keep],
-            mu=pairs.mu[:, keep],
-            error=pairs.error[:, keep],
-            ttft=pairs.ttft[:, keep],
-            tpot=pairs.tpot[:, keep],
-            delay=pairs.delay[:, keep],
-            fits=pairs.fits[keep],
-        ),
+        pairs=pairs.select(keep),
     )

@@ -56,7 +56,13 @@ from app.engine.solvers.milp.arrays import (
     state_from_values,
 )
 from app.engine.solvers.milp.backends.highs_session import HighsSession, highs_available
-from app.engine.solvers.milp.backends.stage import CbcRunner, StageOutcome, StopSignal
+from app.engine.solvers.milp.backends.stage import (
+    CbcRunner,
+    StageLimits,
+    StageOutcome,
+    StopSignal,
+)
+from app.engine.solvers.search import better
 from app.engine.solvers.state import AllocationState
 
 # Neighbourhood sizes tried in turn on large models (candidates per query type
@@ -79,13 +85,7 @@ LP_S_PER_10K_PAIRS = 0.25
 
 class StageRunner(Protocol):
     def run(
-        self,
-        ma: MilpArrays,
-        start: np.ndarray | None,
-        deadline: float,
-        stop: StopSignal | None = None,
-        gap: float = 1e-4,
-        max_nodes: int | None = None,
+        self, ma: MilpArrays, start: np.ndarray | None, limits: StageLimits
     ) -> StageOutcome: ...
 
     def ready_now(self) -> bool: ...
@@ -126,27 +126,17 @@ class HybridRunner:
     def ready_now(self) -> bool:
         return True
 
-    def run(
-        self,
-        ma: MilpArrays,
-        start: np.ndarray | None,
-        deadline: float,
-        stop: StopSignal | None = None,
-        gap: float = 1e-4,
-        max_nodes: int | None = None,
-    ) -> StageOutcome:
+    def run(self, ma: MilpArrays, start: np.ndarray | None, limits: StageLimits) -> StageOutcome:
         if not ma.restricted or self.highs.ready_now():
-            return replace(
-                self.highs.run(ma, start, deadline, stop, gap, max_nodes), solver="highs"
-            )
+            return replace(self.highs.run(ma, start, limits), solver="highs")
         # CBC until HiGHS is ready: then CBC is interrupted (it writes its
         # incumbent) and HiGHS goes on from the better of that and the start.
-        handoff = _EitherStop(stop, self.highs.ready_now)
-        out = self.cbc.run(ma, start, deadline, handoff, gap, max_nodes)
-        if out.status != "stopped" or (stop is not None and stop.is_set()):
+        handoff = _EitherStop(limits.stop, self.highs.ready_now)
+        out = self.cbc.run(ma, start, replace(limits, stop=handoff))
+        if out.status != "stopped" or (limits.stop is not None and limits.stop.is_set()):
             return replace(out, solver="cbc")
         nxt = out.values if out.values is not None else start
-        return replace(self.highs.run(ma, nxt, deadline, stop, gap, max_nodes), solver="cbc+highs")
+        return replace(self.highs.run(ma, nxt, limits), solver="cbc+highs")
 
     def close(self) -> None:
         self.highs.close()
@@ -231,14 +221,6 @@ def neighbourhood(
     return keep
 
 
-def _better(a: tuple[float, float], b: tuple[float, float]) -> bool:
-    if a[0] < b[0] - 1e-9:
-        return True
-    if a[0] > b[0] + 1e-9:
-        return False
-    return a[1] < b[1] - 1e-9 * max(1.0, abs(b[1]))
-
-
 def _stages(pairs: int) -> list[tuple[str, int]]:
     """The stages to run, in order: ("k", k) a restricted model (k candidates per
     type and criterion; from k = 3 on with the TP/precision variants of the
@@ -293,8 +275,8 @@ def polish(
             break  # nothing left worth starting
         ma = build_arrays(table, current, keep, relax=relax)
         stage_gap = gap if keep is None else max(gap, RESTRICTED_GAP)
-        out = runner.run(ma, None if relax else start_vector(ma, res.state), deadline, stop,
-                         stage_gap, max_nodes)  # fmt: skip
+        limits = StageLimits(deadline, stop, stage_gap, max_nodes)
+        out = runner.run(ma, None if relax else start_vector(ma, res.state), limits)
         if out.status == "stopped":
             res.stopped = True
         cut = out.status in ("limit", "stopped") and not out.raw.startswith("kSolutionLimit")
@@ -333,7 +315,7 @@ def _take(
         cand = state_from_values(ma, table, out.values, current)
         sc = cand.score()
         objective = sc[1]
-        if _better(sc, best_sc):
+        if better(sc, best_sc):
             res.state, improved = cand, True
     if not ma.restricted:
         bound = out.objective if relaxed and out.status == "optimal" else out.bound

@@ -149,10 +149,13 @@ class _Rows:
         )
 
 
-def live_replicas(table: CandidateTable, current: Plan | None) -> tuple[np.ndarray, float]:
-    """(D,) live replicas per candidate and the change cost of live deployments the
-    table cannot hold (stopped for sure), when a change cost applies."""
-    cc = table.scenario.policy.change_cost_per_gpu if current is not None else 0.0
+def live_replicas(
+    table: CandidateTable, current: Plan | None, cost_per_gpu: float
+) -> tuple[np.ndarray, float]:
+    """(D,) live replicas per candidate and the change cost (at `cost_per_gpu`)
+    of live deployments the table cannot hold (stopped for sure), when a change
+    cost applies (`current` given and `cost_per_gpu` > 0)."""
+    cc = cost_per_gpu
     r_cur = np.zeros(table.size, dtype=np.int64)
     const = 0.0
     if current is not None and cc > 0:
@@ -191,7 +194,7 @@ def build_arrays(
     gpr = table.gpus_per_replica[cand].astype(np.float64)
 
     cc = pol.change_cost_per_gpu if current is not None else 0.0
-    r_cur_all, change_const = live_replicas(table, current)
+    r_cur_all, change_const = live_replicas(table, current, cc)
     r_cur = r_cur_all[cand]
     # Live deployments outside the restriction are stopped: their change is a constant.
     if cc > 0 and keep is not None:

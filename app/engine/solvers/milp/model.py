@@ -49,6 +49,7 @@ from pyomo.core.expr.numeric_expr import LinearExpression
 from app.engine.plan import costs
 from app.engine.plan.candidates import CandidateTable
 from app.engine.plan.plan import Plan, Route
+from app.engine.solvers.milp.arrays import live_replicas
 
 # Routing fractions below this are solver noise and dropped from the plan.
 MIN_FRACTION = 1e-9
@@ -104,15 +105,7 @@ def build_model(
 
     # Live plan, by deployment id.
     cc = costs.change_cost_per_gpu(pol) if current is not None else 0.0
-    r_cur = np.zeros(D, dtype=np.int64)
-    change_const = 0.0
-    if current is not None and cc > 0:
-        for dep in current.deployments:
-            k = table.index.get(dep.id)
-            if k is None:
-                change_const += cc * dep.gpus
-            else:
-                r_cur[k] = dep.replicas
+    r_cur, change_const = live_replicas(table, current, cc)
 
     # Replica bounds: never more than availability allows, nor more than could ever
     # carry load (unless the live plan already runs more).

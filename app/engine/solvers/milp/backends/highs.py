@@ -19,7 +19,6 @@ if the child had to be killed (`highs_worker.watch`).
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from collections.abc import Callable
@@ -31,7 +30,12 @@ from typing import Any
 import numpy as np
 
 from app.engine.solvers.milp.backends.outcome import SolverOutcome
-from app.engine.solvers.milp.backends.process import CancelSignal, ProcessRun, run_process
+from app.engine.solvers.milp.backends.process import (
+    CancelSignal,
+    ProcessRun,
+    python_child_env,
+    run_process,
+)
 
 _STATUS = {
     "kOptimal": "optimal",
@@ -78,9 +82,6 @@ def run_highs(
         str(int(threads)),
         str(mipstart) if mipstart is not None else "",
     ]
-    root = str(Path(__file__).resolve().parents[5])  # the directory holding `app`
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
     run = run_process(
         cmd,
         log_path,
@@ -88,7 +89,7 @@ def run_highs(
         cancel,
         on_start,
         cwd=lp_path.parent,
-        env=env,
+        env=python_child_env(),
         interrupt_wait_s=0.3,
     )
     version = highs_version()

@@ -33,8 +33,16 @@ from typing import Any
 import numpy as np
 
 from app.engine.solvers.milp.arrays import MilpArrays
-from app.engine.solvers.milp.backends.process import _with_parent_death_signal
-from app.engine.solvers.milp.backends.stage import StageOutcome, StopSignal, stage_status
+from app.engine.solvers.milp.backends.process import (
+    _with_parent_death_signal,
+    python_child_env,
+)
+from app.engine.solvers.milp.backends.stage import (
+    StageLimits,
+    StageOutcome,
+    StopSignal,
+    stage_status,
+)
 
 POLL_S = 0.01
 KILL_GRACE_S = 0.1  # SIGKILL this long after SIGTERM
@@ -55,9 +63,6 @@ class HighsSession:
         self._tmp = tempfile.TemporaryDirectory(prefix="llm-allocator-polish-")
         self.dir = Path(self._tmp.name)
         self._log = open(self.dir / "worker.log", "wb")  # noqa: SIM115 (closed in close())
-        root = str(Path(__file__).resolve().parents[5])  # the directory holding `app`
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
         cmd = [sys.executable, "-m", "app.engine.solvers.milp.backends.highs_worker"]
         self.proc: subprocess.Popen[bytes] | None = subprocess.Popen(
             _with_parent_death_signal(cmd),
@@ -65,7 +70,7 @@ class HighsSession:
             stdout=subprocess.PIPE,
             stderr=self._log,
             cwd=self.dir,
-            env=env,
+            env=python_child_env(),
             start_new_session=True,
         )
         self._buf = b""
@@ -112,19 +117,12 @@ class HighsSession:
         return self._ready
 
     # ---- a stage ---------------------------------------------------------------
-    def run(
-        self,
-        ma: MilpArrays,
-        start: np.ndarray | None,
-        deadline: float,
-        stop: StopSignal | None = None,
-        gap: float = 1e-4,
-        max_nodes: int | None = None,
-    ) -> StageOutcome:
-        """Solve `ma` from `start` until it is solved, `deadline` (monotonic) or
-        `stop`. Over 80 lines: the protocol with the child (send, wait, stop,
-        read back) is one sequence."""
+    def run(self, ma: MilpArrays, start: np.ndarray | None, limits: StageLimits) -> StageOutcome:
+        """Solve `ma` from `start` until it is solved or `limits` end it (the
+        deadline, the stop signal). Over 80 lines: the protocol with the child
+        (send, wait, stop, read back) is one sequence."""
         t0 = time.monotonic()
+        deadline, stop = limits.deadline, limits.stop
         if not self.wait_ready(deadline, stop) or self.proc is None:
             stopped = stop is not None and stop.is_set()
             return StageOutcome(
@@ -146,9 +144,9 @@ class HighsSession:
             "start": start_path,
             "out": str(out),
             "time_limit": limit,
-            "gap": gap,
+            "gap": limits.gap,
             "threads": 1,
-            "max_nodes": max_nodes,
+            "max_nodes": limits.max_nodes,
         }
         assert self.proc.stdin is not None
         try:

@@ -49,6 +49,16 @@ class ProcessRun:
     pid: int
 
 
+def python_child_env() -> dict[str, str]:
+    """The environment for a `python -m app.…` solver child: this process's, with
+    the directory holding `app` first on PYTHONPATH (the child imports the same
+    code as its parent)."""
+    root = str(Path(__file__).resolve().parents[5])  # the directory holding `app`
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
+    return env
+
+
 def _kill_group(proc: subprocess.Popen[bytes], sig: int) -> None:
     try:
         os.killpg(proc.pid, sig)

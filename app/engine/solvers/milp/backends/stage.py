@@ -35,6 +35,18 @@ class StopSignal(Protocol):
 
 
 @dataclass(frozen=True)
+class StageLimits:
+    """When one stage ends: at `deadline` (monotonic), when `stop` is set, at the
+    relative `gap`, or (deterministic mode) after `max_nodes` branch-and-bound
+    nodes."""
+
+    deadline: float
+    stop: StopSignal | None = None
+    gap: float = 1e-4
+    max_nodes: int | None = None
+
+
+@dataclass(frozen=True)
 class StageOutcome:
     status: str  # optimal | limit | stopped | infeasible | error
     values: np.ndarray | None  # column values of the best solution the solver reported
@@ -72,15 +84,7 @@ class CbcRunner:
         self.dir = Path(self._tmp.name)
         self._jobs = 0
 
-    def run(
-        self,
-        ma: MilpArrays,
-        start: np.ndarray | None,
-        deadline: float,
-        stop: StopSignal | None = None,
-        gap: float = 1e-4,
-        max_nodes: int | None = None,
-    ) -> StageOutcome:
+    def run(self, ma: MilpArrays, start: np.ndarray | None, limits: StageLimits) -> StageOutcome:
         t0 = time.monotonic()
         self._jobs += 1
         work = self.dir / f"stage{self._jobs}"
@@ -95,17 +99,17 @@ class CbcRunner:
             if rows:
                 mipstart = work / "start.sol"
                 mipstart.write_text("\n".join(rows) + "\n")
-        remaining = deadline - time.monotonic()
+        remaining = limits.deadline - time.monotonic()
         if remaining <= 0.02:
             return StageOutcome("limit", None, None, None, False, 0.0, message="no time left")
         out = run_cbc(
             work / "model.mps",
             max(0.05, 0.8 * remaining - 0.05),
-            gap,
+            limits.gap,
             1,
-            stop,
+            limits.stop,
             mipstart,
-            hard_deadline=deadline,
+            hard_deadline=limits.deadline,
             interrupt_wait_s=min(0.15, 0.3 * remaining),
         )
         values = None
