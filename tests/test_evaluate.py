@@ -456,7 +456,7 @@ def test_structure_unknown_query_type_in_routing_and_unmet() -> None:
 
 def test_change_cost_against_the_current_plan() -> None:
     # A plan for the whole horizon: the change cost counts once (weight 1).
-    s = tiny(change_cost_per_gpu=0.5, replan_interval_s=3600 * HORIZON)
+    s = tiny(change_cost_per_gpu=0.5, change_payback_s=3600 * HORIZON)
     plan = feasible_plan(s)  # L40S/bf16/tp1 x2, A100/bf16/tp1 x1
     current = Plan.build(
         [dep(L40S, "bf16", 3), dep(A100, "bf16", 1, tp=2)],
@@ -470,11 +470,20 @@ def test_change_cost_against_the_current_plan() -> None:
     assert evaluate_plan(s, current, current=plan).cost.change_cost == pytest.approx(2.0)
 
 
-def test_change_cost_weighs_against_one_replan_interval() -> None:
-    """Rental is priced per horizon (2 h here) but a re-planned fleet lives one
-    re-plan interval (300 s): the one-off change cost counts 3600*2/300 = 24 times,
-    so a change pays for itself within the interval it is made for."""
+def test_change_cost_weighs_against_the_payback() -> None:
+    """Rental is priced per horizon (2 h here); a change must pay for itself within
+    the payback (by default one hour): the one-off change cost counts 3600*2/3600 = 2
+    times."""
     s = tiny(change_cost_per_gpu=0.5, replan_interval_s=300)
+    plan, current = feasible_plan(s), Plan.build([dep(L40S, "bf16", 3)], [], {})
+    # |2-3| L40S + 1 A100 added = 2 GPUs
+    assert evaluate_plan(s, plan, current=current).cost.change_cost == pytest.approx(0.5 * 2 * 2)
+
+
+def test_change_cost_weighs_against_one_replan_interval_without_a_payback() -> None:
+    """`change_payback_s: null`: the payback is one re-plan interval (300 s), the
+    one-off change cost counts 3600*2/300 = 24 times."""
+    s = tiny(change_cost_per_gpu=0.5, replan_interval_s=300, change_payback_s=None)
     plan, current = feasible_plan(s), Plan.build([dep(L40S, "bf16", 3)], [], {})
     # |2-3| L40S + 1 A100 added = 2 GPUs
     assert evaluate_plan(s, plan, current=current).cost.change_cost == pytest.approx(0.5 * 2 * 24)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from app.engine.model.domain import Scenario
 from app.engine.model.schemas import parse_scenario
 from app.engine.plan.candidates import CandidateTable, candidate_table
 from app.engine.plan.evaluate import evaluate_plan
+from app.engine.plan.plan import Plan
 from app.engine.solvers.greedy import greedy
 from app.engine.solvers.milp.arrays import build_arrays, start_vector, state_from_values
 from app.engine.solvers.milp.audit import audit
@@ -341,6 +343,25 @@ def test_array_model_agrees_with_the_evaluator(
     v = start_vector(ma, gh)
     assert float(ma.col_cost @ v + ma.offset) == pytest.approx(gh.objective(), rel=1e-9)
     assert np.all(v >= ma.col_lower - 1e-12)
+
+
+def test_array_model_weighs_the_change_cost_like_the_evaluator() -> None:
+    """With a live plan and a change weight other than 1 (payback = the 300 s
+    interval: weight 12), a plan's cost in the array model is its evaluator cost,
+    change cost included (the polish once priced changes unweighted)."""
+    s = _scenario((SMALL[0], 0))
+    pol = replace(s.policy, change_cost_per_gpu=0.5, replan_interval_s=300.0, change_payback_s=None)
+    s = replace(s, policy=pol)
+    table = candidate_table(s)
+    gh = greedy(table).to_plan()
+    d0 = gh.deployments[0]
+    current = Plan.build([replace(d0, replicas=d0.replicas + 2), *gh.deployments[1:]], [], {})
+    ma = build_arrays(table, current)
+    state = greedy(table, current=current)
+    ev = evaluate_plan(s, state.to_plan(), current=current)
+    assert ev.cost.change_cost > 0
+    v = start_vector(ma, state)
+    assert float(ma.col_cost @ v + ma.offset) == pytest.approx(ev.objective, rel=1e-9)
 
 
 @pytest.mark.milp

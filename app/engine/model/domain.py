@@ -139,7 +139,7 @@ class Policy:
     forecast: str = "ucm_conformal"
     replan_deadband: float = 0.05
     scale_down_stabilization_s: float = 300.0
-    change_payback_s: float | None = None
+    change_payback_s: float | None = 3600.0
     engine: str = "vllm"
 
 

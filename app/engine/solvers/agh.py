@@ -207,11 +207,24 @@ def agh(
         if best is None or not deadline.passed():
             st = ls.improve(st)
         consider(st, False)
-        if current is not None and k <= 2 and not deadline.passed():
+        if current is not None and not deadline.passed():
             # Also a start that ignores the live plan while building (priced with the
             # change cost all the same): replacing several live deployments at once
-            # is out of reach of one-deployment moves.
-            cold = state_from_plan(table, greedy(table, order, mech, None).to_plan(), current)
+            # is out of reach of one-deployment moves. Every start has its cold twin,
+            # so a warm search explores what a cold one does (with a small change
+            # cost, a cold plan is often the better one).
+            built = greedy(
+                table,
+                order,
+                mech,
+                None,
+                rng=rng if randomized else None,
+                alpha=GRASP_ALPHAS[k % len(GRASP_ALPHAS)] if randomized else 0.0,
+                give_up=deadline.passed,
+            )
+            if not deadline.passed():
+                built = ls.improve(built)  # improved as a cold search would, then priced
+            cold = state_from_plan(table, built.to_plan(), current)
             starts += 1
             consider(ls.improve(cold), False)
 

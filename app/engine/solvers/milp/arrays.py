@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from app.engine.plan import costs
 from app.engine.plan.candidates import CandidateTable
 from app.engine.plan.plan import Plan
 from app.engine.solvers.state import AllocationState
@@ -193,7 +194,7 @@ def build_arrays(
     load = table.load[pi, pair_d]
     gpr = table.gpus_per_replica[cand].astype(np.float64)
 
-    cc = pol.change_cost_per_gpu if current is not None else 0.0
+    cc = costs.change_cost_per_gpu(pol) if current is not None else 0.0
     r_cur_all, change_const = live_replicas(table, current, cc)
     r_cur = r_cur_all[cand]
     # Live deployments outside the restriction are stopped: their change is a constant.
