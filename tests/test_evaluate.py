@@ -644,6 +644,21 @@ def test_plan_from_document_rejects_malformed_plans(mutate: Any, field: str) -> 
     assert info.value.field == field
 
 
+def test_a_solver_overshoot_of_a_fraction_is_read_and_written_as_one() -> None:
+    """A route at 1 + 1e-12 (a solver's rounding) froze a live service: the plan was
+    published, then refused as the warm start of every re-plan. Plans are written
+    within [0, 1], and a stored overshoot within the tolerance reads as 1."""
+    plan = Plan.build(
+        [dep(L40S, "bf16", 1)], [Route("chat", did(L40S, "bf16"), 1.0 + 1e-12)], {"code": 1 + 1e-12}
+    )
+    assert plan.routing[0].fraction == 1.0 and plan.unmet["code"] == 1.0
+    doc = _plan_doc()
+    _set(doc, ("routing", 0, "fraction"), 1.0 + 1e-12)
+    _set(doc, ("routing", 1, "fraction"), -1e-13)
+    read = plan_from_document(doc)
+    assert read.routing[0].fraction == 1.0 and read.routing[1].fraction == 0.0
+
+
 def test_plan_from_document_rejects_a_non_object() -> None:
     with pytest.raises(PlanFormatError) as info:
         plan_from_document([])  # type: ignore[arg-type]

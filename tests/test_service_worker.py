@@ -15,6 +15,7 @@ import pytest
 
 from app.engine.api import evaluate_documents, normalize_scenario
 from app.engine.contracts import SolverOptions
+from app.engine.errors import PlanFormatError
 from app.engine.model.demo import demo_scenario_document
 from app.research.families import FAMILIES
 from app.service import worker
@@ -66,6 +67,21 @@ def test_a_replan_parses_builds_and_evaluates_once(
     assert calls["evaluate_plan"] == 1
     assert out.explanation is not None and out.analysis["query_types"]
     assert out.plan["cost"]["total"] == pytest.approx(out.solver["objective"])
+
+
+def test_a_replan_whose_live_plan_cannot_be_read_starts_cold_and_says_why() -> None:
+    """A stored live plan the engine refuses (here a route of 1.5) used to fail every
+    re-plan as InvalidScenario until the spec changed: the service froze. A re-plan
+    now plans from scratch and says why; a what-if's bad plan stays the caller's
+    error."""
+    spec = demo_scenario_document()
+    live = solve_job(SolveJob(spec, SolverOptions(algorithm="gh"), explain=False)).plan
+    live["routing"][0]["fraction"] = 1.5
+    out = solve_job(SolveJob(spec, SolverOptions(algorithm="gh"), live, generation=3))
+    assert "routing[0].fraction" in out.solver["warm_start_refused"]
+    assert out.plan["feasible"] and out.solver["warm_start_used"] is False
+    with pytest.raises(PlanFormatError):
+        solve_job(SolveJob(spec, SolverOptions(algorithm="gh"), live))
 
 
 # ------------------------------------------------------------ background improvement

@@ -78,6 +78,7 @@ __all__ = [
     "Model",
     "PerfCase",
     "PerfPrediction",
+    "Plan",
     "Precision",
     "Replan",
     "Scenario",

@@ -122,11 +122,26 @@ class _NewerGeneration:
         return _LATEST is not None and _LATEST.value > self.generation
 
 
+def _live_plan(job: SolveJob) -> tuple[api.Plan | None, str | None]:
+    """The plan to warm-start from and price changes against. A what-if's plan
+    that does not parse is the caller's error; the live plan of a re-plan that does
+    not (a plan stored by a buggy version, say) must not freeze the service: the
+    re-plan then starts cold and says why (`solver.warm_start_refused`)."""
+    if job.current_plan is None:
+        return None, None
+    if job.generation is None:
+        return api.parse_plan(job.current_plan), None
+    try:
+        return api.parse_plan(job.current_plan), None
+    except EngineError as exc:
+        return None, f"the live plan cannot be read ({exc}): planned from scratch"
+
+
 def solve_job(job: SolveJob) -> SolveOutcome:
     """Parse the documents once, solve, and derive everything else from the
     solve's own evaluation (and, for the explanation, its candidate table)."""
     scenario = replace(api.parse_scenario(job.spec), calibration=job.calibration)
-    current = api.parse_plan(job.current_plan) if job.current_plan is not None else None
+    current, refused = _live_plan(job)
     request = SolveRequest(scenario, job.options, current)
     stop = _NewerGeneration(job.generation) if job.generation is not None else None
     if job.explain:
@@ -137,6 +152,8 @@ def solve_job(job: SolveJob) -> SolveOutcome:
         result, explanation = api.solve(request, stop=stop), None
         analysis = PlanAnalysis.of(result.evaluation)
     doc = result.to_document()
+    if refused is not None:
+        doc["warm_start_refused"] = refused
     return SolveOutcome(
         plan=plain(doc.pop("plan")),
         solver=plain(doc),

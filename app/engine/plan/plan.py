@@ -67,9 +67,14 @@ class Plan:
         positive fraction sorted, unmet entries > 0 only."""
         deps = sorted((d for d in deployments if d.replicas > 0), key=lambda d: d.id)
         routes = sorted(
-            (r for r in routing if r.fraction > 0.0), key=lambda r: (r.query_type, r.deployment)
+            (
+                Route(r.query_type, r.deployment, _snap(r.fraction))
+                for r in routing
+                if r.fraction > 0.0
+            ),
+            key=lambda r: (r.query_type, r.deployment),
         )
-        um = {k: v for k, v in sorted((unmet or {}).items()) if v > 0.0}
+        um = {k: _snap(v) for k, v in sorted((unmet or {}).items()) if v > 0.0}
         return Plan(tuple(deps), tuple(routes), um)
 
     def deployment_map(self) -> dict[str, Deployment]:
@@ -117,16 +122,12 @@ def plan_from_document(doc: Mapping[str, Any]) -> Plan:
     routes: list[Route] = []
     for k, r in enumerate(doc.get("routing") or []):
         loc = f"routing[{k}]"
-        frac = _num(r, "fraction", loc)
-        if not 0.0 <= frac <= 1.0:
-            raise PlanFormatError(f"{loc}.fraction", "must be within [0, 1]")
+        frac = _fraction(r, loc)
         routes.append(Route(_str(r, "query_type", loc), _str(r, "deployment", loc), frac))
     unmet: dict[str, float] = {}
     for k, u in enumerate(doc.get("unmet") or []):
         loc = f"unmet[{k}]"
-        frac = _num(u, "fraction", loc)
-        if not 0.0 <= frac <= 1.0:
-            raise PlanFormatError(f"{loc}.fraction", "must be within [0, 1]")
+        frac = _fraction(u, loc)
         unmet[_str(u, "query_type", loc)] = frac
     ids = [d.id for d in deps]
     if len(ids) != len(set(ids)):
@@ -134,6 +135,26 @@ def plan_from_document(doc: Mapping[str, Any]) -> Plan:
             "deployments", "duplicate deployment (same model/gpu/precision/tp/pp)"
         )
     return Plan(tuple(deps), tuple(routes), unmet)
+
+
+FRACTION_TOLERANCE = 1e-9  # a solver's feasibility tolerance: 1 + 1e-12 is 1
+
+
+def _snap(frac: float) -> float:
+    """1 for a fraction above 1 by no more than FRACTION_TOLERANCE (float rounding in
+    a sum of shares); anything else as it is (an overshoot beyond is a plan error the
+    evaluator reports, not something to hide)."""
+    return 1.0 if 1.0 < frac <= 1.0 + FRACTION_TOLERANCE else frac
+
+
+def _fraction(obj: Any, loc: str) -> float:
+    """A fraction within [0, 1]; an overshoot within FRACTION_TOLERANCE (what a
+    solver's rounding leaves, e.g. in a plan stored by an older version) reads as
+    the bound, anything beyond is an error naming the field."""
+    frac = _num(obj, "fraction", loc)
+    if not -FRACTION_TOLERANCE <= frac <= 1.0 + FRACTION_TOLERANCE:
+        raise PlanFormatError(f"{loc}.fraction", f"must be within [0, 1] (got {frac!r})")
+    return min(max(frac, 0.0), 1.0)
 
 
 def _field(obj: Any, key: str, loc: str) -> Any:

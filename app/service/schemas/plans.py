@@ -102,6 +102,11 @@ class SolverInfo(BaseModel):
         default=None, description="milp (a full MILP's dual bound) | lp (the LP relaxation) | null"
     )
     gap: float | None = Field(default=None, description="(objective - bound) / objective")
+    warm_start_refused: str | None = Field(
+        default=None,
+        description="set when the live plan could not be read as the warm start: the "
+        "re-plan started from scratch (why)",
+    )
     wall_s: float | None = None
     time_to_best_s: float | None = None
     iterations: int | None = None
