@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse
 from app.service.auth import Authorized
 from app.service.changes import apply_availability, apply_demand
 from app.service.deps import ControlPlaneDep
-from app.service.http import json_with_etag
+from app.service.http import NOT_MODIFIED, json_with_etag
 from app.service.problems import problem_responses
 from app.service.schemas import (
     Accepted,
@@ -47,7 +47,7 @@ def _accepted(snap: ClusterSnapshot, changed: bool) -> JSONResponse:
     "",
     response_model=ClusterResource,
     summary="The cluster spec and its generation",
-    responses={304: {"description": "Not Modified (If-None-Match)"}},
+    responses=NOT_MODIFIED,
 )
 async def get_cluster(request: Request, cp: ControlPlaneDep) -> Response:
     snap = cp.cluster

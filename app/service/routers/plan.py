@@ -9,7 +9,7 @@ from fastapi import APIRouter, Path, Query, Request, Response
 
 from app.service.audits import certified_gap
 from app.service.deps import ControlPlaneDep, RuntimeDep, SettingsDep, WhatIfPoolDep
-from app.service.http import json_with_etag
+from app.service.http import NOT_MODIFIED, json_with_etag
 from app.service.problems import ProblemError, problem_responses
 from app.service.schemas import PlanHistoryPage, PlanStatus, PlanVersion
 from app.service.state import ControlPlane
@@ -50,7 +50,7 @@ async def plan_status(cp: ControlPlane) -> dict[str, Any]:
     "",
     response_model=PlanStatus,
     summary="The live plan, its status and the actions since the previous plan",
-    responses={304: {"description": "Not Modified (If-None-Match)"}, **problem_responses(422)},
+    responses={**NOT_MODIFIED, **problem_responses(422)},
 )
 async def get_plan(
     request: Request,
@@ -123,7 +123,7 @@ _EXPLAINED_MAX = 16  # explanations of plans stored without one, kept per app
 @router.get(
     "/explain",
     summary="Why the live plan is what it is",
-    responses={304: {"description": "Not Modified (If-None-Match)"}, **problem_responses(404)},
+    responses={**NOT_MODIFIED, **problem_responses(404)},
 )
 async def explain_plan(
     request: Request,
@@ -155,7 +155,7 @@ async def explain_plan(
     "/{version}",
     response_model=PlanVersion,
     summary="One plan version (immutable)",
-    responses={304: {"description": "Not Modified (If-None-Match)"}, **problem_responses(404)},
+    responses={**NOT_MODIFIED, **problem_responses(404)},
 )
 async def get_plan_version(
     request: Request,
