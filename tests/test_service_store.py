@@ -184,6 +184,19 @@ def test_audits_interrupted_and_retention(tmp_path: Path) -> None:
         store.close()
 
 
+def test_latency_observations_retention(tmp_path: Path) -> None:
+    store = Store(tmp_path / "a.db")
+    store.open()
+    try:
+        assert store.insert_latency(({"n": k}, None) for k in range(5)) == 5
+        assert store.prune_latency(keep=3, max_age_s=3600) == 2
+        assert [doc["n"] for _, doc in store.latency_observations()] == [2, 3, 4]
+        assert store.prune_latency(keep=100, max_age_s=0) == 3  # all too old
+        assert store.latency_observations() == []
+    finally:
+        store.close()
+
+
 def test_idempotency_keys_expire(tmp_path: Path) -> None:
     store = Store(tmp_path / "a.db")
     store.open()
