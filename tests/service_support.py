@@ -25,6 +25,13 @@ from app.service.settings import Settings
 TOKEN = "test-token-123"
 
 
+def perf_case(gpu: str = "H100-SXM", **fields: Any) -> dict[str, Any]:
+    """A small /v1/perf/estimate case: Llama-3.1-8B in bf16, 100 tokens in and 10
+    out on `gpu`, with `fields` on top."""
+    case = {"model": "Llama-3.1-8B", "gpu": gpu, "precision": "bf16"}
+    return {**case, "input_tokens": 100, "output_tokens": 10, **fields}
+
+
 def fast_settings(tmp_path: Path, **overrides: Any) -> Settings:
     values: dict[str, Any] = {
         "db_path": tmp_path / "svc.db",

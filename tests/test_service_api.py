@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 from fastapi.testclient import TestClient
-from service_support import client_for, fast_settings, wait_for_plan
+from service_support import client_for, fast_settings, perf_case, wait_for_plan
 
 from app.engine.api import demo_scenario_document
 
@@ -338,22 +338,9 @@ def test_perf_estimate_catalog_inline_and_impossible(client: TestClient) -> None
             "concurrency": 1,
         },
         # No fp8 on an A100: impossible, answered per case.
-        {
-            "model": "Llama-3.1-8B",
-            "gpu": "A100-SXM-80GB",
-            "precision": "fp8",
-            "input_tokens": 100,
-            "output_tokens": 10,
-        },
+        perf_case("A100-SXM-80GB", precision="fp8"),
         # TP beyond a node.
-        {
-            "model": "Llama-3.1-8B",
-            "gpu": "L4",
-            "precision": "bf16",
-            "tp": 16,
-            "input_tokens": 100,
-            "output_tokens": 10,
-        },
+        perf_case("L4", tp=16),
     ]
     r = client.post("/v1/perf/estimate", json={"cases": cases})
     assert r.status_code == 200, r.text
@@ -367,13 +354,7 @@ def test_perf_estimate_catalog_inline_and_impossible(client: TestClient) -> None
 
 
 def test_perf_estimate_input_errors(client: TestClient) -> None:
-    case = {
-        "model": "Llama-3.1-8B",
-        "gpu": "H100-SXM",
-        "precision": "bf16",
-        "input_tokens": 100,
-        "output_tokens": 10,
-    }
+    case = perf_case()
     assert_problem(
         client.post("/v1/perf/estimate", json={"cases": [case, {**case, "gpu": "TPU"}]}),
         422,

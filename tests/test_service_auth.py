@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from service_support import TOKEN, client_for, fast_settings, wait_for_plan
+from service_support import TOKEN, client_for, fast_settings, perf_case, wait_for_plan
 
 from app.engine.api import demo_scenario_document
 
@@ -70,14 +70,8 @@ def test_reads_are_open(client: TestClient, path: str) -> None:
 
 
 def test_perf_estimate_is_open(client: TestClient) -> None:
-    case = {
-        "model": "Llama-3.1-8B",
-        "gpu": "L4",
-        "precision": "bf16",
-        "input_tokens": 100,
-        "output_tokens": 10,
-    }
-    assert client.post("/v1/perf/estimate", json={"cases": [case]}).status_code == 200
+    r = client.post("/v1/perf/estimate", json={"cases": [perf_case("L4")]})
+    assert r.status_code == 200
 
 
 def test_idempotent_replay_needs_the_same_credentials(client: TestClient) -> None:

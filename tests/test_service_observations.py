@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from service_support import client_for, fast_settings, running, wait_for_plan
+from service_support import client_for, fast_settings, perf_case, running, wait_for_plan
 
 from app.cli import main as cli_main
 from app.engine.api import demo_scenario_document
@@ -185,32 +185,28 @@ def test_evaluate_matches_the_cli(tmp_path: Path, capsys: pytest.CaptureFixture[
 # ---------------------------------------------------------------- latency and calibration
 
 
+# The deployment and request shape the latency observations below measure.
+MEASURED = perf_case(model="Qwen2.5-7B", input_tokens=1024, output_tokens=256)
+
+
 def latency_items(factor: float, n: int = 6) -> list[dict[str, Any]]:
     """Observations of one deployment whose TPOT runs `factor` times the model's."""
     from app.engine.api import PerfCase, catalog_gpu, catalog_model, catalog_precision, estimate
 
     model, gpu, prec = (
-        catalog_model("Qwen2.5-7B"),
-        catalog_gpu("H100-SXM"),
-        catalog_precision("bf16"),
+        catalog_model(MEASURED["model"]),
+        catalog_gpu(MEASURED["gpu"]),
+        catalog_precision(MEASURED["precision"]),
     )
     assert model and gpu and prec
+    tokens_in, tokens_out = MEASURED["input_tokens"], MEASURED["output_tokens"]
     out = []
     for k in range(n):
         conc = 1 + k
-        p = estimate(PerfCase(model, gpu, prec, 1, 1, 1024, 256, conc))
+        p = estimate(PerfCase(model, gpu, prec, 1, 1, tokens_in, tokens_out, conc))
         assert p.ttft_s and p.tpot_s
         out.append(
-            {
-                "model": "Qwen2.5-7B",
-                "gpu": "H100-SXM",
-                "precision": "bf16",
-                "input_tokens": 1024,
-                "output_tokens": 256,
-                "concurrency": conc,
-                "ttft_s": p.ttft_s,
-                "tpot_s": p.tpot_s * factor,
-            }
+            {**MEASURED, "concurrency": conc, "ttft_s": p.ttft_s, "tpot_s": p.tpot_s * factor}
         )
     return out
 
@@ -247,18 +243,7 @@ def test_calibration_in_force_moves_only_beyond_the_dead_band_and_survives_resta
         assert again.json()["changed"] is False and again.json()["generation"] == g0 + 1
         est = c.post(
             "/v1/perf/estimate",
-            json={
-                "cases": [
-                    {
-                        "model": "Qwen2.5-7B",
-                        "gpu": "H100-SXM",
-                        "precision": "bf16",
-                        "input_tokens": 1024,
-                        "output_tokens": 256,
-                        "concurrency": 4,
-                    }
-                ]
-            },
+            json={"cases": [{**MEASURED, "concurrency": 4}]},
         ).json()["predictions"][0]
         assert est["calibrated"] is True and est["calibration_points"] >= 6
         in_force = c.get("/v1/calibration").json()["in_force"]
@@ -269,14 +254,7 @@ def test_calibration_in_force_moves_only_beyond_the_dead_band_and_survives_resta
 def test_engine_selection_reaches_the_predictions(tmp_path: Path) -> None:
     with client_for(fast_settings(tmp_path)) as c:
         wait_for_plan(c, 1)
-        case = {
-            "model": "Llama-3.1-8B",
-            "gpu": "H100-SXM",
-            "precision": "bf16",
-            "input_tokens": 1024,
-            "output_tokens": 512,
-            "concurrency": 8,
-        }
+        case = perf_case(input_tokens=1024, output_tokens=512, concurrency=8)
         cases = [case, {**case, "engine": "trtllm"}, {**case, "engine": "sglang"}]
         out = c.post("/v1/perf/estimate", json={"cases": cases}).json()["predictions"]
         assert [p["engine"] for p in out] == ["vllm", "trtllm", "sglang"]

@@ -6,7 +6,7 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -16,16 +16,20 @@ from app.service.store import SCHEMA_VERSION, Store, StoredResponse, StoreError
 from app.service.store.schema import MIGRATIONS
 
 
-def test_creates_schema_with_wal_and_full_sync(tmp_path: Path) -> None:
-    store = Store(tmp_path / "a.db")
-    store.open()
-    try:
-        conn = store.conn
-        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
-    finally:
-        store.close()
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    """A new store, open for the test."""
+    s = Store(tmp_path / "a.db")
+    s.open()
+    yield s
+    s.close()
+
+
+def test_creates_schema_with_wal_and_full_sync(store: Store) -> None:
+    conn = store.conn
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
 
 
 def test_migrates_an_older_database_in_place(tmp_path: Path) -> None:
@@ -146,54 +150,47 @@ def test_serve_exits_with_a_message_on_a_corrupt_database(tmp_path: Path) -> Non
     assert "Traceback" not in out.stderr
 
 
-def test_plans_pruned_and_paged(tmp_path: Path) -> None:
-    store = Store(tmp_path / "a.db")
-    store.open()
-    try:
-        for g in range(1, 8):
-            store.insert_plan(g, {}, {"g": g}, {}, {}, {"actions": []}, keep=5)
-        versions = [r.version for r in store.list_plans(100, None)]
-        assert versions == [7, 6, 5, 4, 3]
-        assert [r.version for r in store.list_plans(2, 6)] == [5, 4]
-        assert store.latest_plan().plan == {"g": 7}  # type: ignore[union-attr]
-        assert store.get_plan(1) is None
-    finally:
-        store.close()
+def test_plans_pruned_and_paged(store: Store) -> None:
+    for g in range(1, 8):
+        store.insert_plan(g, {}, {"g": g}, {}, {}, {"actions": []}, keep=5)
+    versions = [r.version for r in store.list_plans(100, None)]
+    assert versions == [7, 6, 5, 4, 3]
+    assert [r.version for r in store.list_plans(2, 6)] == [5, 4]
+    assert store.latest_plan().plan == {"g": 7}  # type: ignore[union-attr]
+    assert store.get_plan(1) is None
 
 
-def test_audits_interrupted_and_retention(tmp_path: Path) -> None:
-    store = Store(tmp_path / "a.db")
-    store.open()
-    try:
-        store.insert_audit("a1", {}, None, 1)
-        store.insert_audit("a2", {}, None, 1)
-        store.mark_audit_running("a2")
-        for k in range(5):
-            store.insert_audit(f"f{k}", {}, None, 1)
-            store.finish_audit(f"f{k}", "succeeded", {"x": k}, None)
-        assert store.fail_interrupted_audits() == 2
-        a2 = store.get_audit("a2")
-        assert a2 is not None and a2.state == "failed" and a2.error == "interrupted by restart"
-        store.insert_audit("q", {}, None, 1)  # queued: never pruned
-        store.prune_audits(keep=3, max_age_s=3600)
-        left = {r.id for _, r in store.list_audits(100, None)}
-        assert left == {"q", "f4", "f3", "f2"}  # the newest 3 finished + the queued one
-        store.prune_audits(keep=100, max_age_s=0)  # everything finished is too old
-        assert {r.id for _, r in store.list_audits(100, None)} == {"q"}
-    finally:
-        store.close()
+def test_audits_interrupted_and_retention(store: Store) -> None:
+    store.insert_audit("a1", {}, None, 1)
+    store.insert_audit("a2", {}, None, 1)
+    store.mark_audit_running("a2")
+    for k in range(5):
+        store.insert_audit(f"f{k}", {}, None, 1)
+        store.finish_audit(f"f{k}", "succeeded", {"x": k}, None)
+    assert store.fail_interrupted_audits() == 2
+    a2 = store.get_audit("a2")
+    assert a2 is not None and a2.state == "failed" and a2.error == "interrupted by restart"
+    store.insert_audit("q", {}, None, 1)  # queued: never pruned
+    store.prune_audits(keep=3, max_age_s=3600)
+    left = {r.id for _, r in store.list_audits(100, None)}
+    assert left == {"q", "f4", "f3", "f2"}  # the newest 3 finished + the queued one
+    store.prune_audits(keep=100, max_age_s=0)  # everything finished is too old
+    assert {r.id for _, r in store.list_audits(100, None)} == {"q"}
 
 
-def test_idempotency_keys_expire(tmp_path: Path) -> None:
-    store = Store(tmp_path / "a.db")
-    store.open()
-    try:
-        store.put_response("k1", StoredResponse("h", 202, {"location": "/x"}, b"{}"), ttl_s=60)
-        store.put_response("k2", StoredResponse("h", 202, {}, b"{}"), ttl_s=0.01)
-        time.sleep(0.05)
-        got = store.get_response("k1")
-        assert got is not None and got.headers == {"location": "/x"} and got.status == 202
-        assert store.get_response("k2") is None
-        assert store.purge_expired_responses() == 1
-    finally:
-        store.close()
+def test_latency_observations_retention(store: Store) -> None:
+    assert store.insert_latency(({"n": k}, None) for k in range(5)) == 5
+    assert store.prune_latency(keep=3, max_age_s=3600) == 2
+    assert [doc["n"] for _, doc in store.latency_observations()] == [2, 3, 4]
+    assert store.prune_latency(keep=100, max_age_s=0) == 3  # all too old
+    assert store.latency_observations() == []
+
+
+def test_idempotency_keys_expire(store: Store) -> None:
+    store.put_response("k1", StoredResponse("h", 202, {"location": "/x"}, b"{}"), ttl_s=60)
+    store.put_response("k2", StoredResponse("h", 202, {}, b"{}"), ttl_s=0.01)
+    time.sleep(0.05)
+    got = store.get_response("k1")
+    assert got is not None and got.headers == {"location": "/x"} and got.status == 202
+    assert store.get_response("k2") is None
+    assert store.purge_expired_responses() == 1

@@ -57,10 +57,22 @@ def certified_gap(result: dict[str, Any] | None) -> float | None:
     return float(gap) if isinstance(gap, int | float) and not isinstance(gap, bool) else None
 
 
+@dataclass(frozen=True, slots=True)
+class _AuditInput:
+    """What an audit process is given: the spec, the plan (None: no plan yet), the
+    hard time limit and the MILP options."""
+
+    spec: dict[str, Any]
+    plan: dict[str, Any] | None
+    time_limit_s: float
+    options: ExactOptions
+
+
 @dataclass(slots=True)
 class _Job:
     id: str
     cancel: MpEvent
+    work: _AuditInput
     state: str = "queued"
     cancel_requested: bool = False
     task: asyncio.Task[None] | None = None
@@ -102,6 +114,9 @@ class AuditManager:
         await self.store.call(
             self.store.prune_audits, s.audit_retention_count, s.audit_retention_age_s
         )
+        await self._publish_counts()
+
+    async def _publish_counts(self) -> None:
         self.metrics.set_audit_counts(await self.store.call(self.store.count_audits_by_state))
 
     def is_cancel_requested(self, audit_id: str) -> bool:
@@ -168,24 +183,14 @@ class AuditManager:
         except Exception:  # retention is housekeeping: it must not fail a create
             log.exception("pruning audits failed")
         # From here on the job owns the admission reservation (released when it ends).
-        job = _Job(audit_id, self._ctx.Event())
+        job = _Job(audit_id, self._ctx.Event(), _AuditInput(spec, plan_doc, time_limit, options))
         self._jobs[audit_id] = job
-        job.task = asyncio.create_task(
-            self._run(job, spec, plan_doc, time_limit, options),
-            name=f"audit-{audit_id}",
-        )
+        job.task = asyncio.create_task(self._run(job), name=f"audit-{audit_id}")
         return created
 
     # -- run ---------------------------------------------------------------------------
 
-    async def _run(
-        self,
-        job: _Job,
-        spec: dict[str, Any],
-        plan: dict[str, Any] | None,
-        time_limit_s: float,
-        options: ExactOptions,
-    ) -> None:
+    async def _run(self, job: _Job) -> None:
         try:
             async with self._slots:
                 if job.cancel_requested:
@@ -193,19 +198,9 @@ class AuditManager:
                     return
                 job.state = "running"
                 await self.store.call(self.store.mark_audit_running, job.id)
-                self.metrics.set_audit_counts(
-                    await self.store.call(self.store.count_audits_by_state)
-                )
+                await self._publish_counts()
                 loop = asyncio.get_running_loop()
-                msg = await loop.run_in_executor(
-                    self._waiters,
-                    self._run_process,
-                    job,
-                    spec,
-                    plan,
-                    time_limit_s,
-                    options,
-                )
+                msg = await loop.run_in_executor(self._waiters, self._run_process, job)
             if self._closing:
                 await self._finish(job, "failed", None, "interrupted by shutdown")
             elif job.cancel_requested:
@@ -237,28 +232,22 @@ class AuditManager:
     ) -> None:
         job.state = state
         await self.store.call(self.store.finish_audit, job.id, state, result, error)
-        self.metrics.set_audit_counts(await self.store.call(self.store.count_audits_by_state))
+        await self._publish_counts()
 
-    def _run_process(
-        self,
-        job: _Job,
-        spec: dict[str, Any],
-        plan: dict[str, Any] | None,
-        time_limit_s: float,
-        options: ExactOptions,
-    ) -> tuple[str, Any]:
+    def _run_process(self, job: _Job) -> tuple[str, Any]:
         """Runs on a waiter thread: start the audit process and wait for its one
         message, enforcing the hard limit and the cancel grace."""
+        w = job.work
         recv, send = self._ctx.Pipe(duplex=False)
         proc = self._ctx.Process(
             target=audit_child,
-            args=(send, job.cancel, spec, plan, time_limit_s, options, self.calibration()),
+            args=(send, job.cancel, w.spec, w.plan, w.time_limit_s, w.options, self.calibration()),
             name=f"audit-{job.id[:8]}",
         )
         proc.start()
         job.process = proc
         send.close()
-        hard_deadline = time.monotonic() + time_limit_s + KILL_GRACE_S
+        hard_deadline = time.monotonic() + w.time_limit_s + KILL_GRACE_S
         cancel_deadline: float | None = None
         msg: tuple[str, Any] | None = None
         try:

@@ -1,5 +1,5 @@
-"""Small HTTP helpers shared by the routers: JSON responses with ETags and
-conditional GETs."""
+"""Small HTTP helpers shared by the routers and middlewares: JSON responses with
+ETags and conditional GETs, a request body read once and replayed."""
 
 from __future__ import annotations
 
@@ -11,6 +11,11 @@ from typing import Any
 from fastapi import Request, Response
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+# OpenAPI `responses=` entry of a GET answered by `json_with_etag`.
+NOT_MODIFIED: dict[int | str, dict[str, Any]] = {
+    304: {"description": "Not Modified (If-None-Match)"}
+}
 
 
 def body_etag(body: Any) -> str:
@@ -39,6 +44,21 @@ def json_with_etag(
     if status_code == 200 and not_modified(request, tag):
         return Response(status_code=304, headers=all_headers)
     return JSONResponse(body, status_code=status_code, headers=all_headers)
+
+
+def replay_body(body: bytes, receive: Receive) -> Receive:
+    """A `receive` for an app downstream of a middleware that has read the whole
+    request body: the body once, then whatever the client sends next (a disconnect)."""
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
 
 
 class HeadAsGetMiddleware:

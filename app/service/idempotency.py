@@ -19,6 +19,7 @@ import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.service.http import replay_body
 from app.service.problems import problem_response
 from app.service.runtime import Runtime
 from app.service.store import Store, StoredResponse
@@ -114,14 +115,6 @@ class IdempotencyMiddleware:
         """The first request with this key: run it, store a 2xx answer, then send it."""
         start: Message | None = None
         out_body: list[bytes] = []
-        replayed = False
-
-        async def replay() -> Message:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
 
         async def capture(message: Message) -> None:
             # Hold the response back: the key is stored before the client sees the
@@ -132,7 +125,7 @@ class IdempotencyMiddleware:
             elif message["type"] == "http.response.body":
                 out_body.append(message.get("body", b""))
 
-        await self.app(scope, replay, capture)
+        await self.app(scope, replay_body(body, receive), capture)
         if start is None:
             return
         status = int(start["status"])

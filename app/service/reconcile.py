@@ -37,7 +37,6 @@ stops is lost; none is started at start-up.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import sqlite3
 import time
@@ -54,6 +53,7 @@ from app.service.pool import SolverCrashed, SolverPool, SolverTimeout
 from app.service.settings import Settings
 from app.service.state import ControlPlane
 from app.service.store import PlanRow
+from app.service.tasks import cancel_and_wait
 from app.service.worker import (
     ImproveJob,
     ImproveOutcome,
@@ -126,10 +126,7 @@ class Reconciler:
 
     async def stop(self) -> None:
         for task in [self._task, *self._improvements]:
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            await cancel_and_wait(task)
         self._task = None
         self._improvements.clear()
 

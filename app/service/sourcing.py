@@ -18,7 +18,6 @@ Prometheus side).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Iterator
@@ -36,6 +35,7 @@ from app.service.sources.config import SourcesSpec, to_config
 from app.service.sources.poller import SourcePoller, SourcesStatus
 from app.service.state import ControlPlane
 from app.service.store import Store
+from app.service.tasks import cancel_and_wait
 
 log = logging.getLogger("llm_allocator.service")
 
@@ -139,11 +139,8 @@ class SourcesManager:
             await asyncio.sleep(max(0.0, interval - (time.monotonic() - started)))
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
         if self.poller is not None:
             await self.poller.stop()
             self.poller = None

@@ -8,11 +8,12 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Request, Response
 from fastapi.responses import JSONResponse
+from fastapi.types import DecoratedCallable
 
 from app.service.auth import Authorized
 from app.service.changes import apply_availability, apply_demand
 from app.service.deps import ControlPlaneDep
-from app.service.http import json_with_etag
+from app.service.http import NOT_MODIFIED, json_with_etag
 from app.service.problems import problem_responses
 from app.service.schemas import (
     Accepted,
@@ -43,11 +44,23 @@ def _accepted(snap: ClusterSnapshot, changed: bool) -> JSONResponse:
     return JSONResponse(body, status_code=202, headers={"ETag": snap.etag, "Location": plan_url})
 
 
+def _change(path: str, summary: str) -> Callable[[DecoratedCallable], DecoratedCallable]:
+    """A POST that changes the spec: behind the token, 202 with the new generation."""
+    return router.post(
+        path,
+        status_code=202,
+        response_model=Accepted,
+        summary=summary,
+        dependencies=[Authorized],
+        responses=problem_responses(401, 412, 413, 422),
+    )
+
+
 @router.get(
     "",
     response_model=ClusterResource,
     summary="The cluster spec and its generation",
-    responses={304: {"description": "Not Modified (If-None-Match)"}},
+    responses=NOT_MODIFIED,
 )
 async def get_cluster(request: Request, cp: ControlPlaneDep) -> Response:
     snap = cp.cluster
@@ -72,14 +85,7 @@ async def put_cluster(
     return JSONResponse(_resource(snap), headers={"ETag": snap.etag})
 
 
-@router.post(
-    "/demand",
-    status_code=202,
-    response_model=Accepted,
-    summary="Post a demand snapshot",
-    dependencies=[Authorized],
-    responses=problem_responses(401, 412, 413, 422),
-)
+@_change("/demand", summary="Post a demand snapshot")
 async def post_demand(
     body: DemandUpdate, cp: ControlPlaneDep, if_match: IfMatch = None
 ) -> Response:
@@ -102,14 +108,7 @@ async def post_demand(
     return _accepted(snap, changed)
 
 
-@router.post(
-    "/availability",
-    status_code=202,
-    response_model=Accepted,
-    summary="Update GPU availability and prices",
-    dependencies=[Authorized],
-    responses=problem_responses(401, 412, 413, 422),
-)
+@_change("/availability", summary="Update GPU availability and prices")
 async def post_availability(
     body: AvailabilityUpdate, cp: ControlPlaneDep, if_match: IfMatch = None
 ) -> Response:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 
 from app.service.deps import DemandDep
-from app.service.http import json_with_etag
+from app.service.http import NOT_MODIFIED, json_with_etag
 from app.service.schemas.observations import ForecastReport
 
 router = APIRouter(prefix="/v1", tags=["observations"])
@@ -16,7 +16,7 @@ router = APIRouter(prefix="/v1", tags=["observations"])
     "/forecast",
     response_model=ForecastReport,
     summary="Planned demand per query type, the forecast behind it, its coverage so far",
-    responses={304: {"description": "Not Modified (If-None-Match)"}},
+    responses=NOT_MODIFIED,
 )
 async def get_forecast(request: Request, demand: DemandDep) -> Response:
     """Per type: the rate the plan carries (`planned_rps`: forecast from

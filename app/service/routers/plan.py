@@ -9,7 +9,7 @@ from fastapi import APIRouter, Path, Query, Request, Response
 
 from app.service.audits import certified_gap
 from app.service.deps import ControlPlaneDep, RuntimeDep, SettingsDep, WhatIfPoolDep
-from app.service.http import json_with_etag
+from app.service.http import NOT_MODIFIED, json_with_etag
 from app.service.problems import ProblemError, problem_responses
 from app.service.schemas import PlanHistoryPage, PlanStatus, PlanVersion
 from app.service.state import ControlPlane
@@ -29,19 +29,26 @@ async def _last_audit(cp: ControlPlane, row: PlanRow) -> dict[str, Any] | None:
     return {"id": audit.id, "state": audit.state, "certified_gap": certified_gap(audit.result)}
 
 
-async def plan_status(cp: ControlPlane) -> dict[str, Any]:
-    row, cluster = cp.plan, cp.cluster
+def _stored_plan(row: PlanRow | None) -> dict[str, Any]:
+    """A stored plan version's fields as the API names them (all None: no plan yet)."""
     return {
         "version": row.version if row else None,
-        "generation": cluster.generation,
         "observed_generation": row.observed_generation if row else None,
-        "status": cp.summary_status(),
-        "conditions": list(cp.conditions),
         "created_at": row.created_at if row else None,
         "plan": row.plan if row else None,
         "solver": row.solver if row else None,
         "analysis": row.analysis if row else None,
         "diff": row.diff if row else None,
+    }
+
+
+async def plan_status(cp: ControlPlane) -> dict[str, Any]:
+    row = cp.plan
+    return {
+        **_stored_plan(row),
+        "generation": cp.cluster.generation,
+        "status": cp.summary_status(),
+        "conditions": list(cp.conditions),
         "last_audit": await _last_audit(cp, row) if row else None,
     }
 
@@ -50,7 +57,7 @@ async def plan_status(cp: ControlPlane) -> dict[str, Any]:
     "",
     response_model=PlanStatus,
     summary="The live plan, its status and the actions since the previous plan",
-    responses={304: {"description": "Not Modified (If-None-Match)"}, **problem_responses(422)},
+    responses={**NOT_MODIFIED, **problem_responses(422)},
 )
 async def get_plan(
     request: Request,
@@ -123,7 +130,7 @@ _EXPLAINED_MAX = 16  # explanations of plans stored without one, kept per app
 @router.get(
     "/explain",
     summary="Why the live plan is what it is",
-    responses={304: {"description": "Not Modified (If-None-Match)"}, **problem_responses(404)},
+    responses={**NOT_MODIFIED, **problem_responses(404)},
 )
 async def explain_plan(
     request: Request,
@@ -155,7 +162,7 @@ async def explain_plan(
     "/{version}",
     response_model=PlanVersion,
     summary="One plan version (immutable)",
-    responses={304: {"description": "Not Modified (If-None-Match)"}, **problem_responses(404)},
+    responses={**NOT_MODIFIED, **problem_responses(404)},
 )
 async def get_plan_version(
     request: Request,
@@ -170,15 +177,7 @@ async def get_plan_version(
         raise ProblemError(
             404, "not-found", f"plan version {version} does not exist (or was pruned)"
         )
-    body: dict[str, Any] = {
-        "version": row.version,
-        "observed_generation": row.observed_generation,
-        "created_at": row.created_at,
-        "plan": row.plan,
-        "solver": row.solver,
-        "analysis": row.analysis,
-        "diff": row.diff,
-    }
+    body = _stored_plan(row)
     if include_spec:
         body["spec"] = row.spec
     return json_with_etag(request, body)

@@ -165,6 +165,12 @@ def latency_key(model: str, gpu: str, precision: str, tp: int, pp: int, engine: 
     return f"latency/{model}/{gpu}/{precision}/tp{tp}pp{pp}/{engine or '-'}"
 
 
+def _configured(**queries: str | None) -> dict[str, str]:
+    """A query's PromQL by field name, in the order given, leaving out optional
+    fields that are not configured."""
+    return {name: q for name, q in queries.items() if q is not None}
+
+
 @dataclass(frozen=True, slots=True)
 class DemandQuery:
     query_type: str
@@ -179,12 +185,11 @@ class DemandQuery:
 
     def fields(self) -> dict[str, str]:
         """The configured PromQL by field name, required ones first."""
-        out = {"requests": self.requests}
-        if self.input_tokens_mean is not None:
-            out["input_tokens_mean"] = self.input_tokens_mean
-        if self.output_tokens_mean is not None:
-            out["output_tokens_mean"] = self.output_tokens_mean
-        return out
+        return _configured(
+            requests=self.requests,
+            input_tokens_mean=self.input_tokens_mean,
+            output_tokens_mean=self.output_tokens_mean,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,12 +215,13 @@ class LatencyQuery:
         return self.input_tokens is not None and self.output_tokens is not None
 
     def fields(self) -> dict[str, str]:
-        out = {"ttft_s": self.ttft_s, "tpot_s": self.tpot_s, "concurrency": self.concurrency}
-        if self.input_tokens is not None:
-            out["input_tokens"] = self.input_tokens
-        if self.output_tokens is not None:
-            out["output_tokens"] = self.output_tokens
-        return out
+        return _configured(
+            ttft_s=self.ttft_s,
+            tpot_s=self.tpot_s,
+            concurrency=self.concurrency,
+            input_tokens=self.input_tokens,
+            output_tokens=self.output_tokens,
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,7 +26,6 @@ Nothing here reads the clock but `run()`; `poll_once(now_s)` is given the time.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -41,6 +40,7 @@ from app.service.sources.prometheus import (
     shown,
 )
 from app.service.sources.windows import MAX_WINDOWS_PER_QUERY, FetchPlan, plan_fetch, rfc3339
+from app.service.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -222,11 +222,8 @@ class SourcePoller:
     async def stop(self) -> None:
         """Cancel the loop (an ingest in progress is cancelled: its windows are not
         acknowledged, so they are fetched again) and close the HTTP client."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
         if self._own_client:
             await self.client.aclose()
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -139,18 +138,6 @@ class AuditsRepo(StoreCore):
     def prune_audits(self, keep: int, max_age_s: float) -> int:
         """Drop finished audits beyond the newest `keep` or older than `max_age_s`.
         Queued and running audits are never pruned."""
-
-        def run(c: sqlite3.Connection) -> int:
-            n = c.execute(
-                "DELETE FROM audits WHERE state NOT IN ('queued', 'running') AND created_ts < ?",
-                (time.time() - max_age_s,),
-            ).rowcount
-            n += c.execute(
-                "DELETE FROM audits WHERE state NOT IN ('queued', 'running') AND seq NOT IN "
-                "(SELECT seq FROM audits WHERE state NOT IN ('queued', 'running') "
-                "ORDER BY seq DESC LIMIT ?)",
-                (keep,),
-            ).rowcount
-            return n
-
-        return self._tx(run)
+        return self._prune_retained(
+            "audits", "created_ts", keep, max_age_s, where="state NOT IN ('queued', 'running')"
+        )

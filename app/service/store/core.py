@@ -24,6 +24,7 @@ import fcntl
 import json
 import os
 import sqlite3
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -179,3 +180,24 @@ class StoreCore:
             raise
         conn.execute("COMMIT")
         return out
+
+    def _prune_retained(
+        self, table: str, time_col: str, keep: int, max_age_s: float, where: str = "1"
+    ) -> int:
+        """The retention rule of a `seq`-ordered table: of the rows matching `where`,
+        delete those whose `time_col` (epoch s) is older than `max_age_s` and those
+        beyond the newest `keep`. One transaction; returns the rows deleted."""
+
+        def run(c: sqlite3.Connection) -> int:
+            n = c.execute(
+                f"DELETE FROM {table} WHERE {where} AND {time_col} < ?",
+                (time.time() - max_age_s,),
+            ).rowcount
+            n += c.execute(
+                f"DELETE FROM {table} WHERE {where} AND seq NOT IN "
+                f"(SELECT seq FROM {table} WHERE {where} ORDER BY seq DESC LIMIT ?)",
+                (keep,),
+            ).rowcount
+            return n
+
+        return self._tx(run)

@@ -98,20 +98,7 @@ class ObservationsRepo(StoreCore):
 
     def prune_latency(self, keep: int, max_age_s: float) -> int:
         """Keep the newest `keep` latency observations received within `max_age_s`."""
-
-        def run(c: sqlite3.Connection) -> int:
-            n = c.execute(
-                "DELETE FROM latency_observations WHERE received_ts < ?",
-                (time.time() - max_age_s,),
-            ).rowcount
-            n += c.execute(
-                "DELETE FROM latency_observations WHERE seq NOT IN "
-                "(SELECT seq FROM latency_observations ORDER BY seq DESC LIMIT ?)",
-                (keep,),
-            ).rowcount
-            return n
-
-        return self._tx(run)
+        return self._prune_retained("latency_observations", "received_ts", keep, max_age_s)
 
     def record_forecasts(self, rows: Sequence[ForecastRow]) -> None:
         self._tx(
