@@ -1030,8 +1030,7 @@ def verdicts(
         out["violation_vs_best_fixed"] = (p["violation_share"], b["violation_share"])
         out["violation_met"] = (
             # 1e-12: a share summed from float minutes is "0" up to rounding (9.7e-19)
-            p["violation_share"] <= b["violation_share"] + 1e-12
-            and p["violation_share"] <= 0.01
+            p["violation_share"] <= b["violation_share"] + 1e-12 and p["violation_share"] <= 0.01
         )
     cov = p.get("coverage")
     svc = (p.get("service_coverage") or {}).get("share_at_or_below")
