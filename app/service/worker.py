@@ -129,11 +129,11 @@ def _live_plan(job: SolveJob) -> tuple[api.Plan | None, str | None]:
     re-plan then starts cold and says why (`solver.warm_start_refused`)."""
     if job.current_plan is None:
         return None, None
-    if job.generation is None:
-        return api.parse_plan(job.current_plan), None
     try:
         return api.parse_plan(job.current_plan), None
     except EngineError as exc:
+        if job.generation is None:
+            raise
         return None, f"the live plan cannot be read ({exc}): planned from scratch"
 
 
@@ -151,9 +151,18 @@ def solve_job(job: SolveJob) -> SolveOutcome:
     else:
         result, explanation = api.solve(request, stop=stop), None
         analysis = PlanAnalysis.of(result.evaluation)
-    doc = result.to_document()
-    if refused is not None:
-        doc["warm_start_refused"] = refused
+    extra = {"warm_start_refused": refused} if refused is not None else {}
+    return _outcome(result, analysis, explanation, **extra)
+
+
+def _outcome(
+    result: SolveResult,
+    analysis: PlanAnalysis,
+    explanation: dict[str, Any] | None,
+    **solver_extra: Any,
+) -> SolveOutcome:
+    """A solve's result as the JSON-ready documents the service stores."""
+    doc = {**result.to_document(), **solver_extra}
     return SolveOutcome(
         plan=plain(doc.pop("plan")),
         solver=plain(doc),
@@ -237,13 +246,7 @@ def improve_job(job: ImproveJob) -> ImproveOutcome:
     result = done.result
     outcome = None
     if done.explanation is not None:
-        doc = result.to_document()
-        outcome = SolveOutcome(
-            plan=plain(doc.pop("plan")),
-            solver=plain(doc),
-            analysis=plain(done.analysis.to_document()),
-            explanation=plain(done.explanation),
-        )
+        outcome = _outcome(result, done.analysis, done.explanation)
     return ImproveOutcome(
         baseline=base.objective,
         baseline_feasible=base.feasible,

@@ -24,6 +24,7 @@ the polish's neighbourhoods from.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 
@@ -194,15 +195,18 @@ def agh(
             order = type_order(table, "random", rng)
         randomized = k >= len(DETERMINISTIC_ORDERS)
         k += 1
-        st = greedy(
+
+        build = partial(  # this start's greedy, with the live plan or without
+            greedy,
             table,
             order,
             mech,
-            current,
             rng=rng if randomized else None,
             alpha=GRASP_ALPHAS[k % len(GRASP_ALPHAS)] if randomized else 0.0,
             give_up=deadline.passed,
         )
+
+        st = build(current)
         starts += 1
         if best is None or not deadline.passed():
             st = ls.improve(st)
@@ -213,15 +217,7 @@ def agh(
             # is out of reach of one-deployment moves. Every start has its cold twin,
             # so a warm search explores what a cold one does (with a small change
             # cost, a cold plan is often the better one).
-            built = greedy(
-                table,
-                order,
-                mech,
-                None,
-                rng=rng if randomized else None,
-                alpha=GRASP_ALPHAS[k % len(GRASP_ALPHAS)] if randomized else 0.0,
-                give_up=deadline.passed,
-            )
+            built = build(None)
             if not deadline.passed():
                 built = ls.improve(built)  # improved as a cold search would, then priced
             cold = state_from_plan(table, built.to_plan(), current)
