@@ -4,6 +4,7 @@ solver pool's crash and time-out recovery; the plan diff and change functions.""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
 from pathlib import Path
@@ -18,6 +19,7 @@ from app.service.changes import apply_availability, apply_demand
 from app.service.errors import InvalidInput
 from app.service.pool import SolverCrashed, SolverPool, SolverTimeout
 from app.service.schemas import AvailabilityUpdate, DemandUpdate
+from app.service.tasks import cancel_and_wait
 from app.service.worker import warm_up
 
 
@@ -131,6 +133,49 @@ def test_pool_recovers_from_crash_and_timeout() -> None:
             assert pool.restarts == 2
         finally:
             pool.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_cancel_that_meets_a_finished_solve_is_not_lost() -> None:
+    """The shutdown freeze of CI run 15: a reconcile task cancelled in the instant
+    its solve finished swallowed the cancel (`asyncio.wait_for` on Python 3.11
+    returns the result instead), went back to waiting for a wake-up, and the
+    lifespan waited for it forever. Blocking the loop until the worker has
+    answered queues both events in that order, every time."""
+
+    async def scenario() -> None:
+        pool = SolverPool("test", 1, "spawn")
+        pool.start()
+        try:
+            assert await pool.run(60, warm_up) is True
+            task = asyncio.create_task(pool.run(60, warm_up))
+            await asyncio.sleep(0)  # submitted
+            time.sleep(1.0)  # the loop is blocked; the worker answers meanwhile
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await asyncio.wait_for(task, 10)
+        finally:
+            pool.close()
+
+    asyncio.run(scenario())
+
+
+def test_cancel_and_wait_ends_a_task_that_swallows_a_cancel() -> None:
+    """Defence in depth: whatever swallows one cancel, stopping a part ends."""
+
+    async def stubborn() -> None:
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.sleep(60)
+        await asyncio.sleep(60)
+
+    async def scenario() -> None:
+        task = asyncio.create_task(stubborn())
+        await asyncio.sleep(0)
+        stopping = asyncio.create_task(cancel_and_wait(task))
+        done, _ = await asyncio.wait({stopping}, timeout=10)
+        assert done == {stopping} and stopping.exception() is None
+        assert task.cancelled()
 
     asyncio.run(scenario())
 

@@ -134,8 +134,14 @@ class SolverPool:
         # Several tasks may see the same breakage: only the first rebuilds the pool.
         submitted_to = self._executor
         try:
-            return await asyncio.wait_for(fut, timeout_s)
-        except TimeoutError:
+            # Not asyncio.wait_for: on Python 3.11 it loses a cancel that arrives as
+            # the task finishes (the caller then runs on; a shutdown froze so).
+            done, _ = await asyncio.wait({fut}, timeout=timeout_s)
+        except asyncio.CancelledError:
+            fut.cancel()  # only the wrapper: the worker runs on to its own budget
+            raise
+        if not done:
+            fut.cancel()
             log.error(
                 "%s: task exceeded its hard limit of %.1f s; killing the worker",
                 self.name,
@@ -143,7 +149,9 @@ class SolverPool:
             )
             if self._executor is submitted_to:
                 self.restart()
-            raise SolverTimeout(f"solver exceeded its hard limit of {timeout_s:.1f} s") from None
+            raise SolverTimeout(f"solver exceeded its hard limit of {timeout_s:.1f} s")
+        try:
+            return fut.result()
         except BrokenProcessPool as exc:
             log.error("%s: worker process died; recreating the pool", self.name)
             if self._executor is submitted_to:

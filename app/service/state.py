@@ -297,7 +297,8 @@ class ControlPlane:
                 return
             event = self._changed
             try:
-                await asyncio.wait_for(event.wait(), remaining)
+                async with asyncio.timeout(remaining):  # not wait_for: it can lose a cancel
+                    await event.wait()
             except TimeoutError:
                 return
 
