@@ -443,6 +443,8 @@ def test_health_ready_metrics(client: TestClient) -> None:
     assert client.get("/healthz").json()["status"] == "ok"
     r = client.get("/readyz")
     assert r.status_code == 200 and r.json()["status"] == "ok"
+    # a templated route, requested here so that the test does not rely on another's
+    assert client.get("/v1/plan/999999").status_code == 404
     text = client.get("/metrics").text
     for name in (
         "llm_allocator_replans_total",
