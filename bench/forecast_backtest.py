@@ -63,6 +63,7 @@ from app.engine.forecast import (  # noqa: E402
     UcmFitCache,
     backtest,
     forecast_demand,
+    minute_observations,
     target_minutes,
 )
 
@@ -283,13 +284,7 @@ def timing_types(n_types: int, days: int, seed: int = 0) -> dict[str, np.ndarray
 
 
 def observations(series: dict[str, np.ndarray]) -> dict[str, list[DemandObservation]]:
-    return {
-        qt: [
-            DemandObservation(qt, EPOCH0_S + 60.0 * m, 60.0, float(v) * 60.0)
-            for m, v in enumerate(y)
-        ]
-        for qt, y in series.items()
-    }
+    return {qt: minute_observations(y, qt, EPOCH0_S) for qt, y in series.items()}
 
 
 def time_types(

@@ -3,7 +3,6 @@ ingestion properties, fallbacks and determinism. No wall-clock assertions."""
 
 from __future__ import annotations
 
-import math
 from dataclasses import replace
 
 import numpy as np
@@ -19,6 +18,7 @@ from app.engine.forecast import (
     UcmFitCache,
     backtest,
     forecast_demand,
+    minute_observations,
     minute_rates,
     observation_arrays,
     resample,
@@ -32,11 +32,7 @@ METHODS = ("last", "window_quantile", "ucm_conformal")
 
 def minute_obs(rates: np.ndarray, qt: str = "t", start_s: float = T0) -> list[DemandObservation]:
     """One 60 s observation per minute; NaN minutes are not observed."""
-    return [
-        DemandObservation(qt, start_s + 60.0 * m, 60.0, float(r) * 60.0)
-        for m, r in enumerate(rates)
-        if not math.isnan(r)
-    ]
+    return minute_observations(rates, qt, start_s)
 
 
 def noisy(level: np.ndarray, cv: float, seed: int) -> np.ndarray:

@@ -5,15 +5,13 @@ measurements (targets of SPEC §2)."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from dataclasses import replace
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import numpy as np
 import pytest
+from conftest import load_bench
 
 from app.engine.errors import ScenarioError
 from app.engine.model.catalog import catalog_gpu, catalog_model, catalog_models, catalog_precision
@@ -614,17 +612,6 @@ def test_estimate_never_raises_and_is_finite_or_says_why(kw: dict[str, float]) -
 # ---------------------------------------------------------------- calibration guard
 
 
-def _load(name: str) -> ModuleType:
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, ROOT / "bench" / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[name] = mod  # dataclasses look their module up while the class is built
-    spec.loader.exec_module(mod)
-    return mod
-
-
 @pytest.fixture(scope="module")
 def data_sets() -> Any:
     if (
@@ -632,8 +619,8 @@ def data_sets() -> Any:
         or not (DATA_DIR / "silicon_h100_llama.csv").exists()
     ):
         pytest.skip(f"shared measurements not found under {DATA_DIR}")
-    _load("perf_cases")
-    return _load("validate_perf").load_all(DATA_DIR)
+    load_bench("perf_cases")
+    return load_bench("validate_perf").load_all(DATA_DIR)
 
 
 def test_loaders_average_and_exclude(data_sets: Any) -> None:
@@ -647,8 +634,8 @@ def test_loaders_average_and_exclude(data_sets: Any) -> None:
 
 
 def test_calibration_meets_targets(data_sets: Any) -> None:
-    pc = _load("perf_cases")
-    vp = _load("validate_perf")
+    pc = load_bench("perf_cases")
+    vp = load_bench("validate_perf")
     sw_ttft, sw_tpot = pc.case_mape(data_sets.splitwise, SPLITWISE_PROFILE)
     assert sw_ttft <= vp.TTFT_TARGET
     assert sw_tpot <= vp.TPOT_TARGET
@@ -668,7 +655,7 @@ def test_calibration_meets_targets(data_sets: Any) -> None:
 def test_engine_profiles_matter(data_sets: Any) -> None:
     """The TensorRT-LLM rows need the admission wait: without it (ω = 0) their TTFT
     error is several times larger."""
-    pc = _load("perf_cases")
+    pc = load_bench("perf_cases")
     trt = data_sets.silicon.of_engine("trtllm")
     with_wait = pc.case_mape(trt, TRTLLM_PROFILE)[0]
     without = pc.case_mape(trt, replace(TRTLLM_PROFILE, admission_wait=0.0))[0]
@@ -676,7 +663,7 @@ def test_engine_profiles_matter(data_sets: Any) -> None:
 
 
 def test_validate_script_runs(data_sets: Any, capsys: pytest.CaptureFixture[str]) -> None:
-    vp = _load("validate_perf")
+    vp = load_bench("validate_perf")
     assert vp.main(["--data-dir", str(DATA_DIR)]) == 0
     out = capsys.readouterr().out
     assert out.startswith("$ python3 bench/validate_perf.py")
@@ -690,7 +677,7 @@ def test_profiles_within_a_factor_of_2_of_held_out_measurements(data_sets: Any) 
     engine's rows (TPOT is mostly hardware): within a factor of 2. The rows at
     concurrency 64–128 are reported by `bench/validate_perf.py` (TensorRT-LLM TTFT
     bursts of 0.3–2 s the model does not represent)."""
-    pc = _load("perf_cases")
+    pc = load_bench("perf_cases")
     hi = data_sets.silicon_high
     for eng, prof in (("vllm", DEFAULT_PROFILE), ("trtllm", TRTLLM_PROFILE)):
         c = hi.of_engine(eng)

@@ -19,7 +19,7 @@ import math
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -425,13 +425,6 @@ def hf(
         "hf", scenario, plan, t0, "", profile, gpu=gid, per_gpu=per_type, method=method
     )
     if not result.feasible:
-        return BaselineResult(
-            result.name,
-            result.plan,
-            result.evaluation,
-            result.wall_s,
-            f"no single GPU type can serve the demand (closest: {gid}: {result.message})",
-            scenario,
-            result.details,
-        )
+        msg = f"no single GPU type can serve the demand (closest: {gid}: {result.message})"
+        return replace(result, message=msg)
     return result

@@ -81,6 +81,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     whatif_pool = SolverPool(
         "whatif", settings.whatif_workers, settings.solver_start_method, lazy=True
     )
+    pools = [p for p in (reconcile_pool, improve_pool, whatif_pool) if p is not None]
     cp = ControlPlane(store, settings, metrics)
     demand = DemandLoop(cp, store, settings, metrics)
     latency = LatencyLoop(cp, store, settings, metrics)
@@ -101,10 +102,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await cp.load()
         await demand.load()
         await latency.load()
-        reconcile_pool.start()
-        if improve_pool is not None:
-            improve_pool.start()
-        whatif_pool.start()
+        for pool in pools:
+            pool.start()
         await audit_manager.start()
         cp.on_spec_change = reconciler.wake
         reconciler.start()
@@ -127,10 +126,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         metrics.registry.unregister(collector)
         await reconciler.stop()
         await audit_manager.close()
-        reconcile_pool.close()
-        if improve_pool is not None:
-            improve_pool.close()
-        whatif_pool.close()
+        for pool in pools:
+            pool.close()
         rt.running = None
         store.close()
 

@@ -4,89 +4,84 @@ apps in one process; the global default registry would collide)."""
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+PREFIX = "llm_allocator_"
 AUDIT_STATES = ("queued", "running", "succeeded", "failed", "cancelled")
 
 
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
-        r = self.registry
-        self.replans = Counter(
-            "llm_allocator_replans", "Re-plans attempted, by outcome", ["outcome"], registry=r
-        )
-        self.improvements = Counter(
-            "llm_allocator_improvements",
+        self.replans = self._counter("replans", "Re-plans attempted, by outcome", ["outcome"])
+        self.improvements = self._counter(
+            "improvements",
             "Background improvement solves, by outcome (published, not_better, stopped, "
             "superseded, failed)",
             ["outcome"],
-            registry=r,
         )
-        self.improvement_savings = Counter(
-            "llm_allocator_improvement_savings_dollars",
+        self.improvement_savings = self._counter(
+            "improvement_savings_dollars",
             "$ per policy horizon saved by published improvements (change cost included)",
-            registry=r,
         )
-        self.solve_seconds = Histogram(
-            "llm_allocator_solve_seconds",
+        self.solve_seconds = self._histogram(
+            "solve_seconds",
             "Wall time of solves, by kind (reconcile, improvement, whatif)",
             ["kind"],
-            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300),
-            registry=r,
+            (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300),
         )
-        self.plan_cost = Gauge(
-            "llm_allocator_plan_cost_dollars",
-            "Objective of the live plan, $ per policy horizon",
-            registry=r,
+        self.plan_cost = self._gauge(
+            "plan_cost_dollars", "Objective of the live plan, $ per policy horizon"
         )
-        self.plan_unmet = Gauge(
-            "llm_allocator_plan_unmet_fraction",
+        self.plan_unmet = self._gauge(
+            "plan_unmet_fraction",
             "Demand-weighted fraction of requests the live plan leaves unserved",
-            registry=r,
         )
-        self.plan_feasible = Gauge(
-            "llm_allocator_plan_feasible", "1 if the live plan passes the evaluator", registry=r
+        self.plan_feasible = self._gauge("plan_feasible", "1 if the live plan passes the evaluator")
+        self.plan_gpus = self._gauge("plan_gpus", "GPUs the live plan rents")
+        self.generation = self._gauge("generation", "Generation of the cluster spec")
+        self.observed_generation = self._gauge(
+            "observed_generation", "Generation the live plan was computed for"
         )
-        self.plan_gpus = Gauge("llm_allocator_plan_gpus", "GPUs the live plan rents", registry=r)
-        self.generation = Gauge(
-            "llm_allocator_generation", "Generation of the cluster spec", registry=r
+        self.generation_lag = self._gauge(
+            "generation_lag", "Generations the live plan is behind the spec"
         )
-        self.observed_generation = Gauge(
-            "llm_allocator_observed_generation",
-            "Generation the live plan was computed for",
-            registry=r,
-        )
-        self.generation_lag = Gauge(
-            "llm_allocator_generation_lag",
-            "Generations the live plan is behind the spec",
-            registry=r,
-        )
-        self.spec_updates = Counter(
-            "llm_allocator_spec_updates",
+        self.spec_updates = self._counter(
+            "spec_updates",
             "Accepted changes to the cluster spec, by source (api, forecast, calibration)",
             ["source"],
-            registry=r,
         )
-        self.observations = Counter(
-            "llm_allocator_observations",
+        self.observations = self._counter(
+            "observations",
             "Observations ingested, by kind (demand windows, latency points)",
             ["kind"],
-            registry=r,
         )
-        self.audits = Gauge("llm_allocator_audits", "Audit records by state", ["state"], registry=r)
-        self.http_seconds = Histogram(
-            "llm_allocator_http_request_duration_seconds",
+        self.audits = self._gauge("audits", "Audit records by state", ["state"])
+        self.http_seconds = self._histogram(
+            "http_request_duration_seconds",
             "HTTP request latency by route template",
             ["method", "route", "status"],
-            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10, 60),
-            registry=r,
+            (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10, 60),
         )
         for state in AUDIT_STATES:
             self.audits.labels(state).set(0)
+
+    # Every metric is `llm_allocator_<name>` in this instance's registry.
+
+    def _counter(self, name: str, doc: str, labels: Sequence[str] = ()) -> Counter:
+        return Counter(f"{PREFIX}{name}", doc, labels, registry=self.registry)
+
+    def _gauge(self, name: str, doc: str, labels: Sequence[str] = ()) -> Gauge:
+        return Gauge(f"{PREFIX}{name}", doc, labels, registry=self.registry)
+
+    def _histogram(
+        self, name: str, doc: str, labels: Sequence[str], buckets: Sequence[float]
+    ) -> Histogram:
+        return Histogram(f"{PREFIX}{name}", doc, labels, buckets=buckets, registry=self.registry)
 
     def set_generations(self, generation: int, observed: int | None) -> None:
         self.generation.set(generation)

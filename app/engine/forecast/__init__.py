@@ -88,6 +88,7 @@ from app.engine.forecast.forecast import (
 )
 from app.engine.forecast.resample import (
     ObservationArrays,
+    minute_observations,
     minute_rates,
     observation_arrays,
     resample,
@@ -107,6 +108,7 @@ __all__ = [
     "backtest",
     "forecast_demand",
     "forecast_type",
+    "minute_observations",
     "minute_rates",
     "observation_arrays",
     "resample",

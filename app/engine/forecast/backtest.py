@@ -17,8 +17,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from app.engine.forecast.domain import MINUTE_S, DemandObservation, ForecastConfig
+from app.engine.forecast.domain import MINUTE_S, ForecastConfig
 from app.engine.forecast.forecast import UcmFitCache, forecast_demand, target_minutes
+from app.engine.forecast.resample import minute_observations
 from app.engine.forecast.ucm import DAY_MIN
 
 
@@ -54,8 +55,7 @@ def backtest(
     step = step_min or max(1, round(config.replan_interval_s / MINUTE_S))
     keep_min = int(max(config.history_days * DAY_MIN, config.window_min)) + 60
     idx = [m for m in range(y.size) if not np.isnan(y[m])]
-    obs = [DemandObservation(query_type, start_s + MINUTE_S * m, MINUTE_S, float(y[m]) * MINUTE_S)
-           for m in idx]  # fmt: skip
+    obs = minute_observations(y, query_type, start_s)  # obs[k] is minute idx[k]
     U = target_minutes(config)
     planned: list[float] = []
     covered = compared = 0

@@ -159,3 +159,16 @@ def resample(
 def minute_rates(obs: ObservationArrays, end_s: float, minutes: int) -> FloatArray:
     """Per-minute rates over the `minutes` minutes before `end_s` (NaN: missing)."""
     return resample(obs, end_s, minutes, MINUTE_S)[0]
+
+
+def minute_observations(
+    rates: Sequence[float] | FloatArray, query_type: str, start_s: float = 0.0
+) -> list[DemandObservation]:
+    """The other way round: a per-minute rate series (req/s from `start_s`; NaN: a
+    minute not observed) as one 60 s observation per observed minute (replays,
+    backtests)."""
+    return [
+        DemandObservation(query_type, start_s + MINUTE_S * m, MINUTE_S, float(r) * MINUTE_S)
+        for m, r in enumerate(rates)
+        if not np.isnan(r)
+    ]

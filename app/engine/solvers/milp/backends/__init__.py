@@ -5,6 +5,7 @@ both answering with a `SolverOutcome`."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -46,16 +47,4 @@ def run_backend(
         hard,
         on_process,
     )
-    return SolverOutcome(
-        out.termination,
-        out.has_solution,
-        out.objective,
-        out.bound,
-        out.values,
-        out.mipstart_used,
-        out.wall_s,
-        out.message,
-        "cbc",
-        cbc_version(),
-        out.incumbent,
-    )
+    return replace(out, version=cbc_version())

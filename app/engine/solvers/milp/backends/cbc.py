@@ -30,13 +30,14 @@ import re
 import subprocess
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cache
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import cbcbox
 
+from app.engine.solvers.milp.backends.outcome import SolverOutcome
 from app.engine.solvers.milp.backends.process import (
     GRACE_S,
     INTERRUPT_WAIT_S,
@@ -77,18 +78,13 @@ def cbc_version() -> str:
 
 
 @dataclass(frozen=True)
-class CbcOutcome:
-    termination: str  # optimal | time_limit | infeasible | unbounded | cancelled | error
-    has_solution: bool
-    objective: float | None  # CBC's objective of the returned solution
-    bound: float | None  # best proven lower bound (log), None if unknown
-    values: dict[str, float] = field(default_factory=dict)  # by LP column name
+class CbcOutcome(SolverOutcome):
+    """A backend's outcome with what CBC said besides: the solution file's status
+    line and the log's tail. (`bound` and `incumbent` are read from the log;
+    `version` is left to `run_backend`: asking the binary costs a process.)"""
+
     status_line: str = ""
-    mipstart_used: bool = False
-    wall_s: float = 0.0
-    message: str = ""
     log_tail: str = ""
-    incumbent: float | None = None  # best incumbent objective the log mentions
 
 
 def cbc_seconds(remaining_s: float) -> float:
@@ -197,12 +193,12 @@ def run_cbc(
         objective,
         bound,
         values,
-        status_line,
         mipstart_used,
         run.wall_s,
         msg,
-        tail,
-        incumbent,
+        incumbent=incumbent,
+        status_line=status_line,
+        log_tail=tail,
     )
 
 

@@ -9,11 +9,11 @@ from dataclasses import dataclass, field
 class SolverOutcome:
     """What a backend returns (before the evaluator has looked at anything)."""
 
-    termination: str
+    termination: str  # optimal | time_limit | infeasible | unbounded | cancelled | error
     has_solution: bool
-    objective: float | None
-    bound: float | None
-    values: dict[str, float] = field(default_factory=dict)
+    objective: float | None  # the solver's objective of the returned solution
+    bound: float | None  # best proven lower bound, None if unknown
+    values: dict[str, float] = field(default_factory=dict)  # by LP column name
     mipstart_used: bool = False
     wall_s: float = 0.0
     message: str = ""
