@@ -28,8 +28,15 @@ day look ahead to.
   sd 0.05). Demand whose level wanders: where the likelihood-fitted variances of
   the learned model matter (on the other days they fall below the floors).
 
+* surge — a tuning day added with the surge guard (after the others, so their
+  seeds and draws are unchanged): a conversation day (seed + 300, another draw
+  than the flash crowd's) on which demand rises x1.5 within 5 minutes at 16:40,
+  after the daily peak, holds to 17:30 and falls back within 5 minutes: a level
+  shift of another size, speed and hour than the held-out flash crowd.
+
 Parameters of the forecast methods are chosen on the code and conversation days
-only; the flash-crowd and ramp days are held out.
+(and, for the surge guard, the surge day) only; the flash-crowd, ramp and
+random-walk days are held out.
 
     python3 bench/demand_days.py        # summary of each day
 """
@@ -64,6 +71,10 @@ RAMP_MINUTES = 6 * 60
 RAMP_GROWTH = 2.5
 RAMP_FLASH_START_MIN = 11 * 60 + 30
 RAMP_FLASH_HOLD_END_MIN = 12 * 60 + 10
+SURGE_START_MIN = 16 * 60 + 40  # the surge day (a tuning day for the surge guard)
+SURGE_RISE_MIN = 5
+SURGE_HOLD_END_MIN = 17 * 60 + 30
+SURGE_FACTOR = 1.5
 RW_RATE = 30.0
 RW_STEP_SD = 0.02  # per 5 minutes, log scale
 RW_NOISE_SD = 0.05
@@ -189,6 +200,22 @@ def backtest_days(seed: int = 0, warmup_days: int = WARMUP_DAYS) -> list[DemandD
             True,
             "extra: 30 req/s, envelope 3:1, log level random walk (sd 0.02 / 5 min), "
             "lognormal minute noise sd 0.05",
+        )
+    )
+    base = trace_days("conversation", seed + 300, warmup_days)[: w + DAY + TAIL_MIN]
+    mult = np.ones_like(base)
+    mult[w:] = crowd_multiplier(
+        len(base) - w, SURGE_START_MIN, SURGE_RISE_MIN, SURGE_HOLD_END_MIN, SURGE_FACTOR
+    )
+    out.append(
+        DemandDay(
+            "surge",
+            "conversation",
+            base * mult,
+            w,
+            DAY,
+            False,
+            "tuning: conversation day, x1.5 within 5 min at 16:40, held to 17:30, back by 17:35",
         )
     )
     return out

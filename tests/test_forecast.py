@@ -3,6 +3,7 @@ ingestion properties, fallbacks and determinism. No wall-clock assertions."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 
 import numpy as np
@@ -117,6 +118,39 @@ def test_flash_crowd_is_caught_within_two_intervals(cache: UcmFitCache) -> None:
         now = start + 10 + 2 * 5  # two intervals after the rise ends
         fc = forecast_demand({"t": minute_obs(rates[:now])}, cfg, cache=cache)["t"]
         assert fc.rate >= new_level, method
+
+
+def test_the_surge_guard_plans_a_level_the_model_has_not_caught_up_with(
+    cache: UcmFitCache,
+) -> None:
+    """Flat 30 req/s (CV 0.02), then x1.5 within 2 minutes: two minutes into the
+    new level the smoothed model still plans near the old one; the guard plans at
+    least the mean of the last two minutes, grown by no more than
+    `surge_growth_max` a minute, and says so. Off (0 minutes), the model's plan."""
+    n = 2 * DAY
+    rates = noisy(np.full(n + 4, 30.0), 0.02, 5)
+    rates[n:] *= 1.5
+    obs = minute_obs(rates[: n + 4])
+    on = ForecastConfig("ucm_conformal")
+    off = replace(on, surge_minutes=0)
+    guarded = forecast_demand({"t": obs}, on, cache=cache)["t"]
+    plain = forecast_demand({"t": obs}, off, cache=cache)["t"]
+    level = float(rates[n + 2 : n + 4].mean())
+    assert plain.rate < level  # the model lags: the case the guard is for
+    assert "surge" not in plain.note
+    lead = float(target_minutes(on)[-1]) + 0.5 + on.surge_minutes / 2
+    assert level <= guarded.rate <= level * math.exp(on.surge_growth_max * lead) + 1e-9
+    assert "surge: the last 2 min above" in guarded.note
+
+
+def test_one_busy_minute_does_not_trip_the_surge_guard(cache: UcmFitCache) -> None:
+    rates = noisy(np.full(2 * DAY, 30.0), 0.02, 6)
+    spiked = rates.copy()
+    spiked[-1] *= 1.5
+    on = ForecastConfig("ucm_conformal")
+    fc = forecast_demand({"t": minute_obs(spiked)}, on, cache=cache)["t"]
+    off = forecast_demand({"t": minute_obs(spiked)}, replace(on, surge_minutes=0), cache=cache)
+    assert fc.rate == off["t"].rate and "surge" not in fc.note
 
 
 def test_single_outlier_does_not_inflate_the_plan_for_long(cache: UcmFitCache) -> None:
@@ -246,6 +280,10 @@ def test_no_observations_and_bad_input() -> None:
         ForecastConfig("last", quantile=1.0)
     with pytest.raises(InputError):
         ForecastConfig("ucm_conformal", bin_min=7)
+    for field, bad in (("surge_minutes", -1), ("surge_slope_min", 1), ("surge_growth_max", 2.0)):
+        with pytest.raises(InputError) as e:
+            ForecastConfig("ucm_conformal", **{field: bad})  # type: ignore[arg-type]
+        assert e.value.field == field
 
 
 def test_token_means_are_request_weighted_over_the_last_hour() -> None:

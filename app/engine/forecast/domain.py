@@ -74,6 +74,11 @@ class ForecastConfig:
     profile (noted). The default is "fixed" because on every backtest day the
     fitted variances fall below the floors (the two plan the same) while a fit
     costs 0.3-1 s a type; `refit_every_h` is set for cost, not by the backtest.
+    Surge guard: when each of the last `surge_minutes` observed minutes is above
+    the model's plan, the level has moved faster than 5-minute bins and a smoothed
+    level follow; the plan is then at least their mean grown at the recent rate
+    (log-linear slope over `surge_slope_min` minutes, clipped to [0,
+    `surge_growth_max`] a minute) to the middle of the last planned minute.
     """
 
     method: ForecastMethod
@@ -96,6 +101,11 @@ class ForecastConfig:
     calib_half_life_h: float | None = 6.0
     min_history_h: float = 3.0
     season_calib_h: float = 4.0
+    # ucm_conformal's surge guard (see `forecast.surge_rate`; 0 minutes: off); chosen
+    # on the code, conversation and surge days (bench/results/surge_tuning/README.md)
+    surge_minutes: int = 2
+    surge_slope_min: int = 6
+    surge_growth_max: float = 0.02
     # token means: request-weighted over the last `token_window_min` minutes
     token_window_min: int = 60
 
@@ -122,6 +132,9 @@ class ForecastConfig:
              "must be > 0 when given"),
             ("min_history_h", self.min_history_h >= 1.0, "must be >= 1"),
             ("season_calib_h", self.season_calib_h >= 1.0, "must be >= 1"),
+            ("surge_minutes", 0 <= self.surge_minutes <= 60, "must be in [0, 60]"),
+            ("surge_slope_min", 2 <= self.surge_slope_min <= 60, "must be in [2, 60]"),
+            ("surge_growth_max", 0.0 <= self.surge_growth_max <= 1.0, "must be in [0, 1]"),
             ("token_window_min", self.token_window_min >= 1, "must be >= 1"),
         ]  # fmt: skip
         for field, ok, message in checks:

@@ -165,7 +165,47 @@ def _ucm(
     )
     if fc is None:
         return fallback("too few calibration points for the model, window quantile")
-    return result(fc.rate, "ucm_conformal", points, "; ".join(notes))
+    rate, surge = surge_rate(used, config, now_s, fc.rate)
+    return result(rate, "ucm_conformal", points, "; ".join([*notes, surge] if surge else notes))
+
+
+def surge_rate(
+    obs: ObservationArrays, config: ForecastConfig, now_s: float, planned: float
+) -> tuple[float, str]:
+    """The surge guard of ucm_conformal: `planned`, or, when each of the last
+    `surge_minutes` observed minutes is above it, at least their mean grown at the
+    recent rate until the middle of the last planned minute (a note says so).
+
+    A model on 5-minute bins with a smoothed level follows a step late: on a x2
+    flash crowd the plan lagged the demand by 5-7 minutes, on top of the
+    actuation delay. Demand already above what the plan is to carry later is the
+    earliest sign the model has fallen behind. The growth is the least-squares
+    slope of log rates over the last `surge_slope_min` minutes, clipped to [0,
+    `surge_growth_max`] per minute, so a flat surge plans its level and noise
+    cannot plan a fall."""
+    k = config.surge_minutes
+    if k == 0:
+        return planned, ""
+    recent = minute_rates(obs, now_s, max(k, config.surge_slope_min))
+    last = recent[-k:]
+    if np.isnan(last).any() or not bool((last > planned).all()):
+        return planned, ""
+    t = np.arange(recent.size, dtype=np.float64)
+    ok = ~np.isnan(recent) & (recent > 0.0)
+    slope = 0.0
+    if int(ok.sum()) >= 3:
+        slope = float(np.polyfit(t[ok], np.log(recent[ok]), 1)[0])
+    slope = min(max(slope, 0.0), config.surge_growth_max)
+    level = float(last.mean())
+    lead = float(target_minutes(config)[-1]) + 0.5 + k / 2.0  # from the last minutes' middle
+    rate = level * math.exp(slope * lead)
+    if rate <= planned:
+        return planned, ""
+    note = (
+        f"surge: the last {k} min above the model's {planned:.3g} req/s; "
+        f"{level:.3g} req/s growing {100 * slope:.1f}%/min"
+    )
+    return rate, note
 
 
 def fit_window(
