@@ -556,19 +556,20 @@ def rolling_summary(ro: dict[str, Any]) -> list[str]:
 
 
 def event_windows() -> dict[str, tuple[int, int]]:
-    """Minutes of the day of each held-out day's crowd, from its start to 15 minutes
-    after it is back (bench/demand_days.py)."""
+    """Minutes of the day of each crowd (the held-out days' and the surge tuning
+    day's), from its start to 15 minutes after it is back (bench/demand_days.py)."""
     import demand_days as dd  # local: only the report's event lines need it
 
     return {
         "flash-crowd": (dd.FLASH_START_MIN, dd.FLASH_HOLD_END_MIN + dd.FLASH_RISE_MIN + 15),
         "ramp-6h": (dd.RAMP_FLASH_START_MIN, dd.RAMP_FLASH_HOLD_END_MIN + dd.FLASH_RISE_MIN + 15),
+        "surge": (dd.SURGE_START_MIN, dd.SURGE_HOLD_END_MIN + dd.SURGE_RISE_MIN + 15),
     }
 
 
 def event_lines(ro: dict[str, Any]) -> list[str]:
-    """On the held-out days: how much of each service policy's violating demand fell
-    in the crowd."""
+    """On the days with a crowd: how much of each service policy's violating demand
+    fell in it."""
     out = []
     for d in ro["days"]:
         win = event_windows().get(d["name"])
@@ -711,7 +712,7 @@ def tuning_section(tu: dict[str, Any] | None, ro: dict[str, Any]) -> list[str]:
         f"`{m['command']}` — git {m['git']}, {m['wall_s']:.0f} s wall. Each variant changes "
         "the service policies' control-loop fields (everything else as in the main run); "
         "'vs best fixed' is against the main run's best fixed plan of the same day. The "
-        "held-out days (flash crowd, ramp) were not used to choose anything.",
+        "held-out days (flash crowd, ramp, random walk) were not used to choose anything.",
         "",
         rolling.tuning_markdown(tu, ro),
         "",

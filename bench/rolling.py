@@ -4,6 +4,7 @@ running service, plans that take effect only after the actuation delay, and the
 day's money counted minute by minute — against plans held fixed for the day.
 
     python3 bench/rolling.py --minutes 60        # smoke run: the first hour of each day
+    python3 bench/rolling.py --merge a.json b.json  # one study from runs made side by side
     nice -n 10 python3 bench/rolling.py          # the study (about 1 h on 2 busy cores)
     python3 bench/rolling.py --days code,conversation --policies svc-ucm,svc-wq \\
         --variant "quantile 0.9:demand_quantile=0.9" --variant "..." \\
@@ -19,6 +20,9 @@ Days (bench/demand_days.py `backtest_days`, seed 0; each with two days of histor
 * ramp-6h — 08:00-14:00 of a 10 req/s type (code attributes, id "ramp") with one
   endpoint's real bursts (minutes with no request, bursts of 3-5x), ramping x1 ->
   x2.5 beyond its history, with a x2 flash crowd at 11:30-12:10; held out.
+* random-walk — 30 req/s whose level drifts as a random walk; held out.
+* surge — a conversation day, x1.5 within 5 minutes at 16:40, held to 17:30; a
+  tuning day (it chose the forecast's surge guard).
 
 A day's fleet serves the day's one query type from the demo catalog (its models,
 GPUs with availability, precisions; max_utilization 0.8; change cost $0.5/GPU).
@@ -1203,6 +1207,42 @@ def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
     return out
 
 
+MERGE_VARYING = ("command", "started_at", "wall_s")  # meta fields two side-by-side runs differ in
+
+
+def merge_results(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """One study from runs of the same commit and settings over different days, made
+    side by side: the days in the study's order, the commands joined, the wall time
+    of the longest run (they overlapped). Runs that differ in anything else (the
+    commit, the policy, the seeds) or repeat a day are refused."""
+    base = {k: v for k, v in runs[0]["meta"].items() if k not in MERGE_VARYING}
+    for r in runs[1:]:
+        other = {k: v for k, v in r["meta"].items() if k not in MERGE_VARYING}
+        if other != base:
+            diff = sorted(k for k in base.keys() | other.keys() if base.get(k) != other.get(k))
+            raise SystemExit(f"--merge: the runs differ in {diff}")
+    days = [d for r in runs for d in r["days"]]
+    names = [d["name"] for d in days]
+    if len(set(names)) != len(names):
+        raise SystemExit(f"--merge: a day appears twice: {names}")
+    order = [d.name for d in demand_days_order()]
+    days.sort(key=lambda d: order.index(d["name"]) if d["name"] in order else len(order))
+    meta = {
+        **runs[0]["meta"],
+        "command": " & ".join(r["meta"]["command"] for r in runs)
+        + " (side by side; merged with --merge)",
+        "started_at": min(r["meta"]["started_at"] for r in runs),
+        "wall_s": max(r["meta"]["wall_s"] for r in runs),
+    }
+    return {"meta": meta, "days": days}
+
+
+def demand_days_order() -> list[Any]:
+    import demand_days  # local: demand_days builds its days from this module
+
+    return demand_days.backtest_days()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seed", type=int, default=0)
@@ -1232,7 +1272,15 @@ def main() -> None:
     ap.add_argument("--milp-limit", type=float, default=60.0, help="fixed-plan MILP limit, s")
     ap.add_argument("--minutes", type=int, default=None, help="shorter spans, for a smoke run")
     ap.add_argument("--out", type=Path, default=OUT)
+    ap.add_argument("--merge", type=Path, nargs="+", default=None, metavar="JSON",
+                    help="merge the result files of runs made side by side (other days, "
+                    "same commit and settings) into --out; runs nothing")  # fmt: skip
     args = ap.parse_args()
+    if args.merge:
+        merged = merge_results([json.loads(f.read_text(encoding="utf-8")) for f in args.merge])
+        args.out.write_text(json.dumps(merged) + "\n", encoding="utf-8")
+        print(f"wrote {args.out}: days {[d['name'] for d in merged['days']]}", file=sys.stderr)
+        return
     args.overrides = parse_overrides(args.override)
     policies = [p for p in args.policies.split(",") if p]
     unknown = set(policies) - set(POLICIES)

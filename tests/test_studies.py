@@ -341,3 +341,18 @@ def test_provenance_names_the_commit_run_and_uncommitted_changes(tmp_path: Path)
     assert record["commit"] == head
     assert record["dirty"] == ["app/x.py", "bench/study.py"]
     assert record["git"] == f"{head}+uncommitted(app/x.py, bench/study.py)"
+
+
+def test_merge_puts_side_by_side_runs_in_the_study_order(rolling: ModuleType) -> None:
+    def run(cmd: str, days: list[str], git: str = "abc", wall: float = 10.0) -> dict[str, object]:
+        meta = {"git": git, "seed": 0, "command": cmd, "started_at": cmd, "wall_s": wall}
+        return {"meta": meta, "days": [{"name": d} for d in days]}
+
+    merged = rolling.merge_results([run("b", ["surge", "code"], wall=30.0), run("a", ["ramp-6h"])])
+    assert [d["name"] for d in merged["days"]] == ["code", "ramp-6h", "surge"]
+    assert merged["meta"]["wall_s"] == 30.0 and merged["meta"]["started_at"] == "a"
+    assert merged["meta"]["command"].startswith("b & a")
+    with pytest.raises(SystemExit, match="differ in \\['git'\\]"):
+        rolling.merge_results([run("a", ["code"]), run("b", ["surge"], git="def")])
+    with pytest.raises(SystemExit, match="twice"):
+        rolling.merge_results([run("a", ["code"]), run("b", ["code"])])
