@@ -797,7 +797,7 @@ def main() -> None:
         "",
         *target_lines(ro),
         "",
-        "Where the held-out days' violations happened:",
+        "Where the violations of the days with a crowd happened:",
         "",
         *event_lines(ro),
         "",
