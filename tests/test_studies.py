@@ -182,9 +182,20 @@ def test_report_tables_from_tiny_results(rolling: ModuleType) -> None:
     assert v["violation_met"] and v["churn"] == (2, 3) and v["churn_met"]
     assert v["coverage"] == (0.5, None, 0.5) and v["coverage_met"]  # 1 <= 1.5, 2 > 1.5
     report = _load("report")
-    rows = report.compare_rows({"rows": [{"size": [6, 6, 10], "variant": "loose",
-                                          "vs_opt": 0.05}, {"nothing": 1}]})  # fmt: skip
-    assert rows == [{"size": "(6, 6, 10)", "variant": "loose", "gap": 0.05, "bound_gap": None}]
+    opt = {"kind": "optimum", "value": 10.0}
+    rows = report.compare_rows({"instances": [
+        {"types": 8, "group": "tuned", "reference": opt,
+         "agh1": {"cost": 10.5, "feasible": True}, "gh": {"cost": 9.0, "feasible": False}},
+        {"types": 4, "group": "held-out", "reference": opt,
+         "agh5": {"cost": 10.0, "feasible": True}},
+        {"types": 6, "group": "held-out", "reference": {"kind": "infeasible", "value": None},
+         "agh1": {"cost": 3.0, "feasible": True}},
+    ]})  # fmt: skip
+    assert rows == [
+        {"size": "4", "variant": "held-out AGH 5 s", "gap": 0.0, "bound_gap": None},
+        {"size": "8", "variant": "tuned AGH 1 s", "gap": pytest.approx(0.05), "bound_gap": None},
+    ]
+    assert report.compare_rows({"rows": []}) == []  # an unknown layout: nothing to plot
     res = {"meta": {"demand_quantile": 0.5, "default_policy": "svc-wq"}, "days": [day]}
     assert any("tiny" in line for line in report.rolling_summary(res))
     (line,) = report.target_lines(res)
