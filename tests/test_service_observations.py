@@ -158,6 +158,37 @@ def test_coverage_counts_windows_above_the_rate_in_force(loop_client: TestClient
     assert cov["share_at_or_below"] == pytest.approx(3 / 5)
 
 
+def refused(c: TestClient, kind: str, *items: dict[str, Any]) -> list[dict[str, str]]:
+    """POST items to /v1/observations/`kind`, which must answer 422 and change
+    nothing (no observation stored, the same generation); returns the errors."""
+    store = running(c).store
+    stored = (store.demand_since(0.0), store.latency_observations())
+    before = c.get("/v1/cluster").json()["generation"]
+    r = c.post(f"/v1/observations/{kind}", json={"observations": list(items)})
+    assert r.status_code == 422, r.text
+    assert (store.demand_since(0.0), store.latency_observations()) == stored
+    assert c.get("/v1/cluster").json()["generation"] == before
+    errors: list[dict[str, str]] = r.json()["errors"]
+    return errors
+
+
+def test_start_is_an_rfc3339_string_in_range(loop_client: TestClient) -> None:
+    """Numbers are not guessed to be Unix seconds (or milliseconds); an offset that
+    puts the instant before year 1 in UTC is a 422, not an OverflowError (500)."""
+    c = loop_client
+    for start in (T0, str(int(T0)), "0001-01-01T00:00:00+01:00"):
+        errors = refused(
+            c, "demand", window("code", 0, 1.0), {**window("code", 1, 1.0), "start": start}
+        )
+        assert [e["field"] for e in errors] == ["observations[1].start"], start
+    latency = {**latency_items(1.0, 1)[0], "start": T0, "window_s": 60}
+    assert [e["field"] for e in refused(c, "latency", latency)] == ["observations[0].start"]
+    assert (
+        post(c, {**window("code", 0, 1.0), "start": "2025-11-24T17:00:00+01:00"})["accepted"] == 1
+    )
+    assert running(c).store.demand_since(0.0)[0].start_s == T0  # the same instant
+
+
 def test_evaluate_matches_the_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     with client_for(fast_settings(tmp_path)) as c:
         live = wait_for_plan(c, 1)

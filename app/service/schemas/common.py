@@ -4,10 +4,15 @@ helpers that put the engine's scenario schema inside request bodies."""
 from __future__ import annotations
 
 import copy
-from typing import Any
+import re
+from datetime import UTC, datetime
+from typing import Annotated, Any
 
 from pydantic import (
+    AfterValidator,
+    AwareDatetime,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     ValidatorFunctionWrapHandler,
     create_model,
@@ -22,6 +27,31 @@ from app.engine.model.schemas import QueryTypeSpec
 
 REQUEST = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True)
 RESPONSE = ConfigDict(extra="allow")
+
+_RFC3339_DATE_TIME = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}")
+
+
+def _rfc3339_string(v: Any) -> Any:
+    """Only a string in RFC 3339 form, as the OpenAPI document says: pydantic's
+    parser would also take a number (or a string of digits) as Unix seconds, or
+    as milliseconds when it is large, a guess an API should not make."""
+    if not isinstance(v, str) or not _RFC3339_DATE_TIME.match(v):
+        raise ValueError("must be an RFC 3339 date-time string with a time zone")
+    return v
+
+
+def _in_utc(v: datetime) -> datetime:
+    """The instant in UTC; an offset that moves it outside the years 1-9999 is an
+    input error (not an OverflowError later)."""
+    try:
+        return v.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("is outside the years 0001-9999 in UTC") from None
+
+
+# A point in time in a request: an RFC 3339 string with a time zone, held in UTC.
+# (strict=False on the field: strict mode would want a datetime object, not JSON.)
+Rfc3339 = Annotated[AwareDatetime, BeforeValidator(_rfc3339_string), AfterValidator(_in_utc)]
 
 # Hard schema caps; the configured limits (settings) may only be lower.
 MAX_PERF_CASES = 1024

@@ -4,14 +4,13 @@ evaluation of a plan against a demand (`POST /v1/evaluate`)."""
 
 from __future__ import annotations
 
-from datetime import UTC
 from typing import Any
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from app.engine.api import DemandObservation
 from app.engine.model.schemas import MAX_RATE, MAX_TOKENS, Id, ScenarioSpec
-from app.service.schemas.common import REQUEST, RESPONSE
+from app.service.schemas.common import REQUEST, RESPONSE, Rfc3339
 from app.service.schemas.plans import PlanDocument
 
 MAX_OBSERVATIONS = 100_000
@@ -23,7 +22,7 @@ class DemandObservationIn(BaseModel):
 
     model_config = REQUEST
     query_type: Id = Field(examples=["code"])
-    start: AwareDatetime = Field(
+    start: Rfc3339 = Field(
         description="window start, RFC 3339 with a time zone",
         examples=["2026-12-01T10:00:00Z"],
         strict=False,  # a JSON string, parsed (strict mode would want a datetime object)
@@ -37,7 +36,7 @@ class DemandObservationIn(BaseModel):
         """The engine's observation (time as epoch seconds)."""
         return DemandObservation(
             self.query_type,
-            self.start.astimezone(UTC).timestamp(),
+            self.start.timestamp(),  # in UTC (Rfc3339)
             self.window_s,
             self.requests,
             self.input_tokens_mean,

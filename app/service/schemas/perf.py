@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import AwareDatetime, BaseModel, Discriminator, Field, Tag
+from pydantic import BaseModel, Discriminator, Field, Tag
 
 from app.engine.model.schemas import GPUSpec, ModelSpec, PrecisionSpec
-from app.service.schemas.common import MAX_PERF_CASES, REQUEST, RESPONSE
+from app.service.schemas.common import MAX_PERF_CASES, REQUEST, RESPONSE, Rfc3339
 
 
 def _id_or_inline(v: Any) -> str:
@@ -66,7 +66,7 @@ class LatencyObservationIn(Deployed):
     )
     ttft_s: float = Field(gt=0.0, le=86_400.0, examples=[0.21])
     tpot_s: float = Field(gt=0.0, le=3_600.0, examples=[0.012])
-    start: AwareDatetime | None = Field(default=None, description="RFC 3339", strict=False)
+    start: Rfc3339 | None = Field(default=None, description="RFC 3339", strict=False)
     window_s: float | None = Field(default=None, gt=0.0, le=86_400.0)
 
 
