@@ -189,6 +189,43 @@ def test_start_is_an_rfc3339_string_in_range(loop_client: TestClient) -> None:
     assert running(c).store.demand_since(0.0)[0].start_s == T0  # the same instant
 
 
+def test_windows_that_cannot_have_been_counted_are_refused(loop_client: TestClient) -> None:
+    """A window ending after year 9999 (was a 500 after storing it, and every later
+    request a 500) or far after the wall clock (moved the data time to 2100, so every
+    real window after it was silently dropped) is a 422 naming its start."""
+    c = loop_client
+    for start in ("9999-12-31T23:59:00Z", "2100-01-01T00:00:00Z"):
+        item = {"query_type": "code", "start": start, "window_s": 60, "requests": 1668}
+        errors = refused(c, "demand", window("code", 0, 1.0), item)
+        assert [e["field"] for e in errors] == ["observations[1].start"], start
+    body = post(c, window("code", 0, 10.0))
+    assert body["accepted"] == 1 and body["data_time"] == iso(T0 + 60)
+    assert code_rate(c) == pytest.approx(10.0)
+    assert c.get("/v1/forecast").json()["data_time"] == iso(T0 + 60)
+
+
+def test_the_future_allowance_is_a_setting(tmp_path: Path) -> None:
+    """A replay of simulated future days raises `observation_max_future_s`; a window
+    that ends after 9999-12-31 is still refused (its end is no datetime)."""
+    with client_for(fast_settings(tmp_path, observation_max_future_s=1e12)) as c:
+        wait_for_plan(c, 1)
+        errors = refused(
+            c,
+            "demand",
+            {"query_type": "code", "start": "9999-12-31T23:59:00Z", "window_s": 60, "requests": 1},
+        )
+        assert errors[0]["field"] == "observations[0].start"
+        assert "9999-12-31T23:59:59Z" in errors[0]["message"]
+        item = {
+            "query_type": "code",
+            "start": "2100-01-01T00:00:00Z",
+            "window_s": 60,
+            "requests": 60,
+        }
+        assert post(c, item)["data_time"] == "2100-01-01T00:01:00Z"
+        assert c.get("/v1/forecast").status_code == 200
+
+
 def test_evaluate_matches_the_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     with client_for(fast_settings(tmp_path)) as c:
         live = wait_for_plan(c, 1)

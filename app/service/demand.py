@@ -12,7 +12,12 @@ into the cluster spec — which bumps the generation and re-plans — when:
   every type's forecast is written, small moves included.
 
 Time is the observations' own (the end of the newest window), never the wall
-clock, so a replay runs as fast as the machine allows.
+clock, so a replay runs as fast as the machine allows — of past days, or of
+simulated ones. The wall clock only bounds it: a window cannot have been counted
+before it ended, so one that ends more than `observation_max_future_s` after the
+clock (a mistyped year) is refused (422) rather than moving the data time years
+ahead, where every real window after it would be older than what is kept. A
+window whose end is not a representable time (past 9999-12-31) is refused too.
 
 Scale-downs wait (HPA's stabilization window): the planned rate of a type is the
 highest forecast of the last `policy.scale_down_stabilization_s`, so a dip does
@@ -29,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import time
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -78,6 +84,32 @@ def from_epoch(t: float) -> str:
     return datetime.fromtimestamp(t, UTC).isoformat().replace("+00:00", "Z")
 
 
+def representable(t: float) -> bool:
+    """Whether epoch seconds `t` is a datetime (years 1-9999): what `from_epoch`
+    needs of every time the service reports."""
+    try:
+        datetime.fromtimestamp(t, UTC)
+    except (OverflowError, ValueError, OSError):
+        return False
+    return True
+
+
+def window_problem(r: DemandObservation, clock_s: float, max_future_s: float) -> str | None:
+    """Why window `r` cannot be right, or None: its end (`start + window_s`, the
+    data time it would set) is not a representable time, or lies more than
+    `max_future_s` after the wall clock `clock_s` (it cannot have been counted)."""
+    end = r.start_s + r.window_s
+    if not (representable(r.start_s) and representable(end)):
+        return "the window (start + window_s) ends after 9999-12-31T23:59:59Z"
+    if end > clock_s + max_future_s:
+        return (
+            f"the window ends at {from_epoch(end)}, more than observation_max_future_s = "
+            f"{max_future_s:g} s after the service's clock ({from_epoch(clock_s)}); a window "
+            "is counted once it has ended"
+        )
+    return None
+
+
 class DemandLoop(Attached):
     def __init__(
         self, cp: ControlPlane, store: Store, settings: Settings, metrics: Metrics
@@ -106,14 +138,20 @@ class DemandLoop(Attached):
     async def ingest(
         self, rows: Sequence[DemandObservation], field_prefix: str = "observations"
     ) -> Ingested:
-        """Store windows (all or nothing: an unknown type is a 422 naming its item and
-        nothing is stored), then forecast and update the planned demand if needed."""
+        """Store windows (all or nothing: an unknown type or a window that cannot be
+        right (`window_problem`) is a 422 naming its item and nothing is stored),
+        then forecast and update the planned demand if needed."""
         known = {q["id"] for q in self.cp.cluster.spec["query_types"]}
-        bad = [
-            (f"{field_prefix}[{k}].query_type", f"unknown query type {r.query_type!r}")
-            for k, r in enumerate(rows)
-            if r.query_type not in known
-        ]
+        clock_s, max_future_s = time.time(), self.settings.observation_max_future_s
+        bad: list[tuple[str, str]] = []
+        for k, r in enumerate(rows):
+            if r.query_type not in known:
+                bad.append(
+                    (f"{field_prefix}[{k}].query_type", f"unknown query type {r.query_type!r}")
+                )
+            why = window_problem(r, clock_s, max_future_s)
+            if why is not None:
+                bad.append((f"{field_prefix}[{k}].start", why))
         if bad:
             raise InvalidInput(bad)
         async with self._lock:

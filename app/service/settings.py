@@ -91,6 +91,13 @@ class Settings(BaseSettings):
         gt=0,
         description="demand observations older than this (in observation time) are dropped",
     )
+    observation_max_future_s: float = Field(
+        default=86_400.0,
+        ge=0,
+        description="a demand window may end at most this long after the wall clock (clock "
+        "skew; raise it to replay simulated future days); one ending later cannot have been "
+        "counted yet and is refused (422)",
+    )
 
     latency_retention_count: int = Field(
         default=10_000, ge=10, description="latency observations kept (the newest)"

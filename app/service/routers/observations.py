@@ -30,7 +30,9 @@ async def post_demand(body: DemandObservations, demand: DemandDep) -> JSONRespon
     Prometheus `increase()` gives. Out of order and again are fine: the same type
     and start replaces the earlier window. Every `query_type` must exist in the
     spec (422 naming the item; nothing is stored then). Time is the windows' own:
-    a replay may run faster than real time. 202: the forecast ran; if the planned
+    a replay may run faster than real time; but a window ending more than
+    `observation_max_future_s` after the service's clock, or after year 9999, is a
+    422 naming its `start`. 202: the forecast ran; if the planned
     demand moved beyond `policy.replan_deadband` (or an interval passed) the spec
     was updated and a re-plan is under way (`changed`, `generation`)."""
     rows = [o.domain() for o in body.observations]
