@@ -18,9 +18,10 @@ from fastapi.testclient import TestClient
 from service_support import client_for, fast_settings, perf_case, running, wait_for_plan
 
 from app.cli import main as cli_main
-from app.engine.api import demo_scenario_document
+from app.engine.api import DemandObservation, demo_scenario_document
 from app.engine.contracts import SolverOptions
 from app.service import worker
+from app.service.store import ForecastRow
 from app.service.worker import SolveJob, solve_job
 
 T0 = 1_764_000_000.0  # a minute boundary (observation time, not the wall clock)
@@ -224,6 +225,38 @@ def test_the_future_allowance_is_a_setting(tmp_path: Path) -> None:
         }
         assert post(c, item)["data_time"] == "2100-01-01T00:01:00Z"
         assert c.get("/v1/forecast").status_code == 200
+
+
+def test_a_database_with_windows_that_cannot_be_right_recovers(tmp_path: Path) -> None:
+    """Rows stored before such windows were refused (year 9999: every forecast and
+    post was a 500, restarts included; 2100: real windows were dropped and the
+    interval never came round) are skipped on start-up."""
+    settings = fast_settings(tmp_path)
+    with client_for(settings) as c:
+        wait_for_plan(c, 1)
+        assert c.put("/v1/cluster", json={"spec": spec_with(forecast="last")}).status_code == 200
+        store = running(c).store
+        # what the old code stored, and the forecasts it made at those data times
+        y9999, y2100 = 253_402_300_740.0, 4_102_444_800.0  # 9999-12-31T23:59Z, 2100-01-01
+        store.upsert_demand(
+            [
+                DemandObservation("code", y9999, 60.0, 1668.0),
+                DemandObservation("code", y2100, 60.0, 60.0),
+            ]
+        )
+        store.record_forecasts(
+            [ForecastRow("code", t + 60, t + 240, t + 540, 1.0, "last") for t in (y9999, y2100)]
+        )
+    with client_for(settings) as c:
+        r = c.get("/v1/forecast")
+        assert r.status_code == 200, r.text
+        assert r.json()["data_time"] is None
+        # a 2% move (inside the dead band) is written: no update in this data's time
+        # yet, so an interval is due (the 2100 forecast made it never due)
+        rate = code_rate(c) * 1.02
+        body = post(c, window("code", 0, rate))
+        assert body["data_time"] == iso(T0 + 60) and body["changed"]
+        assert code_rate(c) == pytest.approx(rate, rel=1e-3)
 
 
 def test_evaluate_matches_the_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -123,15 +123,33 @@ class DemandLoop(Attached):
 
     async def load(self) -> None:
         """Recent observations from the database (after a restart the forecaster
-        goes on where it was)."""
-        rows = await self.store.call(self.store.demand_since, 0.0)
+        goes on where it was). Windows that ingestion now refuses (`window_problem`:
+        stored before it did) are skipped and logged, and so are forecasts made at
+        such a data time: a database written with a window in year 9999 or 2100
+        goes on from the windows it has besides (that one stays in the file, unused)."""
+        clock_s, max_future_s = time.time(), self.settings.observation_max_future_s
+        stored = await self.store.call(self.store.demand_since, 0.0)
+        problems = [window_problem(r, clock_s, max_future_s) for r in stored]
+        rows = [r for r, why in zip(stored, problems, strict=True) if why is None]
+        if len(rows) < len(stored):
+            r, why = next((r, why) for r, why in zip(stored, problems, strict=True) if why)
+            log.warning(
+                "%d stored demand window(s) skipped, e.g. %s at start_s=%r: %s",
+                len(stored) - len(rows), r.query_type, r.start_s, why,
+            )  # fmt: skip
         if rows:
             newest = max(r.start_s + r.window_s for r in rows)
             rows = [r for r in rows if r.start_s >= newest - MEMORY_S]
         self._remember(rows)
         applied = await self.store.call(self.store.forecasts_since, 0.0)
-        if applied:
-            self._last_update_s = max(r.made_at_s for r in applied)
+        made = [r.made_at_s for r in applied if r.made_at_s <= clock_s + max_future_s]
+        if len(made) < len(applied):
+            log.warning(
+                "%d stored forecast(s) made after the clock (+ observation_max_future_s) skipped",
+                len(applied) - len(made),
+            )
+        if made:
+            self._last_update_s = max(made)
 
     # -- ingestion -----------------------------------------------------------------
 
