@@ -227,6 +227,25 @@ def test_the_future_allowance_is_a_setting(tmp_path: Path) -> None:
         assert c.get("/v1/forecast").status_code == 200
 
 
+def test_windows_older_than_kept_are_ignored_and_reported(loop_client: TestClient) -> None:
+    """A window older than the service keeps (5 days before the data time: the
+    forecaster's memory, within observation_retention_s) was stored, pruned at once
+    and reported as accepted; now it is not stored and is counted as ignored."""
+    c = loop_client
+    first = post(c, window("code", 0, 30.0))
+    assert first["accepted"] == 1 and first["ignored"] == 0 and first["ignored_reason"] is None
+    g = c.get("/v1/cluster").json()["generation"]
+    stale = window("code", -6 * 24 * 60, 90.0)  # six days before
+    body = post(c, stale)
+    assert (body["accepted"], body["ignored"], body["changed"]) == (0, 1, False)
+    assert "older than the service keeps" in body["ignored_reason"]
+    assert c.get("/v1/cluster").json()["generation"] == g
+    both = post(c, stale, window("code", 1, 30.0))
+    assert (both["accepted"], both["ignored"]) == (1, 1)
+    starts = [r.start_s for r in running(c).store.demand_since(0.0)]
+    assert starts == [T0, T0 + 60]
+
+
 def test_a_database_with_windows_that_cannot_be_right_recovers(tmp_path: Path) -> None:
     """Rows stored before such windows were refused (year 9999: every forecast and
     post was a 500, restarts included; 2100: real windows were dropped and the

@@ -65,6 +65,8 @@ class Ingested:
     changed: bool
     generation: int
     data_time_s: float | None
+    ignored: int = 0  # windows older than the service keeps: not stored
+    ignored_reason: str | None = None
 
 
 @dataclass(slots=True)
@@ -173,12 +175,57 @@ class DemandLoop(Attached):
         if bad:
             raise InvalidInput(bad)
         async with self._lock:
-            replaced = await self.store.call(self.store.upsert_demand, list(rows))
-            self._remember(rows)
-            self.metrics.observations.labels("demand").inc(len(rows))
-            await self._prune()
-            changed = await self._update_plan_demand()
-        return Ingested(len(rows), replaced, changed, self.cp.cluster.generation, self._data_now)
+            rows, ignored, reason = self._too_old(rows)
+            replaced, changed = 0, False
+            if rows:
+                replaced = await self.store.call(self.store.upsert_demand, list(rows))
+                self._remember(rows)
+                self.metrics.observations.labels("demand").inc(len(rows))
+                await self._prune()
+                changed = await self._update_plan_demand()
+        if ignored:
+            log.info("demand windows ignored: %s", reason)
+        return Ingested(
+            len(rows),
+            replaced,
+            changed,
+            self.cp.cluster.generation,
+            self._data_now,
+            ignored,
+            reason,
+        )
+
+    def _keep_from(self, data_now: float) -> float:
+        """The oldest window start the service keeps: the forecaster (and the
+        coverage) read the last `MEMORY_S` of windows, storage the last
+        `observation_retention_s`; a window older than either has no effect."""
+        return data_now - min(MEMORY_S, self.settings.observation_retention_s)
+
+    def _too_old(
+        self, rows: Sequence[DemandObservation]
+    ) -> tuple[Sequence[DemandObservation], int, str | None]:
+        """The windows to store, and how many (and why) are ignored: those that
+        start before `_keep_from` the data time they arrive at. Storing them would
+        have no effect (they were pruned at once), yet the answer counted them as
+        accepted; now the answer says so."""
+        ends = [r.start_s + r.window_s for r in rows]
+        if self._data_now is not None:
+            ends.append(self._data_now)
+        if not ends:
+            return rows, 0, None
+        data_now = max(ends)
+        keep_from = self._keep_from(data_now)
+        kept = [r for r in rows if r.start_s >= keep_from]
+        ignored = len(rows) - len(kept)
+        if not ignored:
+            return rows, 0, None
+        reason = (
+            f"{ignored} window(s) start before {from_epoch(keep_from)}, older than the service "
+            f"keeps (the last {data_now - keep_from:g} s before the data time "
+            f"{from_epoch(data_now)}: observation_retention_s, at most {MEMORY_S:g} s for the "
+            "forecaster); they were not stored and have no effect"
+        )
+        return kept, ignored, reason
 
     def _remember(self, rows: Sequence[DemandObservation]) -> None:
         for r in rows:
@@ -190,7 +237,7 @@ class DemandLoop(Attached):
         """Bounded memory and storage, by observation time."""
         if self._data_now is None:
             return
-        horizon = self._data_now - MEMORY_S
+        horizon = self._keep_from(self._data_now)
         for st in self._types.values():
             for start in [s for s in st.windows if s < horizon]:
                 del st.windows[start]

@@ -32,15 +32,20 @@ async def post_demand(body: DemandObservations, demand: DemandDep) -> JSONRespon
     spec (422 naming the item; nothing is stored then). Time is the windows' own:
     a replay may run faster than real time; but a window ending more than
     `observation_max_future_s` after the service's clock, or after year 9999, is a
-    422 naming its `start`. 202: the forecast ran; if the planned
-    demand moved beyond `policy.replan_deadband` (or an interval passed) the spec
-    was updated and a re-plan is under way (`changed`, `generation`)."""
+    422 naming its `start`. A window older than the service keeps (the last
+    `observation_retention_s`, at most 5 days, before the data time) would have
+    no effect: it is not stored, and counted in `ignored` with `ignored_reason`.
+    202: the forecast ran; if the planned demand moved beyond
+    `policy.replan_deadband` (or an interval passed) the spec was updated and a
+    re-plan is under way (`changed`, `generation`)."""
     rows = [o.domain() for o in body.observations]
     done = await demand.ingest(rows)
     plan_url = f"/v1/plan?wait_for_generation={done.generation}&timeout_s=30"
     out = ObservationsAccepted(
         accepted=done.accepted,
         replaced=done.replaced,
+        ignored=done.ignored,
+        ignored_reason=done.ignored_reason,
         changed=done.changed,
         generation=done.generation,
         data_time=None if done.data_time_s is None else from_epoch(done.data_time_s),

@@ -53,6 +53,11 @@ class ObservationsAccepted(BaseModel):
     model_config = RESPONSE
     accepted: int = Field(description="windows stored")
     replaced: int = Field(description="of which replaced a window with the same type and start")
+    ignored: int = Field(
+        description="windows not stored because they are older than the service keeps "
+        "(they would have no effect); see `ignored_reason`"
+    )
+    ignored_reason: str | None = Field(description="why windows were ignored (null: none were)")
     changed: bool = Field(description="the planned demand changed (a re-plan is under way)")
     generation: int = Field(description="generation of the spec after this ingestion")
     data_time: str | None = Field(description="end of the newest observed window")
