@@ -227,6 +227,30 @@ def test_the_future_allowance_is_a_setting(tmp_path: Path) -> None:
         assert c.get("/v1/forecast").status_code == 200
 
 
+def test_overlapping_windows_of_a_type_are_refused(loop_client: TestClient) -> None:
+    """A 1 s window inside a stored 60 s one was counted on top of it (the planned
+    rate rose); a window overlapping another of its type with a different start is
+    a 422 naming the item. The same start replaces; other types do not interfere."""
+    c = loop_client
+    post(c, window("code", 0, 30.0))
+    rate = code_rate(c)
+    inside = {"query_type": "code", "start": iso(T0 + 10), "window_s": 1, "requests": 100}
+    errors = refused(c, "demand", inside)
+    assert [e["field"] for e in errors] == ["observations[0]"]
+    assert "overlaps a stored window of 'code'" in errors[0]["message"]
+    covering = {**window("code", 0, 30.0), "start": iso(T0 - 30), "window_s": 120}
+    assert [e["field"] for e in refused(c, "demand", covering)] == ["observations[0]"]
+    # within one request: the later item of the pair is named
+    late = {**window("code", 5, 30.0), "start": iso(T0 + 5 * 60 + 30)}
+    errors = refused(c, "demand", window("code", 4, 30.0), window("code", 5, 30.0), late)
+    assert [e["field"] for e in errors] == ["observations[2]"]
+    assert code_rate(c) == rate
+    # the same start replaces (a shorter window too); adjacent windows and other types are fine
+    again = post(c, {**window("code", 0, 30.0), "window_s": 30}, window("code", 1, 30.0))
+    assert (again["accepted"], again["replaced"]) == (2, 1)
+    assert post(c, {**inside, "query_type": "conversation"})["accepted"] == 1
+
+
 def test_windows_older_than_kept_are_ignored_and_reported(loop_client: TestClient) -> None:
     """A window older than the service keeps (5 days before the data time: the
     forecaster's memory, within observation_retention_s) was stored, pruned at once

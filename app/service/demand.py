@@ -44,6 +44,7 @@ from typing import Any
 from app.engine.api import DemandObservation, ForecastConfig, TypeForecast, forecast_demand
 from app.service.errors import InvalidInput
 from app.service.metrics import Metrics
+from app.service.schemas.observations import MAX_WINDOW_S
 from app.service.settings import Settings
 from app.service.state import Attached, ClusterSnapshot, ControlPlane
 from app.service.store import ForecastRow, Store
@@ -112,6 +113,59 @@ def window_problem(r: DemandObservation, clock_s: float, max_future_s: float) ->
     return None
 
 
+# Windows that overlap by at most this are adjacent (starts and ends are parsed
+# from RFC 3339 with up to microseconds and summed in floating point).
+OVERLAP_TOLERANCE_S = 1e-3
+
+
+def overlaps(
+    items: Sequence[tuple[int, DemandObservation]],
+    stored: Sequence[DemandObservation],
+    field_prefix: str = "observations",
+) -> dict[int, str]:
+    """Item index -> why it cannot be stored: it overlaps a window of its type with
+    a different start, stored (and not replaced by this batch) or another item.
+
+    Refused rather than counted twice: a 1 s window inside a stored 60 s one (or a
+    5-minute window over five 1-minute ones) would add its requests to the same
+    stretch of time again and raise the planned rate. The same type and start
+    replaces (a corrected count), as before; the Prometheus source's windows are
+    aligned to multiples of its `window_s` and resume at a boundary after a change
+    of width, so they never overlap one another. A sweep per type in start order:
+    a window overlaps an earlier one iff it starts before the furthest end so far."""
+    last = {(r.query_type, r.start_s): (k, r) for k, r in items}  # the last of a start counts
+    by_type: dict[str, list[tuple[int | None, DemandObservation]]] = {}
+    for r in stored:
+        if (r.query_type, r.start_s) not in last:
+            by_type.setdefault(r.query_type, []).append((None, r))
+    for item, r in last.values():
+        by_type.setdefault(r.query_type, []).append((item, r))
+    out: dict[int, str] = {}
+    for windows in by_type.values():
+        windows.sort(key=lambda w: w[1].start_s)
+        reach: tuple[int | None, DemandObservation] | None = None  # the window ending last
+        for k, r in windows:
+            if reach is not None:
+                j, o = reach
+                if o.start_s + o.window_s > r.start_s + OVERLAP_TOLERANCE_S:
+                    if k is not None:
+                        out.setdefault(k, _overlap_message(o, j, field_prefix))
+                    elif j is not None:
+                        out.setdefault(j, _overlap_message(r, None, field_prefix))
+            if reach is None or r.start_s + r.window_s > reach[1].start_s + reach[1].window_s:
+                reach = (k, r)
+    return out
+
+
+def _overlap_message(other: DemandObservation, item: int | None, field_prefix: str) -> str:
+    where = "a stored window" if item is None else f"{field_prefix}[{item}]"
+    return (
+        f"overlaps {where} of {other.query_type!r} ({from_epoch(other.start_s)}, "
+        f"{other.window_s:g} s): windows of one type must not overlap (their requests would "
+        "count twice); the same start replaces"
+    )
+
+
 class DemandLoop(Attached):
     def __init__(
         self, cp: ControlPlane, store: Store, settings: Settings, metrics: Metrics
@@ -175,18 +229,21 @@ class DemandLoop(Attached):
         if bad:
             raise InvalidInput(bad)
         async with self._lock:
-            rows, ignored, reason = self._too_old(rows)
+            keep, reason = self._too_old(rows)
+            kept = [rows[k] for k in keep]
+            await self._refuse_overlaps([(k, rows[k]) for k in keep], field_prefix)
             replaced, changed = 0, False
-            if rows:
-                replaced = await self.store.call(self.store.upsert_demand, list(rows))
-                self._remember(rows)
-                self.metrics.observations.labels("demand").inc(len(rows))
+            if kept:
+                replaced = await self.store.call(self.store.upsert_demand, kept)
+                self._remember(kept)
+                self.metrics.observations.labels("demand").inc(len(kept))
                 await self._prune()
                 changed = await self._update_plan_demand()
+        ignored = len(rows) - len(kept)
         if ignored:
             log.info("demand windows ignored: %s", reason)
         return Ingested(
-            len(rows),
+            len(kept),
             replaced,
             changed,
             self.cp.cluster.generation,
@@ -195,37 +252,49 @@ class DemandLoop(Attached):
             reason,
         )
 
+    async def _refuse_overlaps(
+        self, items: Sequence[tuple[int, DemandObservation]], field_prefix: str
+    ) -> None:
+        """InvalidInput naming every item that overlaps another window of its type
+        (`overlaps`: stored, or in this batch) with a different start."""
+        spans: dict[str, tuple[float, float]] = {}
+        for _, r in items:
+            lo, hi = spans.get(r.query_type, (r.start_s, r.start_s + r.window_s))
+            spans[r.query_type] = (min(lo, r.start_s), max(hi, r.start_s + r.window_s))
+        stored = await self.store.call(self.store.demand_overlapping, spans, MAX_WINDOW_S)
+        found = overlaps(items, stored, field_prefix)
+        if found:
+            raise InvalidInput([(f"{field_prefix}[{k}]", why) for k, why in sorted(found.items())])
+
     def _keep_from(self, data_now: float) -> float:
         """The oldest window start the service keeps: the forecaster (and the
         coverage) read the last `MEMORY_S` of windows, storage the last
         `observation_retention_s`; a window older than either has no effect."""
         return data_now - min(MEMORY_S, self.settings.observation_retention_s)
 
-    def _too_old(
-        self, rows: Sequence[DemandObservation]
-    ) -> tuple[Sequence[DemandObservation], int, str | None]:
-        """The windows to store, and how many (and why) are ignored: those that
-        start before `_keep_from` the data time they arrive at. Storing them would
-        have no effect (they were pruned at once), yet the answer counted them as
-        accepted; now the answer says so."""
+    def _too_old(self, rows: Sequence[DemandObservation]) -> tuple[list[int], str | None]:
+        """The indices of the windows to store, and why the others are ignored:
+        those that start before `_keep_from` the data time they arrive at. Storing
+        them would have no effect (they were pruned at once), yet the answer
+        counted them as accepted; now the answer says so."""
         ends = [r.start_s + r.window_s for r in rows]
         if self._data_now is not None:
             ends.append(self._data_now)
         if not ends:
-            return rows, 0, None
+            return [], None
         data_now = max(ends)
         keep_from = self._keep_from(data_now)
-        kept = [r for r in rows if r.start_s >= keep_from]
-        ignored = len(rows) - len(kept)
+        keep = [k for k, r in enumerate(rows) if r.start_s >= keep_from]
+        ignored = len(rows) - len(keep)
         if not ignored:
-            return rows, 0, None
+            return keep, None
         reason = (
             f"{ignored} window(s) start before {from_epoch(keep_from)}, older than the service "
             f"keeps (the last {data_now - keep_from:g} s before the data time "
             f"{from_epoch(data_now)}: observation_retention_s, at most {MEMORY_S:g} s for the "
             "forecaster); they were not stored and have no effect"
         )
-        return kept, ignored, reason
+        return keep, reason
 
     def _remember(self, rows: Sequence[DemandObservation]) -> None:
         for r in rows:

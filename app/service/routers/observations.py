@@ -28,8 +28,10 @@ router = APIRouter(prefix="/v1/observations", tags=["observations"])
 async def post_demand(body: DemandObservations, demand: DemandDep) -> JSONResponse:
     """Counts over windows (`start`, `window_s`), the form a gateway log or
     Prometheus `increase()` gives. Out of order and again are fine: the same type
-    and start replaces the earlier window. Every `query_type` must exist in the
-    spec (422 naming the item; nothing is stored then). Time is the windows' own:
+    and start replaces the earlier window; a window overlapping another of its type
+    with a different start is a 422 naming the item (it would count requests
+    twice). Every `query_type` must exist in the spec (422 naming the item;
+    nothing is stored then). Time is the windows' own:
     a replay may run faster than real time; but a window ending more than
     `observation_max_future_s` after the service's clock, or after year 9999, is a
     422 naming its `start`. A window older than the service keeps (the last

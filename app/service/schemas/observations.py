@@ -14,6 +14,7 @@ from app.service.schemas.common import REQUEST, RESPONSE, Rfc3339
 from app.service.schemas.plans import PlanDocument
 
 MAX_OBSERVATIONS = 100_000
+MAX_WINDOW_S = 86_400.0
 
 
 class DemandObservationIn(BaseModel):
@@ -27,7 +28,7 @@ class DemandObservationIn(BaseModel):
         examples=["2026-12-01T10:00:00Z"],
         strict=False,  # a JSON string, parsed (strict mode would want a datetime object)
     )
-    window_s: float = Field(gt=0.0, le=86_400.0, examples=[60])
+    window_s: float = Field(gt=0.0, le=MAX_WINDOW_S, examples=[60])
     requests: float = Field(ge=0.0, le=MAX_RATE * 86_400.0, examples=[1668])
     input_tokens_mean: float | None = Field(default=None, gt=0.0, le=MAX_TOKENS)
     output_tokens_mean: float | None = Field(default=None, gt=0.0, le=MAX_TOKENS)

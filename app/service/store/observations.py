@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -69,6 +69,22 @@ class ObservationsRepo(StoreCore):
             (since_s,),
         ).fetchall()
         return [DemandRow(*r) for r in rows]
+
+    def demand_overlapping(
+        self, spans: Mapping[str, tuple[float, float]], max_window_s: float
+    ) -> list[DemandRow]:
+        """Per query type, the stored windows that overlap [from_s, to_s) (every
+        stored window is at most `max_window_s` long, which bounds the index scan)."""
+        out: list[DemandRow] = []
+        for query_type, (from_s, to_s) in spans.items():
+            rows = self.conn.execute(
+                "SELECT query_type, start_s, window_s, requests, input_tokens_mean,"
+                " output_tokens_mean FROM demand_observations WHERE query_type = ?"
+                " AND start_s > ? AND start_s < ? AND start_s + window_s > ? ORDER BY start_s",
+                (query_type, from_s - max_window_s, to_s, from_s),
+            ).fetchall()
+            out += [DemandRow(*r) for r in rows]
+        return out
 
     def prune_demand(self, before_s: float) -> int:
         return self._tx(
