@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from app.cli import main as cli_main
 from app.engine.api import DemandObservation, demo_scenario_document
 from app.engine.contracts import SolverOptions
 from app.service import worker
+from app.service.schemas.perf import LatencyObservationIn
 from app.service.store import ForecastRow
 from app.service.worker import SolveJob, solve_job
 
@@ -368,6 +370,57 @@ def test_bad_latency_observations_store_nothing(tmp_path: Path) -> None:
         assert r.status_code == 422 and r.json()["errors"][0]["field"] == "observations[1].engine"
         assert running(c).store.latency_observations() == []
         assert c.get("/v1/calibration").json()["in_force"] is None
+
+
+# The README's example observation (Qwen2.5-7B on one H100 in bf16).
+OBSERVED = {**MEASURED, "tp": 1, "pp": 1, "concurrency": 8, "ttft_s": 0.21, "tpot_s": 0.013}
+
+
+@pytest.mark.parametrize(
+    ("change", "field", "says"),
+    [
+        ({"tp": 16}, "observations[1]", "exceeds gpus_per_node=8"),
+        ({"tp": 3, "pp": 8}, "observations[1]", "tp=3 not in tp_options"),
+        ({"input_tokens": 1_000_000}, "observations[1]", "exceeds the model's max_context"),
+        ({"model": "Llama-3.1-70B", "gpu": "L4"}, "observations[1]", "no memory for the KV"),
+        ({"gpu": "A100-SXM-80GB", "precision": "fp8"}, "observations[1]", "not supported"),
+        ({"tpot_s": 1e-300}, "observations[1].tpot_s", "greater than or equal to 0.000001"),
+        ({"ttft_s": 1e-9}, "observations[1].ttft_s", "greater than or equal to 0.000001"),
+    ],
+)
+def test_latency_of_a_deployment_that_cannot_exist_is_refused(
+    loop_client: TestClient, change: dict[str, Any], field: str, says: str
+) -> None:
+    """Each was stored and fitted (tpot_s 1e-300 gave tpot_mape_before 1.3e299); now
+    the engine's checks (those /v1/perf/estimate makes, memory, the policy's TP/PP
+    options) and a 1 µs floor make it a 422 naming the item, and nothing is stored."""
+    errors = refused(loop_client, "latency", OBSERVED, {**OBSERVED, **change})
+    assert [e["field"] for e in errors] == [field]
+    assert says in errors[0]["message"]
+    assert loop_client.get("/v1/calibration").json()["in_force"] is None
+    r = loop_client.post("/v1/observations/latency", json={"observations": [OBSERVED]})
+    assert r.status_code == 202, r.text
+
+
+def test_stored_latency_that_cannot_be_right_is_left_out_of_the_fit(tmp_path: Path) -> None:
+    """Observations stored before they were refused do not reach the calibration
+    (a restart refits from what is stored: nothing fails, they are counted as
+    skipped); the Prometheus source's path skips such items instead of failing."""
+    settings = fast_settings(tmp_path)
+    with client_for(settings) as c:
+        wait_for_plan(c, 1)
+        bad = [{**OBSERVED, "tp": 16}, {**OBSERVED, "tpot_s": 1e-300}]
+        running(c).store.insert_latency([(doc, None) for doc in bad])
+    with client_for(settings) as c:
+        wait_for_plan(c, 1)
+        doc = c.get("/v1/calibration").json()
+        assert (doc["observations"], doc["skipped"]) == (0, 2)
+        latency = running(c).latency
+        items = [LatencyObservationIn.model_validate(i) for i in [OBSERVED, {**OBSERVED, "tp": 16}]]
+        out = c.portal.call(partial(latency.ingest, items, skip_invalid=True))  # type: ignore[union-attr]
+        assert out["accepted"] == 1
+        doc = c.get("/v1/calibration").json()
+        assert (doc["observations"], doc["skipped"]) == (1, 2)
 
 
 def test_calibration_in_force_moves_only_beyond_the_dead_band_and_survives_restart(

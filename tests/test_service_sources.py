@@ -68,6 +68,37 @@ def test_configuration_errors_are_422(tmp_path: Path) -> None:
         assert c.get("/v1/sources").json() == {"config": None, "status": None}
 
 
+def test_latency_entries_for_deployments_that_cannot_exist_are_422(tmp_path: Path) -> None:
+    """Checked as latency observations are (the engine's checks), naming the entry;
+    the configuration is not stored and the generation does not move."""
+    entry = {
+        "model": "Qwen2.5-7B",
+        "gpu": "H100-SXM",
+        "precision": "bf16",
+        "tp": 1,
+        "pp": 1,
+        "ttft_s": "vector(0.2)",
+        "tpot_s": "vector(0.01)",
+        "concurrency": "vector(8)",
+    }
+    with client_for(fast_settings(tmp_path)) as c:
+        wait_for_plan(c, 1)
+        before = c.get("/v1/cluster").json()["generation"]
+        latency = [
+            entry,
+            {**entry, "tp": 16},
+            {**entry, "gpu": "A100-SXM-80GB", "precision": "fp8"},
+        ]
+        r = c.put("/v1/sources", json=sources_body("http://127.0.0.1:9", latency=latency))
+        assert r.status_code == 422, r.text
+        errors = r.json()["errors"]
+        assert [e["field"] for e in errors] == ["latency[1]", "latency[2]"]
+        assert "gpus_per_node" in errors[0]["message"]
+        assert "not supported" in errors[1]["message"]
+        assert c.get("/v1/sources").json() == {"config": None, "status": None}
+        assert c.get("/v1/cluster").json()["generation"] == before
+
+
 def test_unreachable_prometheus_is_reported_not_fatal(tmp_path: Path) -> None:
     with client_for(fast_settings(tmp_path)) as c:
         wait_for_plan(c, 1)

@@ -588,6 +588,31 @@ async def test_poller_latency_items_and_shape_required() -> None:
 
 
 @pytest.mark.anyio
+async def test_poller_skips_latencies_below_the_api_floor() -> None:
+    """A mean TPOT under 1 µs (a unit error) is no observation: the window is
+    skipped with the reason, as the API would refuse the item (and the chunk would
+    otherwise fail again at every poll)."""
+    fake = FakePrometheus(
+        {
+            "ttft": lambda t: 0.4,
+            "tpot": lambda t: 0.03 if (t - T0) % 120 else 3e-8,
+            "conc": lambda t: 6.5,
+            "in": lambda t: 1024.0,
+            "out": lambda t: 128.0,
+        }
+    )
+    sink = Sink()
+    q = LatencyQuery(
+        "Llama-3.1-8B", "H100-SXM", "bf16", 1, 1, "ttft", "tpot", "conc", "vllm", "in", "out"
+    )
+    poller = fake_poller(fake, sink, latency=(q,), initial_backfill_s=240)
+    report = await poller.poll_once(T0 + 240 + 10)
+    assert [p.outcome for p in report.queries] == ["partial"]
+    assert [i["start"] for i in sink.latency] == [rfc3339(T0), rfc3339(T0 + 120)]
+    assert "tpot_s below 1e-06 s" in (poller.status().queries[0].note or "")
+
+
+@pytest.mark.anyio
 async def test_run_loop_polls_until_stopped() -> None:
     fake = FakePrometheus({"r": lambda t: 1.0})
     sink = Sink()

@@ -45,7 +45,7 @@ from app.engine.contracts import (
 from app.engine.forecast import DemandObservation, ForecastConfig, TypeForecast, forecast_demand
 from app.engine.model.catalog import catalog_gpu, catalog_model, catalog_precision
 from app.engine.model.demo import demo_scenario_document
-from app.engine.model.domain import GPU, Model, Precision, Scenario
+from app.engine.model.domain import GPU, Model, Policy, Precision, Scenario
 from app.engine.model.schemas import (
     gpu_from_spec,
     model_from_spec,
@@ -54,7 +54,7 @@ from app.engine.model.schemas import (
     scenario_to_document,
 )
 from app.engine.perf.calibration import Calibration, LatencyObservation, fit_calibration
-from app.engine.perf.predict import PerfCase, PerfPrediction, estimate
+from app.engine.perf.predict import PerfCase, PerfPrediction, deployment_error, estimate
 from app.engine.perf.profiles import DEFAULT_ENGINE, ENGINE_NAMES
 from app.engine.plan.candidates import candidate_table
 from app.engine.plan.diff import plan_diff
@@ -79,6 +79,7 @@ __all__ = [
     "PerfCase",
     "PerfPrediction",
     "Plan",
+    "Policy",
     "Precision",
     "Replan",
     "Scenario",
@@ -89,6 +90,7 @@ __all__ = [
     "catalog_model",
     "catalog_precision",
     "demo_scenario_document",
+    "deployment_error",
     "estimate",
     "evaluate",
     "evaluate_documents",

@@ -16,7 +16,11 @@ so it survives restarts without a document of its own.
 
 Ids resolve against the cluster spec first, then the built-in catalog; inline
 objects are taken as given. A deployment's engine defaults to its GPU's engine
-in the spec, else the policy's.
+in the spec, else the policy's. An observation is accepted only for a deployment
+and request shape the performance model stands for (`observation_problem`: the
+engine's own checks, as `/v1/perf/estimate` and the evaluator make them); a
+stored one that no longer passes (the spec changed, or it was stored before the
+check) is skipped by the fit and counted.
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from pydantic import ValidationError
 
 from app.engine import api
 from app.service.demand import to_epoch
@@ -49,6 +55,7 @@ class Resolved:
     gpu: api.GPU
     precision: api.Precision
     engine: str
+    policy: api.Policy  # the spec's (its TP and PP options)
 
 
 def resolve(d: Deployed, spec: dict[str, Any], where: str) -> Resolved:
@@ -77,7 +84,45 @@ def resolve(d: Deployed, spec: dict[str, Any], where: str) -> Resolved:
         errors.append((f"{where}.engine", f"unknown engine {engine!r} (known: {known})"))
     if errors:
         raise InvalidInput(errors)
-    return Resolved(model, gpu, precision, engine)
+    return Resolved(model, gpu, precision, engine, scenario.policy)
+
+
+def observation_problem(item: LatencyObservationIn, r: Resolved) -> str | None:
+    """Why `item` cannot be an observation of a deployment the performance model
+    stands for, or None: `api.deployment_error`, the engine's checks (those
+    `/v1/perf/estimate` answers with an error, weights or KV cache that do not
+    fit, TP or PP outside the policy's options), not a copy of them."""
+    case = api.PerfCase(
+        r.model,
+        r.gpu,
+        r.precision,
+        item.tp,
+        item.pp,
+        item.input_tokens,
+        item.output_tokens,
+        max(1, round(item.concurrency)),
+        r.engine,
+    )
+    return api.deployment_error(case, r.policy)
+
+
+def invalid_items(
+    items: Sequence[LatencyObservationIn], spec: dict[str, Any], prefix: str
+) -> dict[int, list[tuple[str, str]]]:
+    """Item index -> its errors (unresolvable ids or engine, then
+    `observation_problem` naming the item)."""
+    out: dict[int, list[tuple[str, str]]] = {}
+    for k, item in enumerate(items):
+        where = f"{prefix}[{k}]"
+        try:
+            r = resolve(item, spec, where)
+        except InvalidInput as exc:
+            out[k] = list(exc.errors)
+            continue
+        why = observation_problem(item, r)
+        if why is not None:
+            out[k] = [(where, why)]
+    return out
 
 
 class LatencyLoop(Attached):
@@ -103,12 +148,29 @@ class LatencyLoop(Attached):
         used = [d for seq, d in stored if seq <= through]
         self.current = await asyncio.to_thread(self._fit, used) if used else None
 
-    async def ingest(self, items: Sequence[LatencyObservationIn]) -> dict[str, Any]:
-        """Validate every item (all or nothing), store them, refit, and put the new
-        calibration in force if it moved beyond the dead band (a new generation)."""
+    async def ingest(
+        self, items: Sequence[LatencyObservationIn], *, skip_invalid: bool = False
+    ) -> dict[str, Any]:
+        """Validate every item (all or nothing: InvalidInput naming each bad one),
+        store them, refit, and put the new calibration in force if it moved beyond
+        the dead band (a new generation). `skip_invalid` (the Prometheus source):
+        bad items are logged and left out instead, so that one odd window (a mean
+        prompt beyond the context) does not hold up its whole chunk forever."""
         spec = self.cp.cluster.spec
-        for k, item in enumerate(items):
-            resolve(item, spec, f"observations[{k}]")
+        bad = await asyncio.to_thread(invalid_items, items, spec, "observations")
+        if bad and not skip_invalid:
+            raise InvalidInput([e for k in sorted(bad) for e in bad[k]])
+        if bad:
+            first = bad[min(bad)][0]
+            log.warning("%d latency observation(s) skipped, e.g. %s: %s", len(bad), *first)
+            items = [item for k, item in enumerate(items) if k not in bad]
+            if not items:
+                return {
+                    "accepted": 0,
+                    "observations": self.observations,
+                    "changed": False,
+                    "generation": self.cp.cluster.generation,
+                }
         docs = [(item.model_dump(mode="json", exclude_none=True), item.start) for item in items]
         async with self._lock:
             await self.store.call(
@@ -142,16 +204,20 @@ class LatencyLoop(Attached):
         }
 
     def _fit(self, docs: Sequence[dict[str, Any]]) -> api.Calibration:
-        """Fit from stored observation documents; ones whose ids no longer resolve
-        are skipped (counted)."""
+        """Fit from stored observation documents; ones that are no longer valid
+        (ids that do not resolve, an `observation_problem`, or values stored before
+        the schema refused them, such as a TPOT of 1e-300 s) are skipped (counted)."""
         spec = self.cp.cluster.spec
         obs: list[api.LatencyObservation] = []
         skipped = 0
         for doc in docs:
-            item = LatencyObservationIn.model_validate(doc, strict=False)  # stored JSON
             try:
+                item = LatencyObservationIn.model_validate(doc, strict=False)  # stored JSON
                 r = resolve(item, spec, "observation")
-            except InvalidInput:
+            except (ValidationError, InvalidInput):
+                skipped += 1
+                continue
+            if observation_problem(item, r) is not None:
                 skipped += 1
                 continue
             obs.append(

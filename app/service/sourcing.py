@@ -10,7 +10,8 @@ outage catches up without losing or double counting a window (the ingestion
 paths replace by (type, window start) anyway). Prometheus down, slow, NaN,
 empty or partial: the last good state stays, `SourcesHealthy` and the metrics say
 what failed, nothing crashes. A configuration naming a query type the spec does
-not have, or a deployment that does not resolve, is refused (422); bad PromQL or
+not have, or a deployment that does not resolve or cannot exist (the checks of
+latency observations, `observation_problem`), is refused (422); bad PromQL or
 an unreachable URL is accepted and shows in the status (it may be fixed on the
 Prometheus side).
 """
@@ -28,7 +29,7 @@ from prometheus_client.registry import Collector
 
 from app.service.demand import DemandLoop
 from app.service.errors import InvalidInput
-from app.service.latency import LatencyLoop, resolve
+from app.service.latency import LatencyLoop, observation_problem, resolve
 from app.service.schemas.observations import DemandObservationIn
 from app.service.schemas.perf import LatencyObservationIn
 from app.service.sources.config import SourcesSpec, to_config
@@ -107,9 +108,13 @@ class SourcesManager:
                 }
             )
             try:
-                resolve(ref, self.cp.cluster.spec, f"latency[{k}]")
+                r = resolve(ref, self.cp.cluster.spec, f"latency[{k}]")
             except InvalidInput as exc:
                 errors += exc.errors
+                continue
+            why = observation_problem(ref, r)  # the deployment (a one-token shape)
+            if why is not None:
+                errors.append((f"latency[{k}]", why))
         if errors:
             raise InvalidInput(errors)
 
@@ -151,7 +156,8 @@ class SourcesManager:
 
     async def _ingest_latency(self, items: list[dict[str, Any]]) -> None:
         await self.latency.ingest(
-            [LatencyObservationIn.model_validate(i, strict=False) for i in items]
+            [LatencyObservationIn.model_validate(i, strict=False) for i in items],
+            skip_invalid=True,
         )
 
     def status(self) -> SourcesStatus | None:

@@ -142,6 +142,16 @@ class Policy:
     change_payback_s: float | None = 3600.0
     engine: str = "vllm"
 
+    def parallelism_problems(self, tp: int, pp: int) -> list[str]:
+        """Why a deployment's TP and PP are not among the options the planner
+        deploys (the evaluator's structure check; observed latencies too)."""
+        problems = []
+        if tp not in self.tp_options:
+            problems.append(f"tp={tp} not in tp_options {list(self.tp_options)}")
+        if pp not in self.pp_options:
+            problems.append(f"pp={pp} not in pp_options {list(self.pp_options)}")
+        return problems
+
 
 @dataclass(frozen=True, slots=True)
 class Scenario:

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from app.engine.model.domain import GPU, Model, Precision
+from app.engine.model.domain import GPU, Model, Policy, Precision
 from app.engine.perf.calibration import NO_CORRECTION, Calibration, Correction
 from app.engine.perf.model import (
     hardware_arrays,
@@ -227,6 +227,31 @@ def estimate(
         calibrated=corr.calibrated,
         calibration_points=corr.points,
     )
+
+
+def deployment_error(case: PerfCase, policy: Policy | None = None) -> str | None:
+    """Why `case` (a deployment and a request shape) cannot have run, or None: an
+    observation of it cannot be right. The checks are the engine's own: what
+    `estimate` refuses (precision unsupported on the GPU, TP beyond a node or the
+    heads, PP beyond the layers, prompt + output beyond the context, a non-finite
+    prediction); weights that leave no memory for the KV cache, or a KV cache that
+    holds no request of this shape (the planner never deploys either); and, with a
+    `policy`, TP or PP outside its options (the evaluator's structure check)."""
+    out = estimate(case)
+    if out.error is not None:
+        return out.error
+    m, g, p = case.model, case.gpu, case.precision
+    where = f"{m.id!r} in {p.id!r} on tp={case.tp} x pp={case.pp} {g.id!r}"
+    if not out.fits:
+        return f"the weights of {where} leave no memory for the KV cache"
+    if not out.max_concurrency:
+        total = _num(case.input_tokens + case.output_tokens)
+        return f"the KV cache of {where} holds no request of {total} tokens"
+    if policy is not None:
+        problems = policy.parallelism_problems(case.tp, case.pp)
+        if problems:
+            return "; ".join(problems)
+    return None
 
 
 def predict(

@@ -102,10 +102,7 @@ def _structure(scenario: Scenario, plan: Plan) -> list[Violation]:
             problems.append(f"unknown gpu {d.gpu!r}")
         if d.precision not in precs:
             problems.append(f"unknown precision {d.precision!r}")
-        if d.tp not in pol.tp_options:
-            problems.append(f"tp={d.tp} not in tp_options")
-        if d.pp not in pol.pp_options:
-            problems.append(f"pp={d.pp} not in pp_options")
+        problems += pol.parallelism_problems(d.tp, d.pp)
         if not problems:
             g = scenario.gpus[gpus[d.gpu]]
             p = scenario.precisions[precs[d.precision]]

@@ -67,8 +67,12 @@ async def post_demand(body: DemandObservations, demand: DemandDep) -> JSONRespon
 async def post_latency(body: LatencyObservations, latency: LatencyDep) -> JSONResponse:
     """Each item: a deployment (model, GPU, precision by id as in the spec or
     inline; TP, PP; engine, default the GPU's), a request shape, the concurrency it
-    ran at and the TTFT/TPOT it showed. Bad items are a 422 naming the item, and
-    nothing is stored. The calibration is refitted; when a correction moves beyond
+    ran at and the TTFT/TPOT it showed (at least 1 µs each). Bad items are a 422
+    naming the item, and nothing is stored: unknown ids, and a deployment the
+    performance model does not stand for (the engine's checks, as in
+    `/v1/perf/estimate`: precision unsupported on the GPU, TP beyond a node, a
+    prompt beyond the context, weights that do not fit, TP or PP outside the
+    policy's options). The calibration is refitted; when a correction moves beyond
     `policy.replan_deadband`, it is put in force and a re-plan starts (`changed`)."""
     out = await latency.ingest(body.observations)
     return JSONResponse(out, status_code=202)

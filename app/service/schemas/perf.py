@@ -9,6 +9,12 @@ from pydantic import BaseModel, Discriminator, Field, Tag
 from app.engine.model.schemas import GPUSpec, ModelSpec, PrecisionSpec
 from app.service.schemas.common import MAX_PERF_CASES, REQUEST, RESPONSE, Rfc3339
 
+# No GPU produces a token (or a first token) in under a microsecond; a smaller
+# latency is a unit error (ns as s, a rate as a time), and its log ratio to the
+# model's prediction would dominate any calibration (1e-300 s gave an error of
+# 1e299 before the fit).
+MIN_LATENCY_S = 1e-6
+
 
 def _id_or_inline(v: Any) -> str:
     return "catalog_id" if isinstance(v, str) else "inline"
@@ -64,8 +70,8 @@ class LatencyObservationIn(Deployed):
     concurrency: float = Field(
         gt=0.0, le=1_000_000.0, description="requests in flight (a mean may be fractional)"
     )
-    ttft_s: float = Field(gt=0.0, le=86_400.0, examples=[0.21])
-    tpot_s: float = Field(gt=0.0, le=3_600.0, examples=[0.012])
+    ttft_s: float = Field(ge=MIN_LATENCY_S, le=86_400.0, examples=[0.21])
+    tpot_s: float = Field(ge=MIN_LATENCY_S, le=3_600.0, examples=[0.012])
     start: Rfc3339 | None = Field(default=None, description="RFC 3339", strict=False)
     window_s: float | None = Field(default=None, gt=0.0, le=86_400.0)
 

@@ -1,8 +1,9 @@
 """Per-window query values → observation items in the shapes of
 POST /v1/observations/demand and /v1/observations/latency. Pure.
 
-A window that lacks a required value (missing, NaN, ±Inf, out of range) yields no
-item; it is listed in `skipped` with the reason. Nothing is rounded or filled in.
+A window that lacks a required value (missing, NaN, ±Inf, out of range, a latency
+below the API's floor of 1 µs) yields no item; it is listed in `skipped` with the
+reason. Nothing is rounded or filled in.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from app.service.schemas.perf import MIN_LATENCY_S
 from app.service.sources.config import DemandQuery, LatencyQuery
 from app.service.sources.prometheus import WindowOutcome, WindowValues
 from app.service.sources.windows import rfc3339
@@ -135,6 +137,8 @@ def latency_items(q: LatencyQuery, window_s: int, values: Mapping[str, WindowVal
             v, why = _value(values[name], start)
             if v is not None and (v < 0 or (v == 0 and bound == "positive")):
                 v, why = None, f"not {bound}"
+            elif v is not None and name in ("ttft_s", "tpot_s") and v < MIN_LATENCY_S:
+                v, why = None, f"below {MIN_LATENCY_S:g} s (implausible)"
             if v is None:
                 reasons.setdefault(f"{name} {why}", []).append(start)
                 break
