@@ -251,6 +251,16 @@ def test_overlapping_windows_of_a_type_are_refused(loop_client: TestClient) -> N
     again = post(c, {**window("code", 0, 30.0), "window_s": 30}, window("code", 1, 30.0))
     assert (again["accepted"], again["replaced"]) == (2, 1)
     assert post(c, {**inside, "query_type": "conversation"})["accepted"] == 1
+    # the Prometheus source's path ignores such a window (reported) rather than
+    # failing its chunk at every poll
+    rows = [
+        DemandObservation("code", T0 + 10, 1.0, 100.0),
+        DemandObservation("code", T0 + 120, 60.0, 1800.0),
+    ]
+    ingest = partial(running(c).demand.ingest, rows, "source", skip_overlaps=True)
+    done = c.portal.call(ingest)  # type: ignore[union-attr]
+    assert (done.accepted, done.ignored) == (1, 1)
+    assert done.ignored_reason is not None and "[0] overlaps a stored window" in done.ignored_reason
 
 
 def test_windows_older_than_kept_are_ignored_and_reported(loop_client: TestClient) -> None:

@@ -194,8 +194,8 @@ class DemandLoop(Attached):
                 len(stored) - len(rows), r.query_type, r.start_s, why,
             )  # fmt: skip
         if rows:
-            newest = max(r.start_s + r.window_s for r in rows)
-            rows = [r for r in rows if r.start_s >= newest - MEMORY_S]
+            keep_from = self._keep_from(max(r.start_s + r.window_s for r in rows))
+            rows = [r for r in rows if r.start_s >= keep_from]
         self._remember(rows)
         applied = await self.store.call(self.store.forecasts_since, 0.0)
         made = [r.made_at_s for r in applied if r.made_at_s <= clock_s + max_future_s]
@@ -210,11 +210,18 @@ class DemandLoop(Attached):
     # -- ingestion -----------------------------------------------------------------
 
     async def ingest(
-        self, rows: Sequence[DemandObservation], field_prefix: str = "observations"
+        self,
+        rows: Sequence[DemandObservation],
+        field_prefix: str = "observations",
+        *,
+        skip_overlaps: bool = False,
     ) -> Ingested:
-        """Store windows (all or nothing: an unknown type or a window that cannot be
-        right (`window_problem`) is a 422 naming its item and nothing is stored),
-        then forecast and update the planned demand if needed."""
+        """Store windows (all or nothing: an unknown type, a window that cannot be
+        right (`window_problem`) or one that `overlaps` another of its type is a 422
+        naming its item and nothing is stored), then forecast and update the
+        planned demand if needed. `skip_overlaps` (the Prometheus source): an
+        overlapping window is ignored (counted, with the reason) instead, so that
+        windows posted by hand do not hold up the source's chunk at every poll."""
         known = {q["id"] for q in self.cp.cluster.spec["query_types"]}
         clock_s, max_future_s = time.time(), self.settings.observation_max_future_s
         bad: list[tuple[str, str]] = []
@@ -230,8 +237,15 @@ class DemandLoop(Attached):
             raise InvalidInput(bad)
         async with self._lock:
             keep, reason = self._too_old(rows)
+            found = await self._overlaps([(k, rows[k]) for k in keep], field_prefix)
+            if found and not skip_overlaps:
+                raise InvalidInput([(f"{field_prefix}[{k}]", why) for k, why in found.items()])
+            if found:
+                keep = [k for k in keep if k not in found]
+                k, why = next(iter(found.items()))
+                also = f"{len(found)} window(s) overlap others of their type, e.g. [{k}] {why}"
+                reason = f"{reason}; {also}" if reason else also
             kept = [rows[k] for k in keep]
-            await self._refuse_overlaps([(k, rows[k]) for k in keep], field_prefix)
             replaced, changed = 0, False
             if kept:
                 replaced = await self.store.call(self.store.upsert_demand, kept)
@@ -240,8 +254,10 @@ class DemandLoop(Attached):
                 await self._prune()
                 changed = await self._update_plan_demand()
         ignored = len(rows) - len(kept)
-        if ignored:
-            log.info("demand windows ignored: %s", reason)
+        if ignored:  # overlaps are a conflict between sources: worth a warning
+            log.log(
+                logging.WARNING if found else logging.INFO, "demand windows ignored: %s", reason
+            )
         return Ingested(
             len(kept),
             replaced,
@@ -252,19 +268,17 @@ class DemandLoop(Attached):
             reason,
         )
 
-    async def _refuse_overlaps(
+    async def _overlaps(
         self, items: Sequence[tuple[int, DemandObservation]], field_prefix: str
-    ) -> None:
-        """InvalidInput naming every item that overlaps another window of its type
-        (`overlaps`: stored, or in this batch) with a different start."""
+    ) -> dict[int, str]:
+        """`overlaps` of the items against the stored windows near them, by index
+        (in order)."""
         spans: dict[str, tuple[float, float]] = {}
         for _, r in items:
             lo, hi = spans.get(r.query_type, (r.start_s, r.start_s + r.window_s))
             spans[r.query_type] = (min(lo, r.start_s), max(hi, r.start_s + r.window_s))
         stored = await self.store.call(self.store.demand_overlapping, spans, MAX_WINDOW_S)
-        found = overlaps(items, stored, field_prefix)
-        if found:
-            raise InvalidInput([(f"{field_prefix}[{k}]", why) for k, why in sorted(found.items())])
+        return dict(sorted(overlaps(items, stored, field_prefix).items()))
 
     def _keep_from(self, data_now: float) -> float:
         """The oldest window start the service keeps: the forecaster (and the

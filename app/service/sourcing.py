@@ -152,7 +152,7 @@ class SourcesManager:
 
     async def _ingest_demand(self, items: list[dict[str, Any]]) -> None:
         rows = [DemandObservationIn.model_validate(i, strict=False).domain() for i in items]
-        await self.demand.ingest(rows, field_prefix="source")
+        await self.demand.ingest(rows, field_prefix="source", skip_overlaps=True)
 
     async def _ingest_latency(self, items: list[dict[str, Any]]) -> None:
         await self.latency.ingest(
