@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from app.engine.errors import ScenarioError
 from app.engine.model.domain import GPU, Model, Policy, Precision, QueryType, Scenario
+from app.engine.model.ids import HardwareId, ModelId
 from app.engine.model.ids import Id as Id  # re-exported: the API schemas use it
 from app.engine.perf.profiles import DEFAULT_ENGINE, ENGINE_NAMES, ENGINES, unknown_engine_message
 
@@ -78,7 +79,7 @@ class QueryTypeSpec(BaseModel):
 class ModelSpec(BaseModel):
     model_config = _CONFIG
 
-    id: Id = Field(examples=["Llama-3.1-8B"])
+    id: ModelId = Field(examples=["Llama-3.1-8B"])
     params_b: float = Field(gt=0.0, le=1e5, description="total parameters, billions")
     active_params_b: float = Field(gt=0.0, le=1e5, description="parameters used per token (MoE)")
     layers: int = Field(ge=1, le=1024)
@@ -114,7 +115,7 @@ class ModelSpec(BaseModel):
 class GPUSpec(BaseModel):
     model_config = _CONFIG
 
-    id: Id = Field(examples=["H100-SXM"])
+    id: HardwareId = Field(examples=["H100-SXM"])
     memory_gb: float = Field(gt=0.0, le=1e6)
     memory_bandwidth_gbps: float = Field(gt=0.0, le=1e7)
     tflops: dict[Id, float] = Field(
@@ -153,7 +154,7 @@ class GPUSpec(BaseModel):
 class PrecisionSpec(BaseModel):
     model_config = _CONFIG
 
-    id: Id = Field(max_length=64, examples=["fp8"])
+    id: HardwareId = Field(max_length=64, examples=["fp8"])
     bytes_per_weight: float = Field(gt=0.0, le=8.0)
     error_multiplier: float = Field(ge=1.0, le=10.0)
     compute: Id = Field(default="bf16", description="GPU tflops key its matmuls run at")
