@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +14,7 @@ from fastapi.testclient import TestClient
 from service_support import client_for, fast_settings, perf_case, wait_for_plan
 
 from app.engine.api import demo_scenario_document
+from app.service.openapi import openapi_document
 
 PROBLEM = "application/problem+json"
 
@@ -393,6 +395,72 @@ def test_malformed_json_is_a_problem(client: TestClient) -> None:
     )
     body = assert_problem(r, 422, "body")
     assert "invalid JSON" in body["errors"][0]["message"]
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (b'{"mode": "merge\xff"}', "not valid UTF-8 (byte 0xff at offset 15)"),
+        (b"[" * 100_000 + b"]" * 100_000, "JSON nested too deeply"),
+    ],
+    ids=["invalid-utf8", "deep-nesting"],
+)
+def test_undecodable_body_is_a_problem_naming_body(
+    client: TestClient, body: bytes, message: str
+) -> None:
+    """Both were FastAPI's 400 "There was an error parsing the body" (about:blank,
+    no field), unlike malformed JSON."""
+    before = generation(client)
+    r = client.post(
+        "/v1/cluster/demand", content=body, headers={"Content-Type": "application/json"}
+    )
+    problem = assert_problem(r, 422, "body")
+    assert problem["type"] == "urn:llm-allocator:problem:validation"
+    assert problem["errors"] == [{"field": "body", "message": message}]
+    assert generation(client) == before
+
+
+@functools.cache
+def _openapi() -> dict[str, Any]:
+    return openapi_document()
+
+
+def _operations_with_a_body() -> list[tuple[str, str]]:
+    doc = _openapi()
+    return [
+        (method, path)
+        for path, item in doc["paths"].items()
+        for method, op in item.items()
+        if "requestBody" in op
+    ]
+
+
+@pytest.mark.parametrize(("method", "path"), _operations_with_a_body())
+@pytest.mark.parametrize(
+    "content_type",
+    ["text/plain", "application/x-www-form-urlencoded", None, "application/json; charset=latin-1"],
+)
+def test_a_json_body_needs_a_json_content_type(
+    client: TestClient, method: str, path: str, content_type: str | None
+) -> None:
+    """A valid JSON body under another media type (or none) was a 422 "Input should
+    be a valid dictionary": it is a 415 naming Content-Type, on every operation
+    that takes a body, and documented there."""
+    before = generation(client)
+    headers = {"Content-Type": content_type} if content_type else {}
+    body = json.dumps({"mode": "merge", "query_types": []}).encode()
+    r = client.request(method, path, content=body, headers=headers)
+    problem = assert_problem(r, 415, "Content-Type")
+    assert problem["type"] == "urn:llm-allocator:problem:unsupported-media-type"
+    assert generation(client) == before
+    assert "415" in _openapi()["paths"][path][method]["responses"]
+
+
+def test_json_content_type_parameters_and_suffixes(client: TestClient) -> None:
+    body = json.dumps({"mode": "merge", "query_types": [{"id": "code", "arrival_rate": 3.5}]})
+    for content_type in ("application/json; charset=UTF-8", "application/merge+json"):
+        r = client.post("/v1/cluster/demand", content=body, headers={"Content-Type": content_type})
+        assert r.status_code == 202, (content_type, r.text)
 
 
 def test_body_limit(tmp_path: Path) -> None:

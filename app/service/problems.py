@@ -125,11 +125,7 @@ def loc_to_field(loc: Sequence[int | str]) -> str:
 def _validation_errors(exc: RequestValidationError) -> list[tuple[str, str]]:
     out = []
     for err in exc.errors():
-        if err.get("type") == "json_invalid":
-            where = err.get("loc", ("body", "?"))[-1]
-            reason = (err.get("ctx") or {}).get("error", "malformed")
-            out.append(("body", f"invalid JSON at character {where}: {reason}"))
-            continue
+        # (Bodies that are not JSON never get here: app.service.http.JsonBodyRoute.)
         loc = tuple(err.get("loc", ()))
         # Union members (e.g. "catalog id or inline ModelSpec") add the member's name
         # to the location; it says nothing about where the input is wrong.
@@ -270,8 +266,8 @@ def document_problems(schema: dict[str, Any]) -> dict[str, Any]:
     """Post-process the generated OpenAPI document: every 4xx/5xx answer is a
     Problem in application/problem+json (FastAPI would document its own 422
     HTTPValidationError as application/json); every operation with parameters
-    or a body documents 422, every one with a body 400 and 413, every one behind
-    the bearer token 401."""
+    or a body documents 422, every one with a body 413 and 415, every POST 400
+    (a malformed Idempotency-Key), every one behind the bearer token 401."""
     schemas = schema.setdefault("components", {}).setdefault("schemas", {})
     schemas.pop("HTTPValidationError", None)
     schemas.pop("ValidationError", None)
@@ -280,15 +276,21 @@ def document_problems(schema: dict[str, Any]) -> dict[str, Any]:
     schemas["Problem"] = problem
     content = {PROBLEM_MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}}
     for path, item in schema.get("paths", {}).items():
-        for op in item.values():
+        for method, op in item.items():
             responses = op.setdefault("responses", {})
             if op.get("security"):
                 responses.setdefault("401", {"description": "Unauthorized"})
             if op.get("parameters") or op.get("requestBody"):
                 responses.setdefault("422", {"description": "Unprocessable Content"})
             if op.get("requestBody"):
-                responses.setdefault("400", {"description": "Bad Request (body not decodable)"})
                 responses.setdefault("413", {"description": "Content Too Large"})
+                responses.setdefault(
+                    "415", {"description": "Unsupported Media Type (send application/json)"}
+                )
+            if method == "post":
+                responses.setdefault(
+                    "400", {"description": "Bad Request (malformed Idempotency-Key)"}
+                )
             for code, resp in responses.items():
                 if path == "/readyz" or code[:1] not in ("4", "5"):
                     continue

@@ -8,9 +8,9 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 
 from app.service.deps import LatencyDep
-from app.service.http import json_with_etag
+from app.service.http import JsonBodyRoute, json_with_etag
 
-router = APIRouter(prefix="/v1", tags=["observations"])
+router = APIRouter(prefix="/v1", tags=["observations"], route_class=JsonBodyRoute)
 
 
 @router.get(

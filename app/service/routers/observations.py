@@ -10,11 +10,12 @@ from fastapi.responses import JSONResponse
 from app.service.auth import Authorized
 from app.service.demand import from_epoch
 from app.service.deps import DemandDep, LatencyDep
+from app.service.http import JsonBodyRoute
 from app.service.problems import problem_responses
 from app.service.schemas.observations import DemandObservations, ObservationsAccepted
 from app.service.schemas.perf import LatencyObservations
 
-router = APIRouter(prefix="/v1/observations", tags=["observations"])
+router = APIRouter(prefix="/v1/observations", tags=["observations"], route_class=JsonBodyRoute)
 
 
 @router.post(

@@ -10,10 +10,11 @@ from fastapi import APIRouter
 
 from app.service.auth import Authorized
 from app.service.deps import SourcesDep
+from app.service.http import JsonBodyRoute
 from app.service.problems import problem_responses
 from app.service.sources.config import SourcesSpec
 
-router = APIRouter(prefix="/v1/sources", tags=["sources"])
+router = APIRouter(prefix="/v1/sources", tags=["sources"], route_class=JsonBodyRoute)
 
 
 def _body(spec: SourcesSpec | None, status: Any) -> dict[str, Any]:
