@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
 import pytest
+from fastapi.responses import JSONResponse
 from fastapi.testclient import TestClient
 from service_support import client_for, fast_settings, perf_case, wait_for_plan
+from starlette.types import Message, Receive, Scope, Send
 
 from app.engine.api import demo_scenario_document
+from app.service.idempotency import IdempotencyMiddleware
 from app.service.openapi import openapi_document
+from app.service.store import Store
 
 PROBLEM = "application/problem+json"
 
@@ -60,7 +66,11 @@ def test_put_cluster_replaces_spec_and_if_match(client: TestClient) -> None:
     spec = cur.json()["spec"]
     spec["policy"]["max_utilization"] = 0.75
     stale = '"g0-0000"'
-    assert_problem(client.put("/v1/cluster", json={"spec": spec}, headers={"If-Match": stale}), 412)
+    problem = assert_problem(
+        client.put("/v1/cluster", json={"spec": spec}, headers={"If-Match": stale}), 412, "If-Match"
+    )
+    etag = cur.headers["etag"]
+    assert problem["errors"][0]["message"] == f"does not match the current ETag {etag}"
     r = client.put("/v1/cluster", json={"spec": spec}, headers={"If-Match": cur.headers["etag"]})
     assert r.status_code == 200, r.text
     assert r.json()["generation"] == cur.json()["generation"] + 1
@@ -143,6 +153,16 @@ def test_demand_errors_name_request_fields_and_apply_nothing(client: TestClient)
     assert_problem(r, 422, "query_types[1].id")
     assert_problem(client.post("/v1/cluster/demand", json={"mode": "sideways"}), 422, "mode")
     assert client.get("/v1/cluster").json() == before
+
+
+def test_a_stale_if_match_on_a_post_is_412_naming_if_match(client: TestClient) -> None:
+    """412s named no field (`errors: []`); the header is the part of the request at fault."""
+    before = generation(client)
+    body = {"mode": "merge", "query_types": [{"id": "code", "arrival_rate": 33.0}]}
+    r = client.post("/v1/cluster/demand", json=body, headers={"If-Match": '"g1-x"'})
+    assert_problem(r, 412, "If-Match")
+    assert r.headers["etag"] == client.get("/v1/cluster").headers["etag"]
+    assert generation(client) == before
 
 
 def test_demand_replace(client: TestClient) -> None:
@@ -505,6 +525,63 @@ def test_idempotency_key_replay_and_conflict(client: TestClient) -> None:
         400,
         "Idempotency-Key",
     )
+
+
+def test_a_concurrent_idempotent_retry_is_409_naming_the_key(tmp_path: Path) -> None:
+    """While the first request with a key runs, a retry with the key is a 409 (it
+    named no field). Through the middleware alone, so that the first request can be
+    held in flight without any timing."""
+    store = Store(tmp_path / "idempotency.db")
+    store.open()
+    runtime = SimpleNamespace(
+        running=SimpleNamespace(store=store), settings=SimpleNamespace(idempotency_ttl_s=60.0)
+    )
+    app = SimpleNamespace(state=SimpleNamespace(runtime=runtime))
+
+    async def scenario() -> tuple[list[Message], list[Message]]:
+        entered, release = asyncio.Event(), asyncio.Event()
+
+        async def endpoint(scope: Scope, receive: Receive, send: Send) -> None:
+            entered.set()
+            await release.wait()
+            await JSONResponse({"done": True}, status_code=202)(scope, receive, send)
+
+        middleware = IdempotencyMiddleware(endpoint)
+
+        async def post() -> list[Message]:
+            scope = {
+                "type": "http",
+                "method": "POST",
+                "path": "/v1/cluster/demand",
+                "headers": [(b"idempotency-key", b"retry-1")],
+                "app": app,
+            }
+            sent: list[Message] = []
+
+            async def receive() -> Message:
+                return {"type": "http.request", "body": b"{}", "more_body": False}
+
+            async def send(message: Message) -> None:
+                sent.append(message)
+
+            await middleware(scope, receive, send)
+            return sent
+
+        first = asyncio.create_task(post())
+        await entered.wait()
+        retry = await post()
+        release.set()
+        return await first, retry
+
+    try:
+        first, retry = asyncio.run(scenario())
+    finally:
+        store.close()
+    assert first[0]["status"] == 202
+    assert retry[0]["status"] == 409
+    problem = json.loads(retry[1]["body"])
+    assert problem["type"] == "urn:llm-allocator:problem:idempotency-key-in-use"
+    assert [e["field"] for e in problem["errors"]] == ["Idempotency-Key"]
 
 
 def test_health_ready_metrics(client: TestClient) -> None:

@@ -91,6 +91,7 @@ class IdempotencyMiddleware:
                 "idempotency-key-in-use",
                 "Request in progress",
                 "a request with this Idempotency-Key is still being processed; retry later",
+                errors=[("Idempotency-Key", "a request with this key is still being processed")],
                 instance=path,
                 headers={"Retry-After": "1"},
             )(scope, receive, send)

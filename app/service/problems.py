@@ -164,7 +164,8 @@ def _map_service_error(
     if isinstance(exc, InvalidInput):
         return 422, "validation", "Invalid input", {}, exc.errors
     if isinstance(exc, PreconditionFailed):
-        return 412, "precondition-failed", "Precondition Failed", {"ETag": exc.etag}, []
+        errors = [("If-Match", f"does not match the current ETag {exc.etag}")]
+        return 412, "precondition-failed", "Precondition Failed", {"ETag": exc.etag}, errors
     if isinstance(exc, Busy):
         retry = {"Retry-After": str(max(1, round(exc.retry_after_s)))}
         return 429, exc.kind, "Too Many Requests", retry, []
