@@ -14,7 +14,7 @@ from fastapi import FastAPI
 from app.service.audits import AuditManager
 from app.service.demand import DemandLoop
 from app.service.http import HeadAsGetMiddleware
-from app.service.idempotency import IdempotencyMiddleware
+from app.service.idempotency import IdempotencyMiddleware, document_idempotency
 from app.service.latency import LatencyLoop
 from app.service.limits import BodyLimitMiddleware
 from app.service.metrics import HttpMetricsMiddleware, Metrics
@@ -146,7 +146,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            app.openapi_schema = document_problems(generate_openapi())
+            app.openapi_schema = document_problems(document_idempotency(generate_openapi()))
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]

@@ -267,8 +267,8 @@ def document_problems(schema: dict[str, Any]) -> dict[str, Any]:
     """Post-process the generated OpenAPI document: every 4xx/5xx answer is a
     Problem in application/problem+json (FastAPI would document its own 422
     HTTPValidationError as application/json); every operation with parameters
-    or a body documents 422, every one with a body 413 and 415, every POST 400
-    (a malformed Idempotency-Key), every one behind the bearer token 401."""
+    or a body documents 422, every one with a body 413 and 415, every one behind
+    the bearer token 401."""
     schemas = schema.setdefault("components", {}).setdefault("schemas", {})
     schemas.pop("HTTPValidationError", None)
     schemas.pop("ValidationError", None)
@@ -277,7 +277,7 @@ def document_problems(schema: dict[str, Any]) -> dict[str, Any]:
     schemas["Problem"] = problem
     content = {PROBLEM_MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}}
     for path, item in schema.get("paths", {}).items():
-        for method, op in item.items():
+        for op in item.values():
             responses = op.setdefault("responses", {})
             if op.get("security"):
                 responses.setdefault("401", {"description": "Unauthorized"})
@@ -287,10 +287,6 @@ def document_problems(schema: dict[str, Any]) -> dict[str, Any]:
                 responses.setdefault("413", {"description": "Content Too Large"})
                 responses.setdefault(
                     "415", {"description": "Unsupported Media Type (send application/json)"}
-                )
-            if method == "post":
-                responses.setdefault(
-                    "400", {"description": "Bad Request (malformed Idempotency-Key)"}
                 )
             for code, resp in responses.items():
                 if path == "/readyz" or code[:1] not in ("4", "5"):

@@ -12,6 +12,7 @@ from app.service.deps import ControlPlaneDep, RuntimeDep, SettingsDep, WhatIfPoo
 from app.service.http import NOT_MODIFIED, JsonBodyRoute, json_with_etag
 from app.service.problems import ProblemError, problem_responses
 from app.service.schemas import PlanHistoryPage, PlanStatus, PlanVersion
+from app.service.schemas.plans import PlanExplanation
 from app.service.state import ControlPlane
 from app.service.store import PlanRow
 from app.service.worker import explain_job
@@ -129,6 +130,7 @@ _EXPLAINED_MAX = 16  # explanations of plans stored without one, kept per app
 
 @router.get(
     "/explain",
+    response_model=PlanExplanation,
     summary="Why the live plan is what it is",
     responses={**NOT_MODIFIED, **problem_responses(404)},
 )
