@@ -1,17 +1,19 @@
 """Small HTTP helpers shared by the routers and middlewares: JSON responses with
-ETags and conditional GETs, a request body read once and replayed, and the route
-class that reads JSON request bodies."""
+ETags and conditional GETs, a request body read once and replayed, the route
+class that reads JSON request bodies, and the table that says which route a
+request is for."""
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping
 from typing import Any
 
 from fastapi import Request, Response
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
+from starlette.routing import BaseRoute, Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.service.problems import ProblemError, field_problem
@@ -63,6 +65,51 @@ def replay_body(body: bytes, receive: Receive) -> Receive:
         return await receive()
 
     return replay
+
+
+class RouteTable:
+    """The app's routes, matched as its router matches them, for what answers in
+    front of the router or instead of it (HEAD through `HeadAsGetMiddleware`, an
+    idempotent replay, a 413) and for the Allow header of a 405. The router's own
+    record of the match (`scope["route"]`) cannot serve: it is written only into
+    the router's copy of the scope (HeadAsGetMiddleware and FastAPI's included
+    routers copy it), and a request answered in front of the router has none."""
+
+    def __init__(self, routes: Iterable[BaseRoute] = ()) -> None:
+        self.routes = [r for r in routes if isinstance(r, Route)]
+
+    def _matching(self, scope: Scope, method: str) -> Iterator[tuple[Match, Route]]:
+        probe = {
+            "type": "http",
+            "path": scope["path"],
+            "root_path": scope.get("root_path", ""),
+            "method": method,
+        }
+        for route in self.routes:
+            match, _ = route.matches(probe)
+            if match != Match.NONE:
+                yield match, route
+
+    def template(self, scope: Scope) -> str | None:
+        """The path template of the route a request is for (`/v1/plan/{version}`;
+        HEAD is served as GET). A path that routes serve only for other methods
+        (a 405) gives its template too; None: no route has this path (a 404)."""
+        method = "GET" if scope["method"] == "HEAD" else scope["method"]
+        found = None
+        for match, route in self._matching(scope, method):
+            if match == Match.FULL:
+                return route.path
+            found = found or route.path
+        return found
+
+    def allowed_methods(self, scope: Scope) -> list[str]:
+        """Every method some route serves at this path (HEAD wherever GET is)."""
+        methods: set[str] = set()
+        for _, route in self._matching(scope, "\x00"):  # no route has it: all PARTIAL
+            methods |= route.methods or set()
+        if "GET" in methods:
+            methods.add("HEAD")
+        return sorted(methods)
 
 
 class HeadAsGetMiddleware:

@@ -18,7 +18,6 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.routing import Match
 
 from app.engine.errors import InputError
 from app.engine.model.schemas import loc_to_path
@@ -147,13 +146,9 @@ _UNION_TAGS = {"catalog_id", "inline"}
 def _allowed_methods(request: Request) -> list[str]:
     """Every method some route serves at this path. Starlette's own Allow header
     names only the first route that matched the path, and GET and PUT on
-    /v1/cluster are two routes."""
-    methods: set[str] = set()
-    for route in request.app.router.routes:
-        match, _ = route.matches({**request.scope, "method": "\x00"})
-        if match == Match.PARTIAL:
-            methods |= set(getattr(route, "methods", None) or ())
-    return sorted(methods)
+    /v1/cluster are two routes (the route table: `app.service.http.RouteTable`)."""
+    methods: list[str] = request.app.state.runtime.routes.allowed_methods(request.scope)
+    return methods
 
 
 def _map_service_error(
