@@ -92,6 +92,20 @@ class WindowValues:
         return "partial" if self.missing or self.invalid else "ok"
 
 
+def redacted_url(url: str) -> str:
+    """`url` without the secret of its user information: the password becomes
+    `***` (`http://admin:***@prometheus:9090`), and so does a user name given
+    alone (it may be a token). This is the form every answer, status message and
+    log line shows; the URL itself is what the client sends its requests to."""
+    scheme, sep, rest = url.partition("://")
+    authority, slash, path = rest.partition("/")
+    userinfo, at, host = authority.rpartition("@")
+    if not (sep and at):
+        return url
+    user, colon, _ = userinfo.partition(":")
+    return f"{scheme}://{user + ':***' if colon else '***'}@{host}{slash}{path}"
+
+
 def shown(query: str) -> str:
     """The query as quoted in messages (long ones cut)."""
     q = " ".join(query.split())
@@ -99,7 +113,9 @@ def shown(query: str) -> str:
 
 
 class PrometheusClient:
-    """`base_url` is the Prometheus root (a path prefix such as /prometheus is kept).
+    """`base_url` is the Prometheus root (a path prefix such as /prometheus is kept);
+    user information in it (`http://user:password@host`) is sent as basic auth and
+    shown redacted in messages (`redacted_url`).
 
     Owns its httpx.AsyncClient unless one is given (tests pass one with an
     httpx.MockTransport); use as an async context manager or call `aclose()`.
@@ -114,6 +130,7 @@ class PrometheusClient:
         headers: dict[str, str] | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        self.shown_url = redacted_url(self.base_url)
         self.timeout_s = timeout_s
         self._own = client is None
         self._client = client or httpx.AsyncClient(
@@ -207,7 +224,7 @@ class PrometheusClient:
         self, path: str, query: str, params: dict[str, str], result_type: str
     ) -> QueryResult:
         url = self.base_url + path
-        where = f"Prometheus at {self.base_url}"
+        where = f"Prometheus at {self.shown_url}"
         try:
             # POST with a form body: long expressions do not hit URL length limits.
             resp = await self._client.post(url, data=params)
@@ -218,11 +235,16 @@ class PrometheusClient:
                 f"{where} did not answer within {self.timeout_s:g} s: {shown(query)}",
             )
         except httpx.TransportError as exc:
-            reason = _transport_reason(exc)
+            reason = self._redacted(_transport_reason(exc))
             return _failed(query, ErrorKind.UNREACHABLE, f"{where} is unreachable ({reason})")
         except httpx.HTTPError as exc:  # invalid URL and the like
-            return _failed(query, ErrorKind.UNREACHABLE, f"{where} cannot be reached ({exc})")
+            reason = self._redacted(str(exc))
+            return _failed(query, ErrorKind.UNREACHABLE, f"{where} cannot be reached ({reason})")
         return _parse(query, where, resp, result_type)
+
+    def _redacted(self, text: str) -> str:
+        """An exception's text, which may quote the URL, without its secret."""
+        return text.replace(self.base_url, self.shown_url)
 
 
 def _parse(query: str, where: str, resp: httpx.Response, result_type: str) -> QueryResult:
