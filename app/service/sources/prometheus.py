@@ -113,9 +113,10 @@ def shown(query: str) -> str:
 
 
 class PrometheusClient:
-    """`base_url` is the Prometheus root (a path prefix such as /prometheus is kept);
-    user information in it (`http://user:password@host`) is sent as basic auth and
-    shown redacted in messages (`redacted_url`).
+    """`base_url` is the Prometheus root (a path prefix such as /prometheus is kept).
+    User information in it (`http://user:password@host`) is taken out of the URL
+    and sent as basic auth: the URL requests go to (which httpx logs at INFO and
+    its errors quote) never holds the password, and messages show `redacted_url`.
 
     Owns its httpx.AsyncClient unless one is given (tests pass one with an
     httpx.MockTransport); use as an async context manager or call `aclose()`.
@@ -129,8 +130,10 @@ class PrometheusClient:
         client: httpx.AsyncClient | None = None,
         headers: dict[str, str] | None = None,
     ) -> None:
-        self.base_url = base_url.rstrip("/")
-        self.shown_url = redacted_url(self.base_url)
+        url = httpx.URL(base_url)
+        self._auth = httpx.BasicAuth(url.username, url.password) if url.userinfo else None
+        self.base_url = str(url.copy_with(userinfo=b"")).rstrip("/")
+        self.shown_url = redacted_url(base_url.rstrip("/"))
         self.timeout_s = timeout_s
         self._own = client is None
         self._client = client or httpx.AsyncClient(
@@ -227,7 +230,8 @@ class PrometheusClient:
         where = f"Prometheus at {self.shown_url}"
         try:
             # POST with a form body: long expressions do not hit URL length limits.
-            resp = await self._client.post(url, data=params)
+            auth = self._auth if self._auth is not None else httpx.USE_CLIENT_DEFAULT
+            resp = await self._client.post(url, data=params, auth=auth)
         except httpx.TimeoutException:
             return _failed(
                 query,
@@ -235,16 +239,11 @@ class PrometheusClient:
                 f"{where} did not answer within {self.timeout_s:g} s: {shown(query)}",
             )
         except httpx.TransportError as exc:
-            reason = self._redacted(_transport_reason(exc))
+            reason = _transport_reason(exc)
             return _failed(query, ErrorKind.UNREACHABLE, f"{where} is unreachable ({reason})")
         except httpx.HTTPError as exc:  # invalid URL and the like
-            reason = self._redacted(str(exc))
-            return _failed(query, ErrorKind.UNREACHABLE, f"{where} cannot be reached ({reason})")
+            return _failed(query, ErrorKind.UNREACHABLE, f"{where} cannot be reached ({exc})")
         return _parse(query, where, resp, result_type)
-
-    def _redacted(self, text: str) -> str:
-        """An exception's text, which may quote the URL, without its secret."""
-        return text.replace(self.base_url, self.shown_url)
 
 
 def _parse(query: str, where: str, resp: httpx.Response, result_type: str) -> QueryResult:
