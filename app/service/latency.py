@@ -31,6 +31,7 @@ from app.engine import api
 from app.service.demand import to_epoch
 from app.service.errors import InvalidInput
 from app.service.metrics import Metrics
+from app.service.schemas.calibration import LatencyAccepted
 from app.service.schemas.perf import Deployed, LatencyObservationIn
 from app.service.settings import Settings
 from app.service.state import Attached, ControlPlane
@@ -103,7 +104,7 @@ class LatencyLoop(Attached):
         used = [d for seq, d in stored if seq <= through]
         self.current = await asyncio.to_thread(self._fit, used) if used else None
 
-    async def ingest(self, items: Sequence[LatencyObservationIn]) -> dict[str, Any]:
+    async def ingest(self, items: Sequence[LatencyObservationIn]) -> LatencyAccepted:
         """Validate every item (all or nothing), store them, refit, and put the new
         calibration in force if it moved beyond the dead band (a new generation)."""
         spec = self.cp.cluster.spec
@@ -134,12 +135,12 @@ class LatencyLoop(Attached):
                 snap = await self.cp.bump(source="calibration")
                 changed = True
                 log.info("calibration moved beyond the dead band: generation %d", snap.generation)
-        return {
-            "accepted": len(items),
-            "observations": self.observations,
-            "changed": changed,
-            "generation": self.cp.cluster.generation,
-        }
+        return LatencyAccepted(
+            accepted=len(items),
+            observations=self.observations,
+            changed=changed,
+            generation=self.cp.cluster.generation,
+        )
 
     def _fit(self, docs: Sequence[dict[str, Any]]) -> api.Calibration:
         """Fit from stored observation documents; ones whose ids no longer resolve

@@ -13,10 +13,11 @@ from app.engine.api import evaluate_documents
 from app.engine.errors import InputError, PlanFormatError
 from app.service.deps import ControlPlaneDep, LatencyDep
 from app.service.errors import InvalidInput, NotFound
+from app.service.http import JsonBodyRoute
 from app.service.problems import problem_responses
 from app.service.schemas.observations import EvaluateRequest, EvaluateResponse
 
-router = APIRouter(prefix="/v1", tags=["evaluate"])
+router = APIRouter(prefix="/v1", tags=["evaluate"], route_class=JsonBodyRoute)
 
 
 @router.post(
