@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import json
+import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -228,6 +230,56 @@ def test_serve_with_a_missing_db_directory_is_one_line(tmp_path: Path) -> None:
     )
     assert out.returncode == 1
     assert out.stderr.count("\n") == 1 and "does not exist" in out.stderr, out.stderr
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "named"),
+    [
+        (["serve", "--port", "99999"], {}, "--port"),
+        (["serve"], {"LLM_ALLOCATOR_PORT": "99999"}, "LLM_ALLOCATOR_PORT"),
+        (["serve", "--port", "0"], {"LLM_ALLOCATOR_SEED": "-1"}, "LLM_ALLOCATOR_SEED"),
+    ],
+)
+def test_serve_with_a_bad_flag_or_setting_exits_2_naming_it(
+    argv: list[str],
+    env: dict[str, str],
+    named: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A bad flag exits 2, as the README says (`--port 99999` exited 1 with
+    `invalid setting: LLM_ALLOCATOR_PORT`, naming a variable nobody set)."""
+    monkeypatch.chdir(tmp_path)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    err = capsys.readouterr().err
+    assert info.value.code == 2, err
+    assert err.startswith(f"error: {named}: ") and err.count("\n") == 1, err
+    assert list(tmp_path.iterdir()) == []  # nothing created
+
+
+def test_serve_on_a_taken_port_exits_1_before_creating_the_database(tmp_path: Path) -> None:
+    """It exited 3 after creating and seeding a new database: the address is now
+    bound first."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        argv = ["serve", "--host", "127.0.0.1", "--port", str(port), "--db", "new.db"]
+        out = subprocess.run(
+            [sys.executable, "-m", "app", *argv],
+            cwd=tmp_path,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert out.returncode == 1, out.stderr
+    assert out.stderr == f"error: cannot listen on 127.0.0.1:{port}: Address already in use\n"
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize(

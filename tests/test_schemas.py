@@ -181,6 +181,30 @@ def test_duplicate_ids_name_the_duplicate(doc: Doc, name: str) -> None:
     assert dup["id"] in info.value.message
 
 
+@pytest.mark.parametrize(
+    ("path", "value"),
+    [
+        (("models", 0, "id"), "Q@L4"),
+        (("gpus", 1, "id"), "L4@H100"),
+        (("gpus", 1, "id"), "H100/NVL"),
+        (("precisions", 0, "id"), "fp8/e4m3"),
+    ],
+)
+def test_ids_cannot_forge_a_deployment_id(doc: Doc, path: tuple[Any, ...], value: str) -> None:
+    """Deployment ids are model@gpu/precision/tpNppM: model Q on GPU L4@H100 and
+    model Q@L4 on GPU H100 would share one, and plans route by it."""
+    err = _reject(doc, _set_at(path, value))
+    assert err.field == ".".join(f"[{p}]" if isinstance(p, int) else p for p in path).replace(
+        ".[", "["
+    )
+    assert "deployment ids" in err.message
+
+
+def test_a_model_id_may_be_a_hugging_face_name(doc: Doc) -> None:
+    doc["models"][0]["id"] = "meta-llama/Llama-3.1-8B"
+    assert parse_scenario(doc).models[0].id == "meta-llama/Llama-3.1-8B"
+
+
 def test_duplicate_in_the_middle_names_the_second_occurrence(doc: Doc) -> None:
     doc["gpus"].insert(3, copy.deepcopy(doc["gpus"][1]))
     assert _reject(doc, lambda d: None).field == "gpus[3].id"

@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
 import pytest
+from fastapi.responses import JSONResponse
 from fastapi.testclient import TestClient
 from service_support import client_for, fast_settings, perf_case, wait_for_plan
+from starlette.types import Message, Receive, Scope, Send
 
 from app.engine.api import demo_scenario_document
+from app.service.idempotency import IdempotencyMiddleware
+from app.service.openapi import openapi_document
+from app.service.store import Store
 
 PROBLEM = "application/problem+json"
 
@@ -58,7 +66,11 @@ def test_put_cluster_replaces_spec_and_if_match(client: TestClient) -> None:
     spec = cur.json()["spec"]
     spec["policy"]["max_utilization"] = 0.75
     stale = '"g0-0000"'
-    assert_problem(client.put("/v1/cluster", json={"spec": spec}, headers={"If-Match": stale}), 412)
+    problem = assert_problem(
+        client.put("/v1/cluster", json={"spec": spec}, headers={"If-Match": stale}), 412, "If-Match"
+    )
+    etag = cur.headers["etag"]
+    assert problem["errors"][0]["message"] == f"does not match the current ETag {etag}"
     r = client.put("/v1/cluster", json={"spec": spec}, headers={"If-Match": cur.headers["etag"]})
     assert r.status_code == 200, r.text
     assert r.json()["generation"] == cur.json()["generation"] + 1
@@ -141,6 +153,16 @@ def test_demand_errors_name_request_fields_and_apply_nothing(client: TestClient)
     assert_problem(r, 422, "query_types[1].id")
     assert_problem(client.post("/v1/cluster/demand", json={"mode": "sideways"}), 422, "mode")
     assert client.get("/v1/cluster").json() == before
+
+
+def test_a_stale_if_match_on_a_post_is_412_naming_if_match(client: TestClient) -> None:
+    """412s named no field (`errors: []`); the header is the part of the request at fault."""
+    before = generation(client)
+    body = {"mode": "merge", "query_types": [{"id": "code", "arrival_rate": 33.0}]}
+    r = client.post("/v1/cluster/demand", json=body, headers={"If-Match": '"g1-x"'})
+    assert_problem(r, 412, "If-Match")
+    assert r.headers["etag"] == client.get("/v1/cluster").headers["etag"]
+    assert generation(client) == before
 
 
 def test_demand_replace(client: TestClient) -> None:
@@ -384,7 +406,9 @@ def test_perf_estimate_input_errors(client: TestClient) -> None:
 
 def test_unknown_route_and_method_are_problems(client: TestClient) -> None:
     assert_problem(client.get("/v1/nothing"), 404)
-    assert_problem(client.delete("/v1/cluster"), 405)
+    r = client.delete("/v1/cluster")
+    assert_problem(r, 405)
+    assert r.headers["allow"] == "GET, HEAD, PUT"  # was empty with FastAPI's nested routers
 
 
 def test_malformed_json_is_a_problem(client: TestClient) -> None:
@@ -393,6 +417,72 @@ def test_malformed_json_is_a_problem(client: TestClient) -> None:
     )
     body = assert_problem(r, 422, "body")
     assert "invalid JSON" in body["errors"][0]["message"]
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (b'{"mode": "merge\xff"}', "not valid UTF-8 (byte 0xff at offset 15)"),
+        (b"[" * 100_000 + b"]" * 100_000, "JSON nested too deeply"),
+    ],
+    ids=["invalid-utf8", "deep-nesting"],
+)
+def test_undecodable_body_is_a_problem_naming_body(
+    client: TestClient, body: bytes, message: str
+) -> None:
+    """Both were FastAPI's 400 "There was an error parsing the body" (about:blank,
+    no field), unlike malformed JSON."""
+    before = generation(client)
+    r = client.post(
+        "/v1/cluster/demand", content=body, headers={"Content-Type": "application/json"}
+    )
+    problem = assert_problem(r, 422, "body")
+    assert problem["type"] == "urn:llm-allocator:problem:validation"
+    assert problem["errors"] == [{"field": "body", "message": message}]
+    assert generation(client) == before
+
+
+@functools.cache
+def _openapi() -> dict[str, Any]:
+    return openapi_document()
+
+
+def _operations_with_a_body() -> list[tuple[str, str]]:
+    doc = _openapi()
+    return [
+        (method, path)
+        for path, item in doc["paths"].items()
+        for method, op in item.items()
+        if "requestBody" in op
+    ]
+
+
+@pytest.mark.parametrize(("method", "path"), _operations_with_a_body())
+@pytest.mark.parametrize(
+    "content_type",
+    ["text/plain", "application/x-www-form-urlencoded", None, "application/json; charset=latin-1"],
+)
+def test_a_json_body_needs_a_json_content_type(
+    client: TestClient, method: str, path: str, content_type: str | None
+) -> None:
+    """A valid JSON body under another media type (or none) was a 422 "Input should
+    be a valid dictionary": it is a 415 naming Content-Type, on every operation
+    that takes a body, and documented there."""
+    before = generation(client)
+    headers = {"Content-Type": content_type} if content_type else {}
+    body = json.dumps({"mode": "merge", "query_types": []}).encode()
+    r = client.request(method, path, content=body, headers=headers)
+    problem = assert_problem(r, 415, "Content-Type")
+    assert problem["type"] == "urn:llm-allocator:problem:unsupported-media-type"
+    assert generation(client) == before
+    assert "415" in _openapi()["paths"][path][method]["responses"]
+
+
+def test_json_content_type_parameters_and_suffixes(client: TestClient) -> None:
+    body = json.dumps({"mode": "merge", "query_types": [{"id": "code", "arrival_rate": 3.5}]})
+    for content_type in ("application/json; charset=UTF-8", "application/merge+json"):
+        r = client.post("/v1/cluster/demand", content=body, headers={"Content-Type": content_type})
+        assert r.status_code == 202, (content_type, r.text)
 
 
 def test_body_limit(tmp_path: Path) -> None:
@@ -437,6 +527,63 @@ def test_idempotency_key_replay_and_conflict(client: TestClient) -> None:
         400,
         "Idempotency-Key",
     )
+
+
+def test_a_concurrent_idempotent_retry_is_409_naming_the_key(tmp_path: Path) -> None:
+    """While the first request with a key runs, a retry with the key is a 409 (it
+    named no field). Through the middleware alone, so that the first request can be
+    held in flight without any timing."""
+    store = Store(tmp_path / "idempotency.db")
+    store.open()
+    runtime = SimpleNamespace(
+        running=SimpleNamespace(store=store), settings=SimpleNamespace(idempotency_ttl_s=60.0)
+    )
+    app = SimpleNamespace(state=SimpleNamespace(runtime=runtime))
+
+    async def scenario() -> tuple[list[Message], list[Message]]:
+        entered, release = asyncio.Event(), asyncio.Event()
+
+        async def endpoint(scope: Scope, receive: Receive, send: Send) -> None:
+            entered.set()
+            await release.wait()
+            await JSONResponse({"done": True}, status_code=202)(scope, receive, send)
+
+        middleware = IdempotencyMiddleware(endpoint)
+
+        async def post() -> list[Message]:
+            scope = {
+                "type": "http",
+                "method": "POST",
+                "path": "/v1/cluster/demand",
+                "headers": [(b"idempotency-key", b"retry-1")],
+                "app": app,
+            }
+            sent: list[Message] = []
+
+            async def receive() -> Message:
+                return {"type": "http.request", "body": b"{}", "more_body": False}
+
+            async def send(message: Message) -> None:
+                sent.append(message)
+
+            await middleware(scope, receive, send)
+            return sent
+
+        first = asyncio.create_task(post())
+        await entered.wait()
+        retry = await post()
+        release.set()
+        return await first, retry
+
+    try:
+        first, retry = asyncio.run(scenario())
+    finally:
+        store.close()
+    assert first[0]["status"] == 202
+    assert retry[0]["status"] == 409
+    problem = json.loads(retry[1]["body"])
+    assert problem["type"] == "urn:llm-allocator:problem:idempotency-key-in-use"
+    assert [e["field"] for e in problem["errors"]] == ["Idempotency-Key"]
 
 
 def test_health_ready_metrics(client: TestClient) -> None:

@@ -49,6 +49,7 @@ def test_protected_endpoints_need_the_token(
         assert r.status_code == 401, (headers, r.text)
         assert r.headers["content-type"].startswith("application/problem+json")
         assert r.headers["www-authenticate"].startswith("Bearer")
+        assert [e["field"] for e in r.json()["errors"]] == ["Authorization"]
     assert client.get("/v1/cluster").json()["generation"] == before
 
 

@@ -38,7 +38,10 @@ def test_explain_says_why_demand_is_unmet(tmp_path: Path) -> None:
         assert not body["feasible"]
         for q in body["query_types"]:
             assert q["unmet_fraction"] > 0.99
-            assert q["unmet_reasons"], q
+            # the one true reason (it said no candidate met the SLOs, and listed
+            # every GPU type as "availability binds")
+            assert q["unmet_reasons"][0] == "no GPUs are available", q
+            assert not any("SLO" in r or "availability binds" in r for r in q["unmet_reasons"])
 
 
 def test_explain_before_any_plan_is_404(tmp_path: Path) -> None:

@@ -428,7 +428,7 @@ def test_stored_latency_that_cannot_be_right_is_left_out_of_the_fit(tmp_path: Pa
         latency = running(c).latency
         items = [LatencyObservationIn.model_validate(i) for i in [OBSERVED, {**OBSERVED, "tp": 16}]]
         out = c.portal.call(partial(latency.ingest, items, skip_invalid=True))  # type: ignore[union-attr]
-        assert out["accepted"] == 1
+        assert out.accepted == 1
         doc = c.get("/v1/calibration").json()
         assert (doc["observations"], doc["skipped"]) == (1, 2)
 
@@ -503,3 +503,30 @@ def test_a_newer_generation_stops_a_replan() -> None:
         assert solve_job(job).solver["termination"] != "stopped"
     finally:
         worker._LATEST = None
+
+
+def test_evaluate_judges_the_live_plan_under_the_calibration_in_force(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The live plan was made under the calibration in force; /v1/evaluate judges
+    it under the same one (it used the uncalibrated model and called a feasible
+    live plan infeasible). The CLI, with no observations, stays uncalibrated."""
+    with client_for(fast_settings(tmp_path)) as c:
+        wait_for_plan(c, 1)
+        r = c.post("/v1/observations/latency", json={"observations": latency_items(2.0)})
+        assert r.status_code == 202 and r.json()["changed"] is True
+        live = wait_for_plan(c, r.json()["generation"])
+        assert live["plan"]["feasible"] is True
+        doc = c.post("/v1/evaluate", json={}).json()
+        assert doc["plan_version"] == live["version"] and doc["calibrated"] is True
+        assert doc["feasible"] is True, doc["violations"]
+        spec = c.get("/v1/cluster").json()["spec"]
+    (tmp_path / "s.json").write_text(json.dumps(spec))
+    (tmp_path / "p.json").write_text(json.dumps(live["plan"]))
+    cli_main(["evaluate", str(tmp_path / "s.json"), str(tmp_path / "p.json")])
+    uncalibrated = json.loads(capsys.readouterr().out)
+    # TPOT observed at 2x the model's: the calibrated fleet carries the same demand
+    # with more replica-equivalents of load on every deployment
+    loads = {d["id"]: d["load"] for d in uncalibrated["deployments"]}
+    assert loads.keys() == {d["id"] for d in doc["deployments"]}
+    assert all(d["load"] > 1.05 * loads[d["id"]] for d in doc["deployments"] if d["load"] > 0)

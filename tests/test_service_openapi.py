@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
+from jsonschema import Draft202012Validator
+from service_support import client_for, fast_settings, perf_case, wait_for_plan
 
 from app.service.openapi import DEFAULT_PATH, main, openapi_document, render
 
@@ -39,3 +42,59 @@ def test_the_command_checks_writes_and_helps_without_writing(
         main(["--help"])
     assert e.value.code == 0 and "--check" in capsys.readouterr().out
     assert sorted(p.name for p in tmp_path.iterdir()) == ["doc.json"]
+
+
+def documented_schema(doc: dict[str, Any], method: str, path: str, status: str) -> Any:
+    """The JSON Schema the document gives an answer, with the components its
+    references point into."""
+    content = doc["paths"][path][method]["responses"][status]["content"]
+    schema = content["application/json"]["schema"]
+    assert schema, f"{method.upper()} {path} {status}: an empty schema documents nothing"
+    return Draft202012Validator({**schema, "components": doc["components"]})
+
+
+def test_documented_schemas_describe_real_answers(tmp_path: Path) -> None:
+    """These three answers were documented as `{}`: their models' schemas must
+    accept what the service sends and refuse it without a required field."""
+    doc = openapi_document()
+    with client_for(fast_settings(tmp_path)) as c:
+        wait_for_plan(c, 1)
+        empty = c.get("/v1/calibration")
+        observation = perf_case(
+            model="Qwen2.5-7B",
+            input_tokens=1024,
+            output_tokens=256,
+            concurrency=8,
+            ttft_s=0.21,
+            tpot_s=0.013,
+        )
+        accepted = c.post("/v1/observations/latency", json={"observations": [observation]})
+        answers = [
+            ("get", "/v1/calibration", empty, "in_force"),
+            ("post", "/v1/observations/latency", accepted, "generation"),
+            ("get", "/v1/calibration", c.get("/v1/calibration"), "in_force"),
+            ("get", "/v1/plan/explain", c.get("/v1/plan/explain"), "query_types"),
+        ]
+    for method, path, r, required in answers:
+        assert r.status_code in (200, 202), r.text
+        validator = documented_schema(doc, method, path, str(r.status_code))
+        body = r.json()
+        validator.validate(body)
+        assert not validator.is_valid({k: v for k, v in body.items() if k != required})
+    assert empty.json()["in_force"] is None
+    assert answers[2][2].json()["in_force"]["groups"]  # the nested models were exercised
+    explanation = answers[3][2].json()
+    validator = documented_schema(doc, "get", "/v1/plan/explain", "200")
+    assert not validator.is_valid({**explanation, "query_types": [{"routes": 1}]})
+
+
+def test_every_post_takes_an_idempotency_key_and_documents_its_answers() -> None:
+    """A retry while the first request with the key runs is a 409 (README): it was
+    documented nowhere, nor was the header."""
+    doc = openapi_document()
+    posts = [op for item in doc["paths"].values() for m, op in item.items() if m == "post"]
+    assert posts
+    for op in posts:
+        assert "Idempotency-Key" in [p["name"] for p in op["parameters"]]
+        for status in ("400", "409", "422"):
+            assert "application/problem+json" in op["responses"][status]["content"]

@@ -6,12 +6,17 @@ PromQL and an unreachable Prometheus show in the status and `SourcesHealthy`."""
 
 from __future__ import annotations
 
+import base64
 import itertools
+import logging
+import threading
 import time
 from collections.abc import Callable, Sequence
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
+import pytest
 from fastapi.testclient import TestClient
 from service_support import client_for, fast_settings, running, wait_for_plan
 from support.prometheus import PrometheusServer
@@ -19,6 +24,7 @@ from support.tcp_proxy import TcpProxy
 from support.vllm_exporter import Stream, TraceReplay, VllmExporter, load_trace
 
 from app.engine.api import demo_scenario_document
+from app.service.sources.prometheus import redacted_url
 
 WINDOW_S = 2
 REQUESTS = f'sum(increase(vllm:request_success_total{{model_name="conv"}}[{WINDOW_S}s]))'
@@ -112,6 +118,66 @@ def test_unreachable_prometheus_is_reported_not_fatal(tmp_path: Path) -> None:
         assert q["consecutive_failures"] >= 2 and q["last_error"] and q["windows_ingested"] == 0
         assert "llm_allocator_sources_healthy 0.0" in c.get("/metrics").text
         assert c.get("/readyz").status_code == 200  # the service still serves its plan
+
+
+class _PasswordedPrometheus(BaseHTTPRequestHandler):
+    """A Prometheus behind basic auth that rejects every query (so that each
+    message about it quotes its URL); it keeps the Authorization headers it got."""
+
+    authorizations: ClassVar[list[str]] = []
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.authorizations.append(self.headers.get("Authorization") or "")
+        body = b'{"status": "error", "errorType": "bad_data", "error": "parse error"}'
+        self.send_response(400)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:  # quiet
+        pass
+
+
+def test_the_password_in_the_prometheus_url_is_redacted(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """GET /v1/sources (open even with a token), the status messages, the plan's
+    condition and the log (ours and httpx's request lines) showed the password;
+    the queries must still use it."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _PasswordedPrometheus)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://admin:hunter2@127.0.0.1:{server.server_address[1]}"
+    shown = f"http://admin:***@127.0.0.1:{server.server_address[1]}"
+    caplog.set_level(logging.INFO)  # httpx logs each request's URL at INFO
+    try:
+        with client_for(fast_settings(tmp_path)) as c:
+            wait_for_plan(c, 1)
+            put = c.put("/v1/sources", json=sources_body(url))
+            assert put.status_code == 200, put.text
+            wait_until(lambda: sources_condition_or_none(c) == "False", 30, "SourcesHealthy False")
+            got = c.get("/v1/sources")
+            answers = [put.text, got.text, c.get("/v1/plan").text, c.get("/metrics").text]
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert got.json()["config"]["prometheus_url"] == shown
+    (q,) = got.json()["status"]["queries"]
+    assert f"Prometheus at {shown} rejected the query" in q["last_error"]
+    assert shown in caplog.text and any(r.name == "httpx" for r in caplog.records)
+    for text in [*answers, caplog.text]:
+        assert "hunter2" not in text
+    expected = "Basic " + base64.b64encode(b"admin:hunter2").decode()
+    assert _PasswordedPrometheus.authorizations
+    assert set(_PasswordedPrometheus.authorizations) == {expected}
+
+
+def test_redacted_url_hides_only_the_secret() -> None:
+    assert redacted_url("http://admin:hunter2@prom:9090/x") == "http://admin:***@prom:9090/x"
+    assert redacted_url("https://t0ken@prom") == "https://***@prom"
+    assert redacted_url("http://a:p@ss@prom:9090") == "http://a:***@prom:9090"
+    assert redacted_url("http://prom:9090/prometheus") == "http://prom:9090/prometheus"
 
 
 def sources_condition_or_none(c: TestClient) -> str | None:

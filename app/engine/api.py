@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from app.engine.contracts import (
@@ -211,10 +211,16 @@ def evaluate_documents(
     delay_factor: float = 1.0,
     error_factor: float = 1.0,
     demand_factor: float = 1.0,
+    calibration: Calibration | None = None,
 ) -> dict[str, Any]:
-    """`evaluate` on documents: the evaluation document."""
+    """`evaluate` on documents: the evaluation document. `calibration`: the
+    latency corrections to judge the plan under (the service's in force), as its
+    re-plans do; None evaluates under the uncalibrated model."""
+    scenario = parse_scenario(scenario_doc)
+    if calibration is not None:
+        scenario = replace(scenario, calibration=calibration)
     request = EvaluateRequest(
-        parse_scenario(scenario_doc),
+        scenario,
         plan_from_document(plan_doc),
         plan_from_document(current_plan_doc) if current_plan_doc else None,
         delay_factor,

@@ -13,8 +13,8 @@ from fastapi import FastAPI
 
 from app.service.audits import AuditManager
 from app.service.demand import DemandLoop
-from app.service.http import HeadAsGetMiddleware
-from app.service.idempotency import IdempotencyMiddleware
+from app.service.http import HeadAsGetMiddleware, RouteTable
+from app.service.idempotency import IdempotencyMiddleware, document_idempotency
 from app.service.latency import LatencyLoop
 from app.service.limits import BodyLimitMiddleware
 from app.service.metrics import HttpMetricsMiddleware, Metrics
@@ -146,11 +146,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            app.openapi_schema = document_problems(generate_openapi())
+            app.openapi_schema = document_problems(document_idempotency(generate_openapi()))
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
-    for router in (
+    routers = (
         cluster.router,
         plan.router,
         solve.router,
@@ -162,12 +162,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         evaluate.router,
         perf.router,
         health.router,
-    ):
+    )
+    # The app's own routes (/openapi.json, /docs) and the routers': what the
+    # layers in front of the router match a request against.
+    routes = RouteTable([*app.router.routes, *(r for router in routers for r in router.routes)])
+    runtime_of(app).routes = routes
+    for router in routers:
         app.include_router(router)
     # Added innermost first: metrics sees everything (413s included), the body
     # limit runs before anything reads the body, idempotency wraps the routes.
     app.add_middleware(IdempotencyMiddleware)
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
     app.add_middleware(HeadAsGetMiddleware)
-    app.add_middleware(HttpMetricsMiddleware, metrics=runtime_of(app).metrics)
+    app.add_middleware(HttpMetricsMiddleware, metrics=runtime_of(app).metrics, routes=routes)
     return app

@@ -35,6 +35,7 @@ def require_token(
             401,
             "unauthorized",
             "this endpoint needs an Authorization: Bearer <token> header",
+            errors=[("Authorization", "a bearer token is required")],
             headers=challenge,
         )
     # Constant-time comparison: no timing oracle on the token.
@@ -43,6 +44,7 @@ def require_token(
             401,
             "unauthorized",
             "the bearer token is not valid",
+            errors=[("Authorization", "the bearer token is not valid")],
             headers={"WWW-Authenticate": 'Bearer realm="llm-allocator", error="invalid_token"'},
         )
 

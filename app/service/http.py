@@ -1,16 +1,22 @@
 """Small HTTP helpers shared by the routers and middlewares: JSON responses with
-ETags and conditional GETs, a request body read once and replayed."""
+ETags and conditional GETs, a request body read once and replayed, the route
+class that reads JSON request bodies, and the table that says which route a
+request is for."""
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping
 from typing import Any
 
 from fastapi import Request, Response
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
+from starlette.routing import BaseRoute, Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.service.problems import ProblemError, field_problem
 
 # OpenAPI `responses=` entry of a GET answered by `json_with_etag`.
 NOT_MODIFIED: dict[int | str, dict[str, Any]] = {
@@ -61,6 +67,51 @@ def replay_body(body: bytes, receive: Receive) -> Receive:
     return replay
 
 
+class RouteTable:
+    """The app's routes, matched as its router matches them, for what answers in
+    front of the router or instead of it (HEAD through `HeadAsGetMiddleware`, an
+    idempotent replay, a 413) and for the Allow header of a 405. The router's own
+    record of the match (`scope["route"]`) cannot serve: it is written only into
+    the router's copy of the scope (HeadAsGetMiddleware and FastAPI's included
+    routers copy it), and a request answered in front of the router has none."""
+
+    def __init__(self, routes: Iterable[BaseRoute] = ()) -> None:
+        self.routes = [r for r in routes if isinstance(r, Route)]
+
+    def _matching(self, scope: Scope, method: str) -> Iterator[tuple[Match, Route]]:
+        probe = {
+            "type": "http",
+            "path": scope["path"],
+            "root_path": scope.get("root_path", ""),
+            "method": method,
+        }
+        for route in self.routes:
+            match, _ = route.matches(probe)
+            if match != Match.NONE:
+                yield match, route
+
+    def template(self, scope: Scope) -> str | None:
+        """The path template of the route a request is for (`/v1/plan/{version}`;
+        HEAD is served as GET). A path that routes serve only for other methods
+        (a 405) gives its template too; None: no route has this path (a 404)."""
+        method = "GET" if scope["method"] == "HEAD" else scope["method"]
+        found = None
+        for match, route in self._matching(scope, method):
+            if match == Match.FULL:
+                return route.path
+            found = found or route.path
+        return found
+
+    def allowed_methods(self, scope: Scope) -> list[str]:
+        """Every method some route serves at this path (HEAD wherever GET is)."""
+        methods: set[str] = set()
+        for _, route in self._matching(scope, "\x00"):  # no route has it: all PARTIAL
+            methods |= route.methods or set()
+        if "GET" in methods:
+            methods.add("HEAD")
+        return sorted(methods)
+
+
 class HeadAsGetMiddleware:
     """HEAD for every GET route (FastAPI routes answer only the methods they
     declare): run the GET, send its status and headers, drop the body."""
@@ -81,3 +132,87 @@ class HeadAsGetMiddleware:
             await send(message)
 
         await self.app({**scope, "method": "GET"}, receive, headers_only)
+
+
+def _check_json_media_type(content_type: str | None) -> None:
+    """415 naming `Content-Type` unless it says JSON (`application/json` or
+    `application/*+json`) in UTF-8 (no charset, or utf-8). FastAPI would read
+    any other body as bytes and answer "Input should be a valid dictionary"."""
+    media, _, params = (content_type or "").partition(";")
+    media = media.strip().lower()
+    kind, _, subtype = media.partition("/")
+    problem = None
+    if not media:
+        problem = "missing; send application/json"
+    elif kind != "application" or not (subtype == "json" or subtype.endswith("+json")):
+        problem = f"{media!r} is not accepted; send application/json"
+    else:
+        for param in params.split(";"):
+            name, _, value = param.partition("=")
+            charset = value.strip().strip('"').lower()
+            if name.strip().lower() == "charset" and charset not in ("utf-8", "utf8"):
+                problem = f"charset {charset!r} is not accepted; JSON is UTF-8"
+    if problem is not None:
+        raise ProblemError(
+            415,
+            "unsupported-media-type",
+            f"Content-Type: {problem}",
+            errors=[("Content-Type", problem)],
+        )
+
+
+def _decode_json(body: bytes) -> Any:
+    """The body as JSON (RFC 8259: UTF-8; a leading byte order mark is ignored),
+    or a 422 naming `body` that says what is wrong and where."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise field_problem(
+            "body", f"not valid UTF-8 (byte 0x{body[exc.start]:02x} at offset {exc.start})"
+        ) from None
+    try:
+        return json.loads(text.removeprefix("\ufeff"))
+    except json.JSONDecodeError as exc:
+        raise field_problem("body", f"invalid JSON at character {exc.pos}: {exc.msg}") from None
+    except RecursionError:
+        # json's parser recurses once per level: it gives up near the interpreter's
+        # recursion limit (~1000 levels); no document of this API is nearly as deep.
+        raise field_problem("body", "JSON nested too deeply") from None
+
+
+class JsonBodyRequest(Request):
+    """A request whose JSON body is decoded by `_decode_json`, once: FastAPI
+    then reads the decoded value from `json()`."""
+
+    _decoded: Any = None
+    _has_decoded = False
+
+    async def json(self) -> Any:
+        if not self._has_decoded:
+            self._decoded = _decode_json(await self.body())
+            self._has_decoded = True
+        return self._decoded
+
+
+class JsonBodyRoute(APIRoute):
+    """The route class of every router: for an operation with a body, the body is
+    checked before FastAPI sees it (media type, UTF-8, JSON syntax, nesting), so
+    that every way it can be unreadable is one problem naming `Content-Type` (415)
+    or `body` (422). FastAPI itself would answer 400 "There was an error parsing
+    the body" (about:blank, no field) for bad UTF-8 or deep nesting, and take a
+    JSON body sent as text/plain for bytes. An empty body is left to FastAPI
+    (422 "Field required")."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+        if self.body_field is None:
+            return handler
+
+        async def read_body_first(request: Request) -> Response:
+            request = JsonBodyRequest(request.scope, request.receive)
+            if await request.body():
+                _check_json_media_type(request.headers.get("content-type"))
+                await request.json()
+            return await handler(request)
+
+        return read_body_first

@@ -16,6 +16,7 @@ import json
 import logging
 import re
 import time
+from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -28,6 +29,7 @@ log = logging.getLogger("llm_allocator.service")
 
 HEADER = b"idempotency-key"
 _KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
+_KEY_SCHEMA = {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[!-~]+$"}
 _KEEP_HEADERS = {"content-type", "location", "etag", "retry-after"}
 _PURGE_EVERY_S = 600.0
 
@@ -91,6 +93,7 @@ class IdempotencyMiddleware:
                 "idempotency-key-in-use",
                 "Request in progress",
                 "a request with this Idempotency-Key is still being processed; retry later",
+                errors=[("Idempotency-Key", "a request with this key is still being processed")],
                 instance=path,
                 headers={"Retry-After": "1"},
             )(scope, receive, send)
@@ -197,3 +200,31 @@ async def _replay(
         }
     )
     await send({"type": "http.response.body", "body": stored.body})
+
+
+def document_idempotency(schema: dict[str, Any]) -> dict[str, Any]:
+    """Post-process the generated OpenAPI document: every POST (this middleware
+    serves them all) takes the optional `Idempotency-Key` header and may answer
+    400 (a malformed key), 409 (a request with the key is in progress) and 422
+    (the key was used with another body). Run before `document_problems`, which
+    gives these answers their problem content."""
+    parameter = {
+        "name": "Idempotency-Key",
+        "in": "header",
+        "required": False,
+        "description": "optional: a retry with the same key and body replays the first "
+        "2xx answer (Idempotent-Replayed: true) instead of applying the request again",
+        "schema": _KEY_SCHEMA,
+    }
+    for item in schema.get("paths", {}).values():
+        op = item.get("post")
+        if op is None:
+            continue
+        op.setdefault("parameters", []).append(parameter)
+        responses = op.setdefault("responses", {})
+        responses.setdefault("400", {"description": "Bad Request (malformed Idempotency-Key)"})
+        responses.setdefault(
+            "409", {"description": "Conflict (a request with this Idempotency-Key is in progress)"}
+        )
+        responses.setdefault("422", {"description": "Unprocessable Content"})
+    return schema

@@ -37,6 +37,7 @@ from app.engine import api
 from app.service.demand import to_epoch
 from app.service.errors import InvalidInput
 from app.service.metrics import Metrics
+from app.service.schemas.calibration import LatencyAccepted
 from app.service.schemas.perf import Deployed, LatencyObservationIn
 from app.service.settings import Settings
 from app.service.state import Attached, ControlPlane
@@ -150,7 +151,7 @@ class LatencyLoop(Attached):
 
     async def ingest(
         self, items: Sequence[LatencyObservationIn], *, skip_invalid: bool = False
-    ) -> dict[str, Any]:
+    ) -> LatencyAccepted:
         """Validate every item (all or nothing: InvalidInput naming each bad one),
         store them, refit, and put the new calibration in force if it moved beyond
         the dead band (a new generation). `skip_invalid` (the Prometheus source):
@@ -165,12 +166,12 @@ class LatencyLoop(Attached):
             log.warning("%d latency observation(s) skipped, e.g. %s: %s", len(bad), *first)
             items = [item for k, item in enumerate(items) if k not in bad]
             if not items:
-                return {
-                    "accepted": 0,
-                    "observations": self.observations,
-                    "changed": False,
-                    "generation": self.cp.cluster.generation,
-                }
+                return LatencyAccepted(
+                    accepted=0,
+                    observations=self.observations,
+                    changed=False,
+                    generation=self.cp.cluster.generation,
+                )
         docs = [(item.model_dump(mode="json", exclude_none=True), item.start) for item in items]
         async with self._lock:
             await self.store.call(
@@ -196,12 +197,12 @@ class LatencyLoop(Attached):
                 snap = await self.cp.bump(source="calibration")
                 changed = True
                 log.info("calibration moved beyond the dead band: generation %d", snap.generation)
-        return {
-            "accepted": len(items),
-            "observations": self.observations,
-            "changed": changed,
-            "generation": self.cp.cluster.generation,
-        }
+        return LatencyAccepted(
+            accepted=len(items),
+            observations=self.observations,
+            changed=changed,
+            generation=self.cp.cluster.generation,
+        )
 
     def _fit(self, docs: Sequence[dict[str, Any]]) -> api.Calibration:
         """Fit from stored observation documents; ones that are no longer valid

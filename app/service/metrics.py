@@ -10,6 +10,8 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.service.http import RouteTable
+
 PREFIX = "llm_allocator_"
 AUDIT_STATES = ("queued", "running", "succeeded", "failed", "cancelled")
 
@@ -111,11 +113,15 @@ class Metrics:
 
 class HttpMetricsMiddleware:
     """Times every request and labels it with the route *template* (`/v1/plan/{version}`),
-    so label cardinality stays bounded; unmatched paths share one label."""
+    so label cardinality stays bounded; paths no route has share the label `unmatched`.
+    The template comes from the route table, not from the router's match, so that
+    answers given in front of the router (HEAD, an idempotent replay, a 413) carry
+    it too."""
 
-    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+    def __init__(self, app: ASGIApp, metrics: Metrics, routes: RouteTable) -> None:
         self.app = app
         self.metrics = metrics
+        self.routes = routes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -133,8 +139,7 @@ class HttpMetricsMiddleware:
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
-            route = scope.get("route")
-            template = getattr(route, "path", None) or "unmatched"
+            template = self.routes.template(scope) or "unmatched"
             self.metrics.http_seconds.labels(scope["method"], template, str(status)).observe(
                 time.perf_counter() - start
             )

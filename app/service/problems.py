@@ -18,7 +18,6 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.routing import Match
 
 from app.engine.errors import InputError
 from app.engine.model.schemas import loc_to_path
@@ -125,11 +124,7 @@ def loc_to_field(loc: Sequence[int | str]) -> str:
 def _validation_errors(exc: RequestValidationError) -> list[tuple[str, str]]:
     out = []
     for err in exc.errors():
-        if err.get("type") == "json_invalid":
-            where = err.get("loc", ("body", "?"))[-1]
-            reason = (err.get("ctx") or {}).get("error", "malformed")
-            out.append(("body", f"invalid JSON at character {where}: {reason}"))
-            continue
+        # (Bodies that are not JSON never get here: app.service.http.JsonBodyRoute.)
         loc = tuple(err.get("loc", ()))
         # Union members (e.g. "catalog id or inline ModelSpec") add the member's name
         # to the location; it says nothing about where the input is wrong.
@@ -151,13 +146,9 @@ _UNION_TAGS = {"catalog_id", "inline"}
 def _allowed_methods(request: Request) -> list[str]:
     """Every method some route serves at this path. Starlette's own Allow header
     names only the first route that matched the path, and GET and PUT on
-    /v1/cluster are two routes."""
-    methods: set[str] = set()
-    for route in request.app.router.routes:
-        match, _ = route.matches({**request.scope, "method": "\x00"})
-        if match == Match.PARTIAL:
-            methods |= set(getattr(route, "methods", None) or ())
-    return sorted(methods)
+    /v1/cluster are two routes (the route table: `app.service.http.RouteTable`)."""
+    methods: list[str] = request.app.state.runtime.routes.allowed_methods(request.scope)
+    return methods
 
 
 def _map_service_error(
@@ -168,7 +159,8 @@ def _map_service_error(
     if isinstance(exc, InvalidInput):
         return 422, "validation", "Invalid input", {}, exc.errors
     if isinstance(exc, PreconditionFailed):
-        return 412, "precondition-failed", "Precondition Failed", {"ETag": exc.etag}, []
+        errors = [("If-Match", f"does not match the current ETag {exc.etag}")]
+        return 412, "precondition-failed", "Precondition Failed", {"ETag": exc.etag}, errors
     if isinstance(exc, Busy):
         retry = {"Retry-After": str(max(1, round(exc.retry_after_s)))}
         return 429, exc.kind, "Too Many Requests", retry, []
@@ -270,7 +262,7 @@ def document_problems(schema: dict[str, Any]) -> dict[str, Any]:
     """Post-process the generated OpenAPI document: every 4xx/5xx answer is a
     Problem in application/problem+json (FastAPI would document its own 422
     HTTPValidationError as application/json); every operation with parameters
-    or a body documents 422, every one with a body 400 and 413, every one behind
+    or a body documents 422, every one with a body 413 and 415, every one behind
     the bearer token 401."""
     schemas = schema.setdefault("components", {}).setdefault("schemas", {})
     schemas.pop("HTTPValidationError", None)
@@ -287,8 +279,10 @@ def document_problems(schema: dict[str, Any]) -> dict[str, Any]:
             if op.get("parameters") or op.get("requestBody"):
                 responses.setdefault("422", {"description": "Unprocessable Content"})
             if op.get("requestBody"):
-                responses.setdefault("400", {"description": "Bad Request (body not decodable)"})
                 responses.setdefault("413", {"description": "Content Too Large"})
+                responses.setdefault(
+                    "415", {"description": "Unsupported Media Type (send application/json)"}
+                )
             for code, resp in responses.items():
                 if path == "/readyz" or code[:1] not in ("4", "5"):
                     continue

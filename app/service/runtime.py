@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from app.service.audits import AuditManager
 from app.service.demand import DemandLoop
+from app.service.http import RouteTable
 from app.service.latency import LatencyLoop
 from app.service.metrics import Metrics
 from app.service.pool import SolverPool
@@ -41,3 +42,4 @@ class Runtime:
     stopping: bool = False  # shutdown under way: readiness says no
     whatif_busy: int = 0  # what-if solves in flight (admission)
     explained: dict[int, dict[str, object]] = field(default_factory=dict)
+    routes: RouteTable = field(default_factory=RouteTable)  # every route of the app

@@ -3,6 +3,10 @@
 One worker on purpose: the control plane (generation, live plan, reconciler) is
 a single in-process state machine over one SQLite file. Scale reads with a
 cache or replicas of the plan, not with more workers on one database.
+
+Exit statuses (README, "Command line"): 0 after SIGINT/SIGTERM; 2 for a bad flag
+or setting, like every other command's bad input; 1 when the service cannot start
+(the address, the database, the lifespan). Each failure is one line on stderr.
 """
 
 from __future__ import annotations
@@ -10,8 +14,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 import sys
-from typing import Any
+from typing import Any, NoReturn
 
 import uvicorn
 from pydantic import ValidationError
@@ -38,6 +43,20 @@ class _Server(uvicorn.Server):
         super().handle_exit(sig, frame)
 
 
+EXIT_CANNOT_START = 1
+EXIT_BAD_SETTING = 2
+
+# The CLI flag of each setting `serve()` takes as an argument.
+_FLAGS = {"host": "--host", "port": "--port", "db_path": "--db", "token": "--token"}
+
+log = logging.getLogger("llm_allocator.service")
+
+
+def _exit(status: int, message: str) -> NoReturn:
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(status)
+
+
 def build_settings(
     host: str | None = None,
     port: int | None = None,
@@ -45,13 +64,37 @@ def build_settings(
     token: str | None = None,
     **overrides: Any,
 ) -> Settings:
-    """Settings from the environment, with explicit (non-None) arguments on top."""
+    """Settings from the environment, with explicit (non-None) arguments on top.
+    An invalid one is a SystemExit(2) naming it as the caller gave it: the flag
+    (`--port`), the keyword of another argument, or the environment variable."""
     given: dict[str, Any] = {
         k: v
         for k, v in {"host": host, "port": port, "db_path": db, "token": token, **overrides}.items()
         if v is not None
     }
-    return Settings(**given)
+    try:
+        return Settings(**given)
+    except ValidationError as exc:
+        problems = []
+        for e in exc.errors():
+            name = "_".join(str(p) for p in e["loc"])
+            shown = _FLAGS.get(name, name) if name in given else f"LLM_ALLOCATOR_{name.upper()}"
+            problems.append(f"{shown}: {e['msg']}")
+        _exit(EXIT_BAD_SETTING, "; ".join(problems))
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """The listening address, bound as uvicorn binds it (IPv6 for an address with
+    a colon, SO_REUSEADDR). Bound before the database is opened, so that a taken
+    address stops start-up before a new database file is created and seeded."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        _exit(EXIT_CANNOT_START, f"cannot listen on {host}:{port}: {exc.strerror or exc}")
+    return sock
 
 
 def serve(
@@ -61,28 +104,25 @@ def serve(
     token: str | None = None,
     **overrides: Any,
 ) -> None:
-    """Run the service until SIGINT/SIGTERM. Arguments left as None come from the
-    environment (`LLM_ALLOCATOR_*`) or the defaults. Exits with a one-line
-    message if the database cannot be used."""
-    try:
-        settings = build_settings(host, port, db, token, **overrides)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"LLM_ALLOCATOR_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}"
-            for e in exc.errors()
-        )
-        raise SystemExit(f"error: invalid setting: {problems}") from None
+    """Run the service until SIGINT/SIGTERM. Arguments (the CLI's flags) left as
+    None come from the environment (`LLM_ALLOCATOR_*`) or the defaults. Exits with
+    one line on stderr: status 2 for an invalid setting, naming its flag or
+    variable; status 1 if the address is taken (before the database is touched),
+    the database cannot be used, or start-up fails."""
+    settings = build_settings(host, port, db, token, **overrides)
     logging.basicConfig(
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    sock = listen(settings.host, settings.port)
     try:
         check_database(settings.db_path)
     except StoreError as exc:
-        raise SystemExit(f"error: {exc}") from None
+        sock.close()
+        _exit(EXIT_CANNOT_START, str(exc))
     config = uvicorn.Config(
         create_app(settings),
-        host=settings.host,
+        host=settings.host,  # for the record: uvicorn serves on `sock`
         port=settings.port,
         workers=1,
         lifespan="on",
@@ -90,10 +130,19 @@ def serve(
         timeout_graceful_shutdown=int(max(1, round(settings.shutdown_grace_s))),
     )
     server = _Server(config)
-    server.run()
+    bound_host, bound_port = sock.getsockname()[:2]
+    log.info("listening on http://%s:%d", bound_host, bound_port)
+    try:
+        server.run(sockets=[sock])
+    except SystemExit as exc:
+        # uvicorn exits 3 when the lifespan fails to start (it has logged why).
+        if exc.code not in (None, 0):
+            _exit(EXIT_CANNOT_START, "the service failed to start (see the log above)")
+        raise
+    finally:
+        sock.close()
     if not server.started:
-        # Lifespan start-up failed (uvicorn has logged why).
-        raise SystemExit("error: the service failed to start (see the log above)")
+        _exit(EXIT_CANNOT_START, "the service failed to start (see the log above)")
 
 
 if __name__ == "__main__":  # pragma: no cover - `python -m app.service.server`

@@ -43,6 +43,7 @@ class _Limits:
     gpus: frozenset[str]
     budget: bool
     storage: bool
+    none_available: bool  # every GPU type has 0 available
 
 
 def explain_plan(
@@ -61,6 +62,7 @@ def explain_plan(
         frozenset(b.subject for b in binding if b.constraint == "availability"),
         ("budget", "") in kinds,
         ("storage", "") in kinds,
+        all(g.available == 0 for g in scenario.gpus),
     )
     routes: dict[str, list[tuple[str, float]]] = {}
     for r in plan.routing:
@@ -171,7 +173,15 @@ def _unmet_reasons(
     if unmet <= 1e-9:
         return []
     out = []
-    if counts["feasible"] == 0:
+    if counts["total"] == 0:
+        # candidates exist only where a replica fits in memory and can be rented
+        # (tp·pp <= available): say which of the two left none
+        out.append(
+            "no GPUs are available"
+            if limits.none_available
+            else "no deployment fits in memory on a GPU type with enough GPUs available"
+        )
+    elif counts["feasible"] == 0:
         out.append(
             "no candidate meets the TTFT/TPOT/e2e SLOs within memory"
             if counts["meet_slo"] == 0
@@ -181,7 +191,7 @@ def _unmet_reasons(
         out.append(
             "no candidate is accurate enough on its own and mixing is limited by the accuracy bound"
         )
-    if limits.gpus:
+    if limits.gpus and not limits.none_available:
         out.append("availability binds on " + ", ".join(sorted(limits.gpus)))
     if limits.budget:
         out.append("the budget binds")

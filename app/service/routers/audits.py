@@ -10,11 +10,14 @@ from fastapi.responses import JSONResponse
 from app.service.audits import AuditManager, certified_gap
 from app.service.auth import Authorized
 from app.service.deps import AuditsDep
+from app.service.http import JsonBodyRoute
 from app.service.problems import ProblemError, field_problem, problem_responses
 from app.service.schemas import Audit, AuditCreate, AuditPage
 from app.service.store import AuditRow
 
-router = APIRouter(prefix="/v1/audits", tags=["audits"], dependencies=[Authorized])
+router = APIRouter(
+    prefix="/v1/audits", tags=["audits"], dependencies=[Authorized], route_class=JsonBodyRoute
+)
 
 AuditId = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[0-9a-f]+$")]
 

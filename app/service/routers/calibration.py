@@ -8,15 +8,17 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 
 from app.service.deps import LatencyDep
-from app.service.http import json_with_etag
+from app.service.http import NOT_MODIFIED, JsonBodyRoute, json_with_etag
+from app.service.schemas.calibration import CalibrationReport
 
-router = APIRouter(prefix="/v1", tags=["observations"])
+router = APIRouter(prefix="/v1", tags=["observations"], route_class=JsonBodyRoute)
 
 
 @router.get(
     "/calibration",
+    response_model=CalibrationReport,
     summary="The calibration in force: factors, points and residual error per group",
-    responses={200: {"description": "the calibration document"}},
+    responses=NOT_MODIFIED,
 )
 async def get_calibration(request: Request, latency: LatencyDep) -> Response:
     """Per group (engine, GPU, model, precision) and per coarser level (engine ×

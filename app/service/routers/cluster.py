@@ -13,7 +13,7 @@ from fastapi.types import DecoratedCallable
 from app.service.auth import Authorized
 from app.service.changes import apply_availability, apply_demand
 from app.service.deps import ControlPlaneDep
-from app.service.http import NOT_MODIFIED, json_with_etag
+from app.service.http import NOT_MODIFIED, JsonBodyRoute, json_with_etag
 from app.service.problems import problem_responses
 from app.service.schemas import (
     Accepted,
@@ -24,7 +24,7 @@ from app.service.schemas import (
 )
 from app.service.state import ClusterSnapshot
 
-router = APIRouter(prefix="/v1/cluster", tags=["cluster"])
+router = APIRouter(prefix="/v1/cluster", tags=["cluster"], route_class=JsonBodyRoute)
 
 IfMatch = Annotated[
     str | None,

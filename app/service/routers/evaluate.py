@@ -11,12 +11,13 @@ from fastapi import APIRouter
 
 from app.engine.api import evaluate_documents
 from app.engine.errors import InputError, PlanFormatError
-from app.service.deps import ControlPlaneDep
+from app.service.deps import ControlPlaneDep, LatencyDep
 from app.service.errors import InvalidInput, NotFound
+from app.service.http import JsonBodyRoute
 from app.service.problems import problem_responses
 from app.service.schemas.observations import EvaluateRequest, EvaluateResponse
 
-router = APIRouter(prefix="/v1", tags=["evaluate"])
+router = APIRouter(prefix="/v1", tags=["evaluate"], route_class=JsonBodyRoute)
 
 
 @router.post(
@@ -25,11 +26,16 @@ router = APIRouter(prefix="/v1", tags=["evaluate"])
     summary="Evaluate a plan (default: the live plan) against a scenario and demand",
     responses=problem_responses(404, 413, 422),
 )
-async def evaluate(body: EvaluateRequest, cp: ControlPlaneDep) -> EvaluateResponse:
+async def evaluate(
+    body: EvaluateRequest, cp: ControlPlaneDep, latency: LatencyDep
+) -> EvaluateResponse:
     """The evaluator's report: cost, every constraint's slack, violations, how each
     query type is served, and with factors != 1 the stress figures. `demand`
     overrides arrival rates (req/s) by query type id, e.g. "does the fleet I run
-    hold at tomorrow's peak?" (Pure computation: open like the other reads.)"""
+    hold at tomorrow's peak?" Latencies are judged under the calibration in force
+    (as every re-plan is), so the live plan evaluates as it was published; the
+    CLI's `evaluate` has no observations and uses the uncalibrated model.
+    (Pure computation: open like the other reads.)"""
     live = cp.plan
     scenario: dict[str, Any] = (
         body.scenario.model_dump(mode="json") if body.scenario else cp.cluster.spec
@@ -71,8 +77,12 @@ async def evaluate(body: EvaluateRequest, cp: ControlPlaneDep) -> EvaluateRespon
             body.delay_factor,
             body.error_factor,
             body.demand_factor,
+            latency.current,
         )
     except InputError as exc:
         where = "plan" if isinstance(exc, PlanFormatError) else "scenario"
         raise exc.under(where) from None
-    return EvaluateResponse.model_validate({**report, "plan_version": version})
+    calibrated = latency.current is not None and bool(latency.current.fits)
+    return EvaluateResponse.model_validate(
+        {**report, "plan_version": version, "calibrated": calibrated}
+    )

@@ -6,10 +6,10 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 
 from app.service.deps import DemandDep
-from app.service.http import NOT_MODIFIED, json_with_etag
+from app.service.http import NOT_MODIFIED, JsonBodyRoute, json_with_etag
 from app.service.schemas.observations import ForecastReport
 
-router = APIRouter(prefix="/v1", tags=["observations"])
+router = APIRouter(prefix="/v1", tags=["observations"], route_class=JsonBodyRoute)
 
 
 @router.get(

@@ -7,9 +7,10 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from app.service.deps import MetricsDep, RuntimeDep
+from app.service.http import JsonBodyRoute
 from app.service.schemas import Health
 
-router = APIRouter(tags=["health"])
+router = APIRouter(tags=["health"], route_class=JsonBodyRoute)
 
 
 @router.get("/healthz", response_model=Health, summary="Liveness: the process answers")

@@ -10,11 +10,13 @@ from fastapi.responses import JSONResponse
 from app.service.auth import Authorized
 from app.service.demand import from_epoch
 from app.service.deps import DemandDep, LatencyDep
+from app.service.http import JsonBodyRoute
 from app.service.problems import problem_responses
+from app.service.schemas.calibration import LatencyAccepted
 from app.service.schemas.observations import DemandObservations, ObservationsAccepted
 from app.service.schemas.perf import LatencyObservations
 
-router = APIRouter(prefix="/v1/observations", tags=["observations"])
+router = APIRouter(prefix="/v1/observations", tags=["observations"], route_class=JsonBodyRoute)
 
 
 @router.post(
@@ -60,6 +62,7 @@ async def post_demand(body: DemandObservations, demand: DemandDep) -> JSONRespon
 @router.post(
     "/latency",
     status_code=202,
+    response_model=LatencyAccepted,
     summary="Post latencies observed per deployment (calibrates the performance model)",
     dependencies=[Authorized],
     responses=problem_responses(401, 413, 422),
@@ -75,4 +78,4 @@ async def post_latency(body: LatencyObservations, latency: LatencyDep) -> JSONRe
     policy's options). The calibration is refitted; when a correction moves beyond
     `policy.replan_deadband`, it is put in force and a re-plan starts (`changed`)."""
     out = await latency.ingest(body.observations)
-    return JSONResponse(out, status_code=202)
+    return JSONResponse(out.model_dump(), status_code=202)

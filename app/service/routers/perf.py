@@ -17,11 +17,12 @@ from fastapi import APIRouter
 from app.engine import api
 from app.service.deps import ControlPlaneDep, LatencyDep, SettingsDep
 from app.service.errors import InvalidInput
+from app.service.http import JsonBodyRoute
 from app.service.latency import resolve
 from app.service.problems import problem_responses
 from app.service.schemas import PerfRequest, PerfResponse, Prediction
 
-router = APIRouter(prefix="/v1/perf", tags=["perf"])
+router = APIRouter(prefix="/v1/perf", tags=["perf"], route_class=JsonBodyRoute)
 
 
 @router.post(

@@ -9,14 +9,15 @@ from fastapi import APIRouter, Path, Query, Request, Response
 
 from app.service.audits import certified_gap
 from app.service.deps import ControlPlaneDep, RuntimeDep, SettingsDep, WhatIfPoolDep
-from app.service.http import NOT_MODIFIED, json_with_etag
+from app.service.http import NOT_MODIFIED, JsonBodyRoute, json_with_etag
 from app.service.problems import ProblemError, problem_responses
 from app.service.schemas import PlanHistoryPage, PlanStatus, PlanVersion
+from app.service.schemas.plans import PlanExplanation
 from app.service.state import ControlPlane
 from app.service.store import PlanRow
 from app.service.worker import explain_job
 
-router = APIRouter(prefix="/v1/plan", tags=["plan"])
+router = APIRouter(prefix="/v1/plan", tags=["plan"], route_class=JsonBodyRoute)
 
 DEFAULT_WAIT_S = 30.0
 MAX_VERSION = 2**62  # SQLite integers are 64-bit: larger ids cannot exist
@@ -129,6 +130,7 @@ _EXPLAINED_MAX = 16  # explanations of plans stored without one, kept per app
 
 @router.get(
     "/explain",
+    response_model=PlanExplanation,
     summary="Why the live plan is what it is",
     responses={**NOT_MODIFIED, **problem_responses(404)},
 )

@@ -16,12 +16,13 @@ from app.engine.errors import InputError, PlanFormatError
 from app.service.auth import Authorized
 from app.service.deps import LatencyDep, MetricsDep, RuntimeDep, SettingsDep, WhatIfPoolDep
 from app.service.errors import Busy, InvalidInput, SolverFailed, Unavailable
+from app.service.http import JsonBodyRoute
 from app.service.pool import SolverCrashed, SolverTimeout
 from app.service.problems import problem_responses
 from app.service.schemas import SolveRequest, SolveResponse
 from app.service.worker import SolveJob, solve_job
 
-router = APIRouter(prefix="/v1", tags=["solve"])
+router = APIRouter(prefix="/v1", tags=["solve"], route_class=JsonBodyRoute)
 
 
 @router.post(

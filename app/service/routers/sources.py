@@ -10,17 +10,21 @@ from fastapi import APIRouter
 
 from app.service.auth import Authorized
 from app.service.deps import SourcesDep
+from app.service.http import JsonBodyRoute
 from app.service.problems import problem_responses
 from app.service.sources.config import SourcesSpec
+from app.service.sources.prometheus import redacted_url
 
-router = APIRouter(prefix="/v1/sources", tags=["sources"])
+router = APIRouter(prefix="/v1/sources", tags=["sources"], route_class=JsonBodyRoute)
 
 
 def _body(spec: SourcesSpec | None, status: Any) -> dict[str, Any]:
-    return {
-        "config": spec.model_dump(mode="json") if spec is not None else None,
-        "status": asdict(status) if status is not None else None,
-    }
+    """The configuration as stored but for the password in `prometheus_url`
+    (GET needs no token); the status messages show the URL redacted already."""
+    config = spec.model_dump(mode="json") if spec is not None else None
+    if config is not None:
+        config["prometheus_url"] = redacted_url(config["prometheus_url"])
+    return {"config": config, "status": asdict(status) if status is not None else None}
 
 
 @router.get("", summary="The source configuration and each query's status")

@@ -141,3 +141,7 @@ class EvaluateResponse(BaseModel):
     gpus_by_type: dict[str, int]
     stress: dict[str, Any] | None
     plan_version: int | None = Field(default=None, description="the live plan's, when used")
+    calibrated: bool = Field(
+        default=False,
+        description="latencies judged under the calibration in force (GET /v1/calibration)",
+    )

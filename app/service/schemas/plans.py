@@ -225,3 +225,72 @@ class PlanHistoryPage(BaseModel):
     model_config = RESPONSE
     items: list[PlanSummary]
     next: str | None = Field(description="URL of the next (older) page, null at the end")
+
+
+class BindingConstraint(BaseModel):
+    model_config = RESPONSE
+    constraint: str = Field(examples=["availability"])
+    subject: str = Field(description="GPU type, query type or deployment; empty: fleet-wide")
+    lhs: float
+    rhs: float
+
+
+class ViolationNote(BaseModel):
+    model_config = RESPONSE
+    constraint: str
+    subject: str
+    message: str
+
+
+class RouteShare(BaseModel):
+    model_config = RESPONSE
+    deployment: str
+    fraction: float
+
+
+class CandidateCounts(BaseModel):
+    """The type's candidate deployments: all of them, those that meet its SLOs,
+    those that can serve it (SLOs met, a known error rate), and of these the ones
+    within its accuracy bound."""
+
+    model_config = RESPONSE
+    total: int
+    meet_slo: int
+    feasible: int
+    accurate_enough: int
+
+
+class CheapCandidate(BaseModel):
+    model_config = RESPONSE
+    deployment: str
+    cost_per_request: float = Field(description="$ per request at the policy's headroom")
+    error_rate: float
+    gpu: str
+    max_concurrency: int
+    used: bool = Field(description="the plan routes this type to it")
+
+
+class TypeExplanation(BaseModel):
+    model_config = RESPONSE
+    query_type: str
+    routes: list[RouteShare]
+    unmet_fraction: float
+    candidates: CandidateCounts
+    cheapest_candidates: list[CheapCandidate] = Field(
+        description="the (up to) three cheapest feasible candidates accurate enough"
+    )
+    reasons: list[str] = Field(description="why not the cheapest; whether accuracy binds")
+    unmet_reasons: list[str] = Field(description="why demand is unmet, when it is")
+
+
+class PlanExplanation(BaseModel):
+    """Why the live plan is what it is (`app.engine.plan.explain`)."""
+
+    model_config = RESPONSE
+    version: int
+    observed_generation: int
+    feasible: bool
+    cost: dict[str, float]
+    binding_constraints: list[BindingConstraint]
+    violations: list[ViolationNote]
+    query_types: list[TypeExplanation]

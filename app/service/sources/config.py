@@ -81,7 +81,8 @@ class SourcesSpec(BaseModel):
     prometheus_url: str = Field(
         min_length=1,
         max_length=2048,
-        description="base URL of the Prometheus HTTP API (without /api/v1)",
+        description="base URL of the Prometheus HTTP API (without /api/v1); user information "
+        "(http://user:password@host) is sent as basic auth and shown with the password as ***",
         examples=["http://prometheus:9090"],
     )
     poll_interval_s: float = Field(default=30.0, ge=0.1, le=3600.0, examples=[30.0])

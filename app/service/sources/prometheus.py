@@ -92,6 +92,20 @@ class WindowValues:
         return "partial" if self.missing or self.invalid else "ok"
 
 
+def redacted_url(url: str) -> str:
+    """`url` without the secret of its user information: the password becomes
+    `***` (`http://admin:***@prometheus:9090`), and so does a user name given
+    alone (it may be a token). This is the form every answer, status message and
+    log line shows; the URL itself is what the client sends its requests to."""
+    scheme, sep, rest = url.partition("://")
+    authority, slash, path = rest.partition("/")
+    userinfo, at, host = authority.rpartition("@")
+    if not (sep and at):
+        return url
+    user, colon, _ = userinfo.partition(":")
+    return f"{scheme}://{user + ':***' if colon else '***'}@{host}{slash}{path}"
+
+
 def shown(query: str) -> str:
     """The query as quoted in messages (long ones cut)."""
     q = " ".join(query.split())
@@ -100,6 +114,9 @@ def shown(query: str) -> str:
 
 class PrometheusClient:
     """`base_url` is the Prometheus root (a path prefix such as /prometheus is kept).
+    User information in it (`http://user:password@host`) is taken out of the URL
+    and sent as basic auth: the URL requests go to (which httpx logs at INFO and
+    its errors quote) never holds the password, and messages show `redacted_url`.
 
     Owns its httpx.AsyncClient unless one is given (tests pass one with an
     httpx.MockTransport); use as an async context manager or call `aclose()`.
@@ -113,7 +130,10 @@ class PrometheusClient:
         client: httpx.AsyncClient | None = None,
         headers: dict[str, str] | None = None,
     ) -> None:
-        self.base_url = base_url.rstrip("/")
+        url = httpx.URL(base_url)
+        self._auth = httpx.BasicAuth(url.username, url.password) if url.userinfo else None
+        self.base_url = str(url.copy_with(userinfo=b"")).rstrip("/")
+        self.shown_url = redacted_url(base_url.rstrip("/"))
         self.timeout_s = timeout_s
         self._own = client is None
         self._client = client or httpx.AsyncClient(
@@ -207,10 +227,11 @@ class PrometheusClient:
         self, path: str, query: str, params: dict[str, str], result_type: str
     ) -> QueryResult:
         url = self.base_url + path
-        where = f"Prometheus at {self.base_url}"
+        where = f"Prometheus at {self.shown_url}"
         try:
             # POST with a form body: long expressions do not hit URL length limits.
-            resp = await self._client.post(url, data=params)
+            auth = self._auth if self._auth is not None else httpx.USE_CLIENT_DEFAULT
+            resp = await self._client.post(url, data=params, auth=auth)
         except httpx.TimeoutException:
             return _failed(
                 query,
