@@ -288,6 +288,22 @@ def test_a_model_field_above_its_bound_is_rejected(
     assert name in err.field + err.message
 
 
+def test_kv_heads_must_divide_heads(doc: Doc) -> None:
+    doc["models"][0]["heads"], doc["models"][0]["kv_heads"] = 32, 7
+    err = _reject(doc, lambda d: None)
+    assert err.field.startswith("models[0]")
+    assert "kv_heads (7) must divide heads (32)" in err.message
+
+
+def test_an_e2e_slo_below_the_ttft_slo_is_rejected(doc: Doc) -> None:
+    q = doc["query_types"][0]
+    q["ttft_s"], q["e2e_s"] = 1.0, 0.001
+    err = _reject(doc, lambda d: None)
+    assert err.field.startswith("query_types[0]") and "e2e_s" in err.message
+    q["e2e_s"] = 1.0  # equal is a (tight) SLO, not a contradiction
+    assert parse_scenario(doc).query_types[0].e2e_s == 1.0
+
+
 def test_moe_model_with_fewer_active_params_is_accepted(doc: Doc) -> None:
     m = doc["models"][0]
     m["active_params_b"] = m["params_b"] / 4

@@ -75,6 +75,13 @@ class QueryTypeSpec(BaseModel):
         default=None, description="key for model error rates", examples=["code"]
     )
 
+    @model_validator(mode="after")
+    def _e2e_after_first_token(self) -> QueryTypeSpec:
+        # a request's end-to-end time includes its first token: no plan could meet it
+        if self.e2e_s is not None and self.e2e_s < self.ttft_s:
+            raise ValueError(f"e2e_s ({self.e2e_s}) must not be below ttft_s ({self.ttft_s})")
+        return self
+
 
 class ModelSpec(BaseModel):
     model_config = _CONFIG
@@ -109,6 +116,9 @@ class ModelSpec(BaseModel):
             raise ValueError("active_params_b must not exceed params_b")
         if self.kv_heads > self.heads:
             raise ValueError("kv_heads must not exceed heads")
+        if self.heads % self.kv_heads:
+            # grouped-query attention: each KV head serves heads / kv_heads query heads
+            raise ValueError(f"kv_heads ({self.kv_heads}) must divide heads ({self.heads})")
         return self
 
 
