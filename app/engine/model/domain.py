@@ -138,7 +138,7 @@ class Policy:
     demand_quantile: float = 0.95
     forecast: str = "ucm_conformal"
     replan_deadband: float = 0.05
-    scale_down_stabilization_s: float = 120.0
+    scale_down_stabilization_s: float = 300.0
     change_payback_s: float | None = 3600.0
     engine: str = "vllm"
 
