@@ -217,7 +217,8 @@ class PolicySpec(BaseModel):
         # 300 s (Kubernetes HPA's default too). 120 s was cheaper on the tuning days
         # (code, conversation, surge) but on the held-out ramp with minute bursts it
         # violated 1.04% of requests instead of 0.73% at twice the churn, and the
-        # `last` method, whose only margin this window is, cost 2-7x more: rejected
+        # `last` method, whose only margin this window is, cost 2.5x more on the code
+        # day and 2.8x on the ramp: rejected
         # (bench/results/stabilization_tuning/README.md). 600 s cost 5-10% more
         # rental; 0 s doubled churn on the code day.
         default=300.0,
