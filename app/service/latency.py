@@ -59,11 +59,11 @@ class Resolved:
     policy: api.Policy  # the spec's (its TP and PP options)
 
 
-def resolve(d: Deployed, spec: dict[str, Any], where: str) -> Resolved:
+def resolve(d: Deployed, scenario: api.Scenario, where: str) -> Resolved:
     """The deployment's model, GPU and precision (ids: the spec's, else the
-    catalog's; inline: as given) and engine. InvalidInput names `where.<field>`."""
+    catalog's; inline: as given) and engine. InvalidInput names `where.<field>`.
+    Callers parse the spec once per batch (`api.parse_scenario`)."""
     errors: list[tuple[str, str]] = []
-    scenario = api.parse_scenario(spec)
 
     def pick(field: str, ref: Any, known: Sequence[Any], catalog: Any, inline: Any) -> Any:
         if not isinstance(ref, str):
@@ -107,22 +107,48 @@ def observation_problem(item: LatencyObservationIn, r: Resolved) -> str | None:
     return api.deployment_error(case, r.policy)
 
 
+def _ref(x: Any) -> Any:
+    """A hashable stand-in for a deployment reference (an id, or an inline object)."""
+    return x if isinstance(x, str) else x.model_dump_json()
+
+
+class ObservationCheck:
+    """Resolve and check observations against one spec (`resolve`, then
+    `observation_problem`): the spec is parsed once, and each distinct deployment
+    and request shape is checked once — a refit re-checks every stored
+    observation, thousands of them of a few shapes, at every post."""
+
+    def __init__(self, spec: dict[str, Any]) -> None:
+        self.scenario = api.parse_scenario(spec)
+        self._problems: dict[tuple[Any, ...], str | None] = {}
+
+    def __call__(self, item: LatencyObservationIn, where: str) -> Resolved:
+        """The item's deployment, or InvalidInput naming `where` (or its fields)."""
+        r = resolve(item, self.scenario, where)
+        key = (
+            _ref(item.model), _ref(item.gpu), _ref(item.precision), r.engine, item.tp,
+            item.pp, item.input_tokens, item.output_tokens, max(1, round(item.concurrency)),
+        )  # fmt: skip
+        if key not in self._problems:
+            self._problems[key] = observation_problem(item, r)
+        why = self._problems[key]
+        if why is not None:
+            raise InvalidInput([(where, why)])
+        return r
+
+
 def invalid_items(
     items: Sequence[LatencyObservationIn], spec: dict[str, Any], prefix: str
 ) -> dict[int, list[tuple[str, str]]]:
     """Item index -> its errors (unresolvable ids or engine, then
     `observation_problem` naming the item)."""
+    check = ObservationCheck(spec)
     out: dict[int, list[tuple[str, str]]] = {}
     for k, item in enumerate(items):
-        where = f"{prefix}[{k}]"
         try:
-            r = resolve(item, spec, where)
+            check(item, f"{prefix}[{k}]")
         except InvalidInput as exc:
             out[k] = list(exc.errors)
-            continue
-        why = observation_problem(item, r)
-        if why is not None:
-            out[k] = [(where, why)]
     return out
 
 
@@ -208,17 +234,14 @@ class LatencyLoop(Attached):
         """Fit from stored observation documents; ones that are no longer valid
         (ids that do not resolve, an `observation_problem`, or values stored before
         the schema refused them, such as a TPOT of 1e-300 s) are skipped (counted)."""
-        spec = self.cp.cluster.spec
+        check = ObservationCheck(self.cp.cluster.spec)
         obs: list[api.LatencyObservation] = []
         skipped = 0
         for doc in docs:
             try:
                 item = LatencyObservationIn.model_validate(doc, strict=False)  # stored JSON
-                r = resolve(item, spec, "observation")
+                r = check(item, "observation")
             except (ValidationError, InvalidInput):
-                skipped += 1
-                continue
-            if observation_problem(item, r) is not None:
                 skipped += 1
                 continue
             obs.append(

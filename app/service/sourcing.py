@@ -29,7 +29,7 @@ from prometheus_client.registry import Collector
 
 from app.service.demand import DemandLoop
 from app.service.errors import InvalidInput
-from app.service.latency import LatencyLoop, observation_problem, resolve
+from app.service.latency import LatencyLoop, ObservationCheck
 from app.service.schemas.observations import DemandObservationIn
 from app.service.schemas.perf import LatencyObservationIn
 from app.service.sources.config import SourcesSpec, to_config
@@ -91,6 +91,7 @@ class SourcesManager:
             for k, d in enumerate(spec.demand)
             if d.query_type not in known
         ]
+        check = ObservationCheck(self.cp.cluster.spec)
         for k, q in enumerate(spec.latency):
             ref = LatencyObservationIn.model_validate(
                 {
@@ -108,13 +109,9 @@ class SourcesManager:
                 }
             )
             try:
-                r = resolve(ref, self.cp.cluster.spec, f"latency[{k}]")
+                check(ref, f"latency[{k}]")  # the deployment (a one-token shape)
             except InvalidInput as exc:
                 errors += exc.errors
-                continue
-            why = observation_problem(ref, r)  # the deployment (a one-token shape)
-            if why is not None:
-                errors.append((f"latency[{k}]", why))
         if errors:
             raise InvalidInput(errors)
 

@@ -38,12 +38,12 @@ def estimate(
     plain `def`): a batch of cases is numpy work, not something for the loop."""
     if len(body.cases) > settings.max_perf_cases:
         raise InvalidInput.field("cases", f"at most {settings.max_perf_cases} cases per request")
-    spec = cp.cluster.spec
+    scenario = api.parse_scenario(cp.cluster.spec)
     errors: list[tuple[str, str]] = []
     resolved = []
     for k, case in enumerate(body.cases):
         try:
-            resolved.append(resolve(case, spec, f"cases[{k}]"))
+            resolved.append(resolve(case, scenario, f"cases[{k}]"))
         except InvalidInput as exc:
             errors += exc.errors
     if errors:
