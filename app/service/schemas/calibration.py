@@ -89,7 +89,10 @@ class CalibrationReport(BaseModel):
 
     model_config = RESPONSE
     observations: int = Field(description="stored observations the latest fit used")
-    skipped: int = Field(description="stored observations whose ids no longer resolve")
+    skipped: int = Field(
+        description="stored observations the fit left out: ids that no longer resolve, or a "
+        "deployment the performance model does not stand for (the checks of ingestion)"
+    )
     deadband: float = Field(description="policy.replan_deadband: how far a correction must move")
     in_force: CalibrationDoc | None
     latest_fit_in_force: bool = Field(
