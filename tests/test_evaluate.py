@@ -427,6 +427,21 @@ def test_structure_tp_beyond_gpus_per_node() -> None:
     assert "gpus_per_node" in ev.violations[0].message
 
 
+def test_structure_tp_that_does_not_split_the_heads() -> None:
+    """A deployment vLLM would refuse to start (28 heads over 8 GPUs) is broken: its
+    traffic is unserved, its GPUs are not counted."""
+    s = tiny()
+    s = replace(s, models=tuple(replace(m, heads=28, kv_heads=4) for m in s.models))
+    plan = Plan.build(
+        [dep(L40S, "bf16", 1, tp=8), dep(A100, "bf16", 1)],
+        [Route("chat", did(L40S, "bf16", 8), 1.0), Route("code", did(A100, "bf16"), 1.0)],
+    )
+    ev = evaluate_plan(s, plan)
+    assert kinds(ev) == {"structure", "unmet_cap"}
+    assert ev.violations[0].message == "tp=8 does not divide the model's 28 attention heads"
+    assert ev.gpus_by_type.get(L40S, 0) == 0
+
+
 def test_structure_routing_to_a_deployment_not_in_the_plan() -> None:
     s = tiny()
     plan = Plan.build(

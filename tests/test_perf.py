@@ -568,7 +568,49 @@ def test_estimate_structural_errors() -> None:
     assert estimate(_case(pp=64)).error == "pp=64 exceeds the model's 32 layers"
     four_heads = replace(TOY_MODEL, heads=4, kv_heads=4)
     out = estimate(_case(model=four_heads, gpu=TOY_GPU, input_tokens=100, tp=8))
-    assert out.error == "tp=8 exceeds the model's 4 attention heads"
+    assert out.error == "tp=8 does not divide the model's 4 attention heads"
+
+
+@pytest.mark.parametrize(
+    ("heads", "kv_heads", "tp", "says"),
+    [
+        (28, 4, 8, "tp=8 does not divide the model's 28 attention heads"),  # Qwen2.5-7B
+        (28, 4, 4, None),
+        (40, 10, 4, "tp=4 neither divides nor is a multiple of the model's 10 KV heads"),
+        (40, 10, 2, None),  # Phi-3-medium: 5 KV heads per GPU
+        (32, 8, 8, None),
+        (64, 4, 8, None),  # each KV head replicated on two GPUs
+    ],
+)
+def test_tp_must_shard_the_attention_heads(
+    heads: int, kv_heads: int, tp: int, says: str | None
+) -> None:
+    """vLLM refuses to start a model whose heads TP does not split evenly (Qwen2.5-7B
+    at tp 8 was a candidate, estimated and deployable in a plan)."""
+    model = replace(TOY_MODEL, heads=heads, kv_heads=kv_heads)
+    assert model.tp_problem(tp) == says
+    err = estimate(_case(model=model, gpu=TOY_GPU, input_tokens=100, tp=tp)).error
+    assert err == says if says else err is None or "heads" not in err
+
+
+def test_no_candidate_splits_heads_unevenly() -> None:
+    """Over the whole catalog, every candidate's TP shards its model's heads; the
+    ones that do remain (Qwen2.5-7B at tp 4, every model at tp 1)."""
+    bf16 = catalog_precision("bf16")
+    h100 = catalog_gpu("H100-SXM")
+    assert bf16 and h100
+    models = catalog_models()
+    s = replace(
+        demo_scenario(),
+        models=tuple(models),
+        gpus=(replace(h100, available=64),),
+        precisions=(bf16,),
+    )
+    j, _, _, n, _ = enumerate_candidates(s)
+    pairs = {(s.models[a].id, int(b)) for a, b in zip(j, n, strict=True)}
+    assert all(s.models[a].tp_problem(int(b)) is None for a, b in zip(j, n, strict=True))
+    assert ("Qwen2.5-7B", 8) not in pairs and ("Qwen2.5-7B", 4) in pairs
+    assert {m.id for m in models} == {mid for mid, tp in pairs if tp == 1}
 
 
 @pytest.mark.parametrize(

@@ -390,7 +390,8 @@ OBSERVED = {**MEASURED, "tp": 1, "pp": 1, "concurrency": 8, "ttft_s": 0.21, "tpo
     ("change", "field", "says"),
     [
         ({"tp": 16}, "observations[1]", "exceeds gpus_per_node=8"),
-        ({"tp": 3, "pp": 8}, "observations[1]", "tp=3 not in tp_options"),
+        ({"pp": 8}, "observations[1]", "pp=8 not in pp_options"),
+        ({"tp": 8}, "observations[1]", "does not divide the model's 28 attention heads"),
         ({"input_tokens": 1_000_000}, "observations[1]", "exceeds the model's max_context"),
         ({"model": "Llama-3.1-70B", "gpu": "L4"}, "observations[1]", "no memory for the KV"),
         ({"gpu": "A100-SXM-80GB", "precision": "fp8"}, "observations[1]", "not supported"),

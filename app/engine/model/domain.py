@@ -76,6 +76,19 @@ class Model:
             return self.error_rates[qt.task]
         return None
 
+    def tp_problem(self, tp: int) -> str | None:
+        """Why tensor parallelism `tp` cannot shard this model's attention, or None.
+        The query heads split evenly over the GPUs, and the KV heads either split
+        evenly or each is replicated on a whole number of GPUs (vLLM's, SGLang's and
+        TensorRT-LLM's rule: vLLM refuses to start a Qwen2.5-7B, 28 heads, at tp 8)."""
+        if self.heads % tp:
+            return f"tp={tp} does not divide the model's {self.heads} attention heads"
+        if self.kv_heads % tp and tp % self.kv_heads:
+            return (
+                f"tp={tp} neither divides nor is a multiple of the model's {self.kv_heads} KV heads"
+            )
+        return None
+
     def kv_bytes_per_token(self, kv_bytes_per_value: float = 2.0) -> float:
         """KV-cache bytes per token over all layers (K and V)."""
         return 2.0 * self.layers * self.kv_heads * self.head_dim * kv_bytes_per_value

@@ -98,8 +98,8 @@ def _input_error(case: PerfCase) -> str | None:
         return f"precision {p.id!r} is not supported on {g.id!r}"
     if case.tp > g.gpus_per_node:
         return f"tp={case.tp} exceeds gpus_per_node={g.gpus_per_node} of {g.id!r}"
-    if case.tp > m.heads:
-        return f"tp={case.tp} exceeds the model's {m.heads} attention heads"
+    if (problem := m.tp_problem(case.tp)) is not None:
+        return problem
     if case.pp > m.layers:
         return f"pp={case.pp} exceeds the model's {m.layers} layers"
     total = case.input_tokens + case.output_tokens

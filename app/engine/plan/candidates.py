@@ -319,7 +319,8 @@ class CandidateTable:
 
 def enumerate_candidates(scenario: Scenario) -> tuple[IntArray, ...]:
     """Every (model, gpu, precision, tp, pp) the scenario allows on structural grounds:
-    precision supported on the GPU, TP within a node, the replica rentable."""
+    precision supported on the GPU, TP within a node and sharding the model's heads
+    (`Model.tp_problem`), the replica rentable."""
     pol = scenario.policy
     rows: list[tuple[int, int, int, int, int]] = []
     for g, gpu in enumerate(scenario.gpus):
@@ -332,8 +333,9 @@ def enumerate_candidates(scenario: Scenario) -> tuple[IntArray, ...]:
                 for m in pol.pp_options:
                     if n * m > gpu.available:
                         continue
-                    for j in range(len(scenario.models)):
-                        rows.append((j, g, p, n, m))
+                    for j, model in enumerate(scenario.models):
+                        if model.tp_problem(n) is None:
+                            rows.append((j, g, p, n, m))
     arr = np.array(rows, dtype=np.int64).reshape(-1, 5)
     return tuple(arr[:, k] for k in range(5))
 

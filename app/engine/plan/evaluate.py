@@ -87,8 +87,8 @@ class _Decisions:
 
 def _structure(scenario: Scenario, plan: Plan) -> list[Violation]:
     """Deployments that cannot exist (unknown ids, TP/PP outside the options, TP
-    beyond a node, precision unsupported) and routes or unmet entries naming
-    nothing."""
+    beyond a node or not sharding the model's heads, precision unsupported) and
+    routes or unmet entries naming nothing."""
     out: list[Violation] = []
     models, gpus = scenario.model_index(), scenario.gpu_index()
     precs, types = scenario.precision_index(), scenario.qt_index()
@@ -108,6 +108,8 @@ def _structure(scenario: Scenario, plan: Plan) -> list[Violation]:
             p = scenario.precisions[precs[d.precision]]
             if d.tp > g.gpus_per_node:
                 problems.append(f"tp={d.tp} exceeds gpus_per_node={g.gpus_per_node}")
+            if (problem := scenario.models[models[d.model]].tp_problem(d.tp)) is not None:
+                problems.append(problem)
             if not p.supported_on(g):
                 problems.append(f"precision {p.id!r} unsupported on {g.id!r}")
         out.extend(Violation("structure", d.id, msg, 1.0) for msg in problems)
