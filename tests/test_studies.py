@@ -367,3 +367,23 @@ def test_merge_puts_side_by_side_runs_in_the_study_order(rolling: ModuleType) ->
         rolling.merge_results([run("a", ["code"]), run("b", ["surge"], git="def")])
     with pytest.raises(SystemExit, match="twice"):
         rolling.merge_results([run("a", ["code"]), run("b", ["code"])])
+
+
+def test_the_quantile_oracle_plans_the_quantile_of_the_days_own_process() -> None:
+    """bench/quantile_bound.py: the level it recovers is the random-walk day's without
+    its minute noise, and the minute quantile it plans is covered that often by
+    draws of the day's process (the bound is only as good as these two)."""
+    qb = load_bench("quantile_bound")
+    dd = load_bench("demand_days")
+    lv = qb.level()
+    w = dd.WARMUP_DAYS * dd.DAY
+    day = dd.random_walk_days(qb.SEED, dd.WARMUP_DAYS + 2)[w : w + dd.DAY]
+    noise = np.log(day / lv)
+    assert abs(noise.mean()) < 0.005 and abs(noise.std() - dd.RW_NOISE_SD) < 0.005
+    some = lv[::120]
+    for q in (0.5, 0.95):
+        planned = qb.minute_quantiles(some, q, samples=4000)
+        rng = np.random.default_rng(7)
+        rates = some[:, None] * np.exp(dd.RW_NOISE_SD * rng.standard_normal((len(some), 4000)))
+        draws = rng.poisson(60.0 * rates) / 60.0
+        assert abs(float((draws <= planned[:, None]).mean()) - q) < 0.02
