@@ -86,9 +86,16 @@ def build_settings(
 def listen(host: str, port: int) -> socket.socket:
     """The listening address, bound as uvicorn binds it (IPv6 for an address with
     a colon, SO_REUSEADDR). Bound before the database is opened, so that a taken
-    address stops start-up before a new database file is created and seeded."""
-    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    address stops start-up before a new database file is created and seeded.
+
+    The protocol is named (IPPROTO_TCP, not 0): asyncio sets TCP_NODELAY only on
+    connections whose socket says TCP, and without it every answer on a keep-alive
+    connection waited ~40 ms for the client's delayed ACK (Nagle), so GET /healthz
+    took 44 ms instead of 1.4 ms and one connection carried 22 requests/s."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     try:
         sock.bind((host, port))
     except OSError as exc:
