@@ -63,6 +63,7 @@ from typing import Any
 import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # this checkout's `app` for the scenario (the server runs from ROOT)
 HOST = "127.0.0.1"
 REPLANS_RE = re.compile(r'^llm_allocator_replans_total\{outcome="([a-z]+)"\}\s+([0-9.eE+-]+)$')
 SOLVE_RE = re.compile(

@@ -4,13 +4,16 @@ computation), the stress helpers and the report's table builders."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 from types import ModuleType
 
 import numpy as np
 import pytest
-from conftest import load_bench
+from conftest import ROOT, load_bench
 
 from app.engine.model.demo import demo_scenario
 from app.engine.model.domain import Scenario
@@ -387,3 +390,28 @@ def test_the_quantile_oracle_plans_the_quantile_of_the_days_own_process() -> Non
         rates = some[:, None] * np.exp(dd.RW_NOISE_SD * rng.standard_normal((len(some), 4000)))
         draws = rng.poisson(60.0 * rates) / 60.0
         assert abs(float((draws <= planned[:, None]).mean()) - q) < 0.02
+
+
+def test_the_load_benchmark_builds_its_scenario_from_any_directory(tmp_path: Path) -> None:
+    """`python3 bench/service_load.py` failed with "No module named 'app'" before the
+    load started unless PYTHONPATH named the checkout (other bench scripts put it on
+    the path themselves)."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    script = str(ROOT / "bench" / "service_load.py")
+    code = (
+        "import importlib.util as u, sys; "
+        f"spec = u.spec_from_file_location('service_load', {script!r}); "
+        "m = u.module_from_spec(spec); sys.modules['service_load'] = m; "
+        "spec.loader.exec_module(m); "
+        "s = m.large_scenario(50); print(len(s['query_types']), len(s['gpus']))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["50", "12"]
