@@ -6,6 +6,8 @@ except where the function says why."""
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -131,3 +133,18 @@ def test_function_local_imports_say_why() -> None:
                     assert module_reason or "#" in here, (
                         f"{path}:{node.lineno}: function-local import without a stated reason"
                     )
+
+
+def test_the_engine_imports_without_statsmodels() -> None:
+    """Every solver worker imports the engine and never forecasts: statsmodels (with
+    pandas and scipy, ~120 MB and ~1 s per process) is imported when the forecaster
+    first fits a model, not with the engine (server + two workers: 600 -> 260 MB)."""
+    code = (
+        "import sys, app.engine.api, app.service.worker; "
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'statsmodels', 'pandas'}))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"

@@ -38,27 +38,38 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-from statsmodels.tsa.statespace import kalman_filter
-from statsmodels.tsa.statespace.structural import UnobservedComponents
 
 from app.engine.forecast.quantile import FloatArray, decay_weights, weighted_quantile
+
+if TYPE_CHECKING:
+    from statsmodels.tsa.statespace.structural import UnobservedComponents
 
 DAY_MIN = 1440
 OFFSET_SHARE = 0.02  # of the mean rate
 OFFSET_MIN_RPS = 1.0 / 120.0  # half a request per minute
 MIN_SCORES = 50
-# only the filtered states are read: not storing the rest makes the filter ~3x faster
-_KEEP_FILTERED_STATE_ONLY = (
-    kalman_filter.MEMORY_NO_FORECAST
-    | kalman_filter.MEMORY_NO_PREDICTED_COV
-    | kalman_filter.MEMORY_NO_FILTERED_COV
-    | kalman_filter.MEMORY_NO_GAIN
-    | kalman_filter.MEMORY_NO_SMOOTHING
-    | kalman_filter.MEMORY_NO_STD_FORECAST
-    | kalman_filter.MEMORY_NO_LIKELIHOOD
-)
+
+
+def _keep_filtered_state_only() -> int:
+    """The filter's memory flags: only the filtered states are read, and not
+    storing the rest makes the filter ~3x faster."""
+    # statsmodels is imported when a model is first fitted, not with the engine: it
+    # costs ~120 MB and ~1 s per process, and only the forecaster (in the service's
+    # own process) fits; the solver workers import the engine and never do
+    from statsmodels.tsa.statespace import kalman_filter as kf
+
+    return int(
+        kf.MEMORY_NO_FORECAST
+        | kf.MEMORY_NO_PREDICTED_COV
+        | kf.MEMORY_NO_FILTERED_COV
+        | kf.MEMORY_NO_GAIN
+        | kf.MEMORY_NO_SMOOTHING
+        | kf.MEMORY_NO_STD_FORECAST
+        | kf.MEMORY_NO_LIKELIHOOD
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +81,9 @@ class UcmSpec:
     harmonics: int
 
     def model(self, endog: FloatArray) -> UnobservedComponents:
+        # imported on first use, not with the engine (see _keep_filtered_state_only)
+        from statsmodels.tsa.statespace.structural import UnobservedComponents
+
         seasonal = (
             [{"period": DAY_MIN / self.bin_min, "harmonics": self.harmonics}]
             if self.harmonics > 0
@@ -190,7 +204,7 @@ def conformal_forecast(
     first = int(observed[0])  # the filter starts at the first observed bin
     mod = spec.model(y[first:])
     mod.update(variances.vector())
-    mod.ssm.set_conserve_memory(_KEEP_FILTERED_STATE_ONLY)
+    mod.ssm.set_conserve_memory(_keep_filtered_state_only())
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         state = mod.ssm.filter().filtered_state  # (k, nb - first): data up to each bin end
