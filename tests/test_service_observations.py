@@ -91,6 +91,31 @@ def test_out_of_order_and_duplicate_windows(loop_client: TestClient) -> None:
     assert code["forecast"]["method"] == "last"
 
 
+def test_a_type_removed_from_the_spec_keeps_the_others_forecasting(tmp_path: Path) -> None:
+    """Its stored windows made every later post a 500 (the forecaster planned a type
+    the spec no longer had), after storing the post's windows, and a restart did
+    not help; the Prometheus source failed at every poll the same way."""
+    settings = fast_settings(tmp_path)
+    with client_for(settings) as c:
+        wait_for_plan(c, 1)
+        r = c.put("/v1/cluster", json={"spec": spec_with(forecast="last")})
+        assert r.status_code == 200, r.text
+        post(c, window("code", 0, 30.0), window("conversation", 0, 20.0))
+        r = c.post(
+            "/v1/cluster/demand", json={"mode": "merge", "query_types": [], "remove": ["code"]}
+        )
+        assert r.status_code == 202, r.text
+        assert post(c, window("conversation", 1, 40.0))["accepted"] == 1
+        types = c.get("/v1/cluster").json()["spec"]["query_types"]
+        assert "code" not in {q["id"] for q in types}
+        assert next(q["arrival_rate"] for q in types if q["id"] == "conversation") == 40.0
+    with client_for(settings) as c:  # after a restart too
+        wait_for_plan(c, 1)
+        assert post(c, window("conversation", 2, 50.0))["accepted"] == 1
+        report = c.get("/v1/forecast").json()
+        assert [q["query_type"] for q in report["query_types"]].count("code") == 0
+
+
 def test_bad_observations_store_nothing(loop_client: TestClient) -> None:
     c = loop_client
     before = c.get("/v1/cluster").json()["generation"]

@@ -345,7 +345,11 @@ class DemandLoop(Attached):
         spec changed."""
         now = self._data_now
         cluster = self.cp.cluster
-        observed = {q: st for q, st in self._types.items() if st.windows}
+        # Only the spec's types are forecast: a type removed from the spec keeps its
+        # stored windows (it may come back) but has no rate to plan (forecasting it
+        # made every later post a 500 until the type was added back).
+        in_spec = {q["id"] for q in cluster.spec["query_types"]}
+        observed = {q: st for q, st in self._types.items() if st.windows and q in in_spec}
         if now is None or not observed:
             return False
         config = self.config(cluster.spec)
@@ -414,7 +418,9 @@ class DemandLoop(Attached):
                 want["input_tokens"] = _round(fc.input_tokens_mean)
             if fc.output_tokens_mean:
                 want["output_tokens"] = _round(fc.output_tokens_mean)
-            now = current[qid]
+            now = current.get(qid)
+            if now is None:  # removed from the spec while the forecast ran
+                continue
             moved = any(_outside(now[k], v, band) for k, v in want.items())
             if moved or (interval_due and any(now[k] != v for k, v in want.items())):
                 patches[qid] = want
