@@ -33,6 +33,7 @@ from hypothesis import strategies as st
 from support.milp_models import market_split_lp
 
 from app.engine.model.catalog import DEFAULT_PRECISIONS, catalog_gpu, catalog_model
+from app.engine.model.demo import demo_scenario
 from app.engine.model.domain import Policy, QueryType, Scenario
 from app.engine.plan.candidates import CandidateTable, candidate_table
 from app.engine.plan.evaluate import evaluate_plan
@@ -48,6 +49,7 @@ from app.engine.solvers.milp.backends.cbc import classify, parse_bound, parse_so
 from app.engine.solvers.milp.backends.process import ProcessRun, run_process
 from app.engine.solvers.milp.model import build_model
 from app.engine.solvers.milp.relaxation import lp_relaxation
+from app.engine.solvers.solve import solve
 from app.research.instances import generate
 
 REL = 1e-6
@@ -669,3 +671,28 @@ def test_solver_dies_with_a_hard_killed_caller(tmp_path: Path) -> None:
         if caller.poll() is None:
             caller.kill()
             caller.wait()
+
+
+@pytest.mark.parametrize("rate", [0.0, 1e-8, 1e-12])
+@pytest.mark.parametrize("algorithm", ["gh", "agh", "milp-cbc", "milp-highs"])
+def test_a_type_with_no_or_negligible_demand_gets_a_feasible_plan(
+    algorithm: str, rate: float
+) -> None:
+    """At 1e-8 req/s GH and AGH routed the type to a deployment of 0 replicas and
+    the MILP's coverage rows fell below its tolerance; at 0 the MILP routed it to a
+    candidate it rented nothing of. Every plan broke its own evaluator (coverage,
+    structure, unmet cap). A rate below MIN_ARRIVAL_RPS is now 0, and the MILP
+    routes a type with no demand to a rented deployment that can serve it."""
+    s = demo_scenario()
+    first = replace(s.query_types[0], arrival_rate=rate)
+    s = replace(s, query_types=(first, *s.query_types[1:]))
+    assert s.query_types[0].arrival_rate == 0.0
+    if algorithm.startswith("milp"):
+        r = solve_milp(s, time_limit_s=60, backend=algorithm.split("-")[1])
+        assert r.termination == "optimal" and r.plan is not None
+        plan = r.plan
+    else:
+        plan = solve(s, algorithm, time_budget_s=1.0, max_starts=2).plan
+    ev = evaluate_plan(s, plan)
+    assert ev.feasible, [v.message for v in ev.violations]
+    assert sum(rt.fraction for rt in plan.routing if rt.query_type == first.id) == 1.0

@@ -20,6 +20,9 @@ def _frozen_map(m: Mapping[str, float]) -> Mapping[str, float]:
     return MappingProxyType(dict(m))
 
 
+MIN_ARRIVAL_RPS = 1e-6  # requests/s; a type below it is planned as 0 (QueryType)
+
+
 @dataclass(frozen=True, slots=True)
 class QueryType:
     """A class of requests with its own demand and targets.
@@ -30,6 +33,11 @@ class QueryType:
     requests that are served; `max_unmet_fraction` is how much demand may be dropped
     (each dropped request costs `unmet_penalty` dollars). `task` is the key used to
     look up a model's error rate when the model has no entry for this type's id.
+
+    A rate below MIN_ARRIVAL_RPS (one request in 11.6 days) is planned as 0: no
+    fleet is sized for it, and the solvers' tolerances cannot tell it from 0 (at
+    1e-8 the heuristics routed it to a deployment of 0 replicas and the MILP's
+    coverage rows fell below its tolerance: every plan broke its own evaluator).
     """
 
     id: str
@@ -44,6 +52,10 @@ class QueryType:
     max_unmet_fraction: float = 0.0
     delay_penalty: float | None = None
     task: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.arrival_rate < MIN_ARRIVAL_RPS:
+            object.__setattr__(self, "arrival_rate", 0.0)
 
 
 @dataclass(frozen=True, slots=True)

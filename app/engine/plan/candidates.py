@@ -313,7 +313,7 @@ class CandidateTable:
     def load(self) -> FloatArray:
         """(I, D): replicas' worth of capacity type i needs on d if routed whole
         (λ_i / μ_id, inf where infeasible). Capacity: Σ_i load·x ≤ max_util·r."""
-        with np.errstate(divide="ignore"):
+        with np.errstate(divide="ignore", invalid="ignore"):  # 0/0 off the feasible pairs
             return np.where(self.feasible, self.arrival[:, None] / self.pairs.mu, np.inf)
 
 

@@ -16,6 +16,7 @@ plan):
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Protocol
 
@@ -230,7 +231,8 @@ class LocalSearch:
                     break
                 if a == d:
                     continue
-                f = min(float(new.x[i, a]), room / t.load[i, d])
+                fits = room / t.load[i, d] if t.load[i, d] > 0 else math.inf  # no demand: all
+                f = min(float(new.x[i, a]), fits)
                 delta_gain = new.acc_gain[i, d] - new.acc_gain[i, a]
                 if self.mech.m1 and delta_gain < 0:
                     f = min(f, max(0.0, float(new.acc_slack[i])) / -delta_gain)

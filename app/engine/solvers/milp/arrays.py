@@ -206,7 +206,10 @@ def build_arrays(
     np.add.at(total_load, pk, load)
     useful = np.ceil(total_load / mu_max - 1e-9).astype(np.int64)
     r_ub = np.minimum(table.max_replicas[cand], np.maximum(useful, r_cur)).astype(np.float64)
-    x_ub = np.minimum(1.0, mu_max * r_ub[pk] / load)
+    # a pair that loads nothing (a type with no demand) is bounded by 1 alone
+    x_ub = np.minimum(
+        1.0, np.divide(mu_max * r_ub[pk], load, out=np.ones_like(load), where=load > 0)
+    )
     has_z = pol.storage_capacity_gb is not None or bool(np.any(table.storage_cost > 0))
     live_k = np.flatnonzero(r_cur > 0) if cc > 0 else np.zeros(0, dtype=np.int64)
     L = len(live_k)

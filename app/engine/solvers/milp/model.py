@@ -113,7 +113,9 @@ def build_model(
     np.add.at(total_load, pair_d, load)
     useful = np.ceil(total_load / mu_max - 1e-9).astype(np.int64)
     r_ub = np.minimum(table.max_replicas, np.maximum(useful, r_cur)).astype(np.int64)
-    x_ub = np.minimum(1.0, mu_max * r_ub[pair_d] / load)
+    # a pair that loads nothing (a type with no demand) is bounded by 1 alone
+    cap = mu_max * r_ub[pair_d].astype(np.float64)
+    x_ub = np.minimum(1.0, np.divide(cap, load, out=np.ones_like(load), where=load > 0))
 
     has_z = pol.storage_capacity_gb is not None or bool(np.any(table.storage_cost > 0))
 
@@ -339,6 +341,7 @@ def solution_to_plan(mm: MilpModel, sol: Solution) -> Plan:
     ok = (served > 0) & (np.abs(served - target) <= MAX_DRIFT)
     scale[ok] = target[ok] / served[ok]
     x = x * scale[mm.pair_i]
+    _route_idle_types(mm, r, x, u)
     deployments = [t.deployment(d, int(r[d])) for d in np.flatnonzero(r > 0).tolist()]
     ids = t.ids
     routes = [
@@ -348,6 +351,27 @@ def solution_to_plan(mm: MilpModel, sol: Solution) -> Plan:
     ]
     unmet = {s.query_types[i].id: float(u[i]) for i in range(I) if u[i] > 0.0}
     return Plan.build(deployments, routes, unmet)
+
+
+def _route_idle_types(mm: MilpModel, r: np.ndarray, x: np.ndarray, u: np.ndarray) -> None:
+    """A type with no demand loads nothing, so the model may route it to a candidate
+    it rents no replica of, and that route is dropped with the candidate: the plan
+    covered the type with nothing (coverage and unmet-cap violations). Its routing
+    goes to a rented candidate that can serve it within its error bound instead
+    (free: no load), the one with the most replicas; with none, it stays as the
+    model left it."""
+    rates = np.array([q.arrival_rate for q in mm.table.scenario.query_types])
+    for i in np.flatnonzero(rates == 0.0).tolist():
+        mine = np.flatnonzero(mm.pair_i == i)
+        if mine.size == 0 or x[mine].sum() + u[i] >= 1.0 - MAX_DRIFT:
+            continue
+        d = mm.pair_d[mine]
+        accurate = mm.table.pairs.error[i, d] <= mm.table.max_error[i]
+        rented = mine[(r[d] > 0) & accurate]
+        if rented.size == 0:
+            continue
+        x[mine] = 0.0
+        x[rented[np.argmax(r[mm.pair_d[rented]])]] = 1.0 - u[i]
 
 
 def plan_replicas(table: CandidateTable, plan: Plan) -> np.ndarray:
