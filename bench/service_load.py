@@ -938,7 +938,8 @@ def main(argv: list[str] | None = None) -> int:
             raise
         exit_code, stop_s = stop_server(proc)
         log_lines = log_path.read_text(errors="replace").splitlines()
-    # uvicorn >= 0.29 re-raises the signal after a graceful shutdown: exit -15 is normal.
+    # `serve` exits 0 after a graceful shutdown (-15: a build before it stopped uvicorn
+    # re-raising the signal, or a --server-cmd that runs uvicorn directly).
     graceful = exit_code in (0, -signal.SIGTERM) and (
         args.log_level not in ("info", "debug")
         or any("Application shutdown complete" in line for line in log_lines)

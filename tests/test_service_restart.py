@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 
+import pytest
 from service_support import TOKEN, ServerProcess, wait_for_plan
 
 
@@ -54,5 +56,20 @@ def test_acknowledged_writes_survive_kill_9(tmp_path: Path) -> None:
             assert a["state"] in ("failed", "succeeded")
             if a["state"] == "failed":
                 assert a["error"] == "interrupted by restart"
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_stopped_service_exits_0(tmp_path: Path, sig: signal.Signals) -> None:
+    """uvicorn re-raised the signal after the graceful shutdown: SIGTERM ended the
+    process with status 143 and SIGINT with a KeyboardInterrupt traceback, where the
+    README promises 0 once stopped by either."""
+    server = ServerProcess(tmp_path / "state.db")
+    try:
+        server.wait_healthy()
+        server.proc.send_signal(sig)
+        assert server.proc.wait(timeout=60) == 0, server.log_text()
+        assert "Traceback" not in server.log_text()
     finally:
         server.stop()

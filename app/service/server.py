@@ -14,8 +14,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
 import socket
 import sys
+import threading
+from collections.abc import Iterator
 from typing import Any, NoReturn
 
 import uvicorn
@@ -30,6 +33,23 @@ from app.service.store import StoreError, check_database
 class _Server(uvicorn.Server):
     """On SIGINT/SIGTERM, first release long-polling requests and flip readiness,
     so graceful shutdown does not wait out their timeouts."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        """uvicorn's handlers for SIGINT/SIGTERM, without its re-raising of the
+        signal once the graceful shutdown is done: with it the process died by
+        the signal (status 143, a KeyboardInterrupt traceback for SIGINT) instead
+        of exiting 0 as a stopped service does (README, "Command line")."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        handled = (signal.SIGINT, signal.SIGTERM)
+        previous = {sig: signal.signal(sig, self.handle_exit) for sig in handled}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
     def handle_exit(self, sig: int, frame: Any) -> None:
         app = self.config.loaded_app
