@@ -479,9 +479,26 @@ def test_calibration_in_force_moves_only_beyond_the_dead_band_and_survives_resta
             json={"cases": [{**MEASURED, "concurrency": 4}]},
         ).json()["predictions"][0]
         assert est["calibrated"] is True and est["calibration_points"] >= 6
-        in_force = c.get("/v1/calibration").json()["in_force"]
+        before = c.get("/v1/calibration").json()
+        assert (before["observations"], before["latest_fit_in_force"]) == (12, False)
     with client_for(settings) as c:  # a restart refits the same calibration
-        assert c.get("/v1/calibration").json()["in_force"] == in_force
+        after = c.get("/v1/calibration").json()
+        # it reported the count of the observations in force (6) after a restart
+        assert after == before
+
+
+def test_a_restart_reports_the_latest_fit_in_force_when_it_is(tmp_path: Path) -> None:
+    """`latest_fit_in_force` was false after every restart (two fits of the same
+    observations are two objects)."""
+    settings = fast_settings(tmp_path)
+    with client_for(settings) as c:
+        wait_for_plan(c, 1)
+        r = c.post("/v1/observations/latency", json={"observations": latency_items(1.3)})
+        assert r.json()["changed"] is True
+        before = c.get("/v1/calibration").json()
+        assert before["latest_fit_in_force"] is True
+    with client_for(settings) as c:
+        assert c.get("/v1/calibration").json() == before
 
 
 def test_engine_selection_reaches_the_predictions(tmp_path: Path) -> None:

@@ -172,8 +172,13 @@ class LatencyLoop(Attached):
         mark = await self.store.call(self.store.get_document, _IN_FORCE)
         through = int(mark["through_seq"]) if mark else stored[-1][0]
         self.latest = await asyncio.to_thread(self._fit, [d for _, d in stored])
+        if through >= stored[-1][0]:  # the latest fit is the one in force (fit once)
+            self.current = self.latest
+            return
+        counts = self.observations, self.skipped  # the report counts every stored one
         used = [d for seq, d in stored if seq <= through]
         self.current = await asyncio.to_thread(self._fit, used) if used else None
+        self.observations, self.skipped = counts
 
     async def ingest(
         self, items: Sequence[LatencyObservationIn], *, skip_invalid: bool = False
