@@ -275,6 +275,10 @@ def test_long_poll_times_out_with_200(client: TestClient) -> None:
     assert r.status_code == 200
     assert r.json()["observed_generation"] < g + 100
     assert_problem(client.get("/v1/plan", params={"wait_for_generation": -1}), 422)
+    for bad in ("nan", "inf"):  # was "less than or equal to 3600" for nan
+        r = client.get("/v1/plan", params={"wait_for_generation": g, "timeout_s": bad})
+        assert_problem(r, 422, "timeout_s")
+        assert "finite" in r.json()["errors"][0]["message"], r.json()
 
 
 # ------------------------------------------------------------------ solve ----

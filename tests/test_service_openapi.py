@@ -10,6 +10,7 @@ import pytest
 from jsonschema import Draft202012Validator
 from service_support import client_for, fast_settings, perf_case, wait_for_plan
 
+from app.engine.api import demo_scenario_document
 from app.service.openapi import DEFAULT_PATH, main, openapi_document, render
 
 
@@ -98,3 +99,37 @@ def test_every_post_takes_an_idempotency_key_and_documents_its_answers() -> None
         assert "Idempotency-Key" in [p["name"] for p in op["parameters"]]
         for status in ("400", "409", "422"):
             assert "application/problem+json" in op["responses"][status]["content"]
+
+
+def _properties(doc: dict[str, Any], schema: dict[str, Any]) -> set[str]:
+    """The documented property names of an object schema (following one $ref)."""
+    if "$ref" in schema:
+        schema = doc["components"]["schemas"][schema["$ref"].rsplit("/", 1)[1]]
+    return set(schema.get("properties", {}))
+
+
+def test_solve_and_plan_answers_document_every_field(tmp_path: Path) -> None:
+    """POST /v1/solve returned eight solver fields its schema did not name
+    (bound_source, candidates, iterations, seed, starts, time_budget_s,
+    time_to_best_s, warm_start_used), and a live plan's `analysis.demand` was not
+    described either."""
+    doc = openapi_document()
+    with client_for(fast_settings(tmp_path)) as c:
+        wait_for_plan(c, 1)
+        body = {"scenario": demo_scenario_document(), "algorithm": "agh", "time_budget_s": 0.3}
+        solved = c.post("/v1/solve", json=body)
+        assert solved.status_code == 200, solved.text
+        window = {"query_type": "code", "start": "2026-12-01T10:00:00Z", "window_s": 60,
+                  "requests": 1200}  # fmt: skip
+        r = c.post("/v1/observations/demand", json={"observations": [window]})
+        assert r.status_code == 202, r.text
+        live = c.get("/v1/plan", params={"wait_for_generation": r.json()["generation"]}).json()
+    schema = doc["paths"]["/v1/solve"]["post"]["responses"]["200"]["content"]
+    solve_props = _properties(doc, schema["application/json"]["schema"])
+    assert set(solved.json()) <= solve_props, set(solved.json()) - solve_props
+    analysis = doc["components"]["schemas"]["Analysis"]
+    assert "demand" in analysis["properties"] and live["analysis"]["demand"]
+    demand_props = _properties(doc, {"$ref": "#/components/schemas/DemandInfo"})
+    assert set(live["analysis"]["demand"][0]) <= demand_props
+    solver_props = _properties(doc, {"$ref": "#/components/schemas/SolverInfo"})
+    assert set(live["solver"]) <= solver_props, set(live["solver"]) - solver_props

@@ -75,7 +75,13 @@ async def get_plan(
     ] = None,
     timeout_s: Annotated[
         float | None,
-        Query(ge=0, le=3600, description="long-poll limit (default 30, capped by the service)"),
+        Query(
+            ge=0,
+            le=3600,
+            allow_inf_nan=False,
+            description="long-poll limit in seconds (default 30; capped by the service's "
+            "long_poll_max_s, 60 by default)",
+        ),
     ] = None,
 ) -> Response:
     """Always 200. Before the first plan exists `status` is "Pending" and `plan` is

@@ -73,7 +73,25 @@ class ImprovementInfo(BaseModel):
     threshold: float = Field(description="the saving it had to exceed")
 
 
-class SolverInfo(BaseModel):
+class SolverCounters(BaseModel):
+    """What a solve reports about its own run, in a plan's `solver` and in
+    POST /v1/solve's answer."""
+
+    model_config = RESPONSE
+    bound_source: str | None = Field(
+        default=None, description="milp (a full MILP's dual bound) | lp (the LP relaxation) | null"
+    )
+    wall_s: float | None = None
+    time_to_best_s: float | None = Field(default=None, description="when the plan was found")
+    iterations: int | None = None
+    starts: int | None = Field(default=None, description="AGH starts made")
+    warm_start_used: bool | None = Field(default=None, description="started from the live plan")
+    seed: int | None = None
+    time_budget_s: float | None = None
+    candidates: int | None = Field(default=None, description="deployment candidates considered")
+
+
+class SolverInfo(SolverCounters):
     """The solver's account of the plan. `termination` says why it stopped: gh
     `completed`; agh `converged` (a bound proves the plan optimal or its
     neighbourhood is exhausted), `completed` (its start limit, the deterministic
@@ -98,23 +116,26 @@ class SolverInfo(BaseModel):
         default=None, description="optimal | feasible | infeasible | none", examples=["feasible"]
     )
     bound: float | None = Field(default=None, description="best proven lower bound, $")
-    bound_source: str | None = Field(
-        default=None, description="milp (a full MILP's dual bound) | lp (the LP relaxation) | null"
-    )
     gap: float | None = Field(default=None, description="(objective - bound) / objective")
     warm_start_refused: str | None = Field(
         default=None,
         description="set when the live plan could not be read as the warm start: the "
         "re-plan started from scratch (why)",
     )
-    wall_s: float | None = None
-    time_to_best_s: float | None = None
-    iterations: int | None = None
-    starts: int | None = None
-    warm_start_used: bool | None = None
-    seed: int | None = None
-    time_budget_s: float | None = None
-    candidates: int | None = None
+
+
+class DemandInfo(BaseModel):
+    """A type's planned rate next to the latest observation (types with observed
+    demand only)."""
+
+    model_config = RESPONSE
+    query_type: str
+    planned_rps: float = Field(description="the rate the plan was made for (the spec's)")
+    forecast_rps: float | None = Field(description="the latest forecast (before the dead band)")
+    method: str | None = Field(description="the forecast method that made it")
+    observed_rps: float = Field(description="the latest observed window's rate")
+    observed_start: str
+    observed_window_s: float
 
 
 class Analysis(BaseModel):
@@ -125,6 +146,10 @@ class Analysis(BaseModel):
     query_types: list[dict[str, Any]] = Field(description="how each query type is served")
     total_gpus: int | None = None
     gpus_by_type: dict[str, int] = Field(default_factory=dict)
+    demand: list[DemandInfo] | None = Field(
+        default=None,
+        description="live plans only: planned vs latest observed rate per observed type",
+    )
 
 
 class PlanAction(BaseModel):

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from pydantic import (
-    BaseModel,
     ConfigDict,
     Field,
     ValidatorFunctionWrapHandler,
@@ -24,6 +23,7 @@ from app.service.schemas.common import (
 from app.service.schemas.plans import (
     Analysis,
     PlanDocument,
+    SolverCounters,
 )
 
 
@@ -49,7 +49,7 @@ class SolveRequest(SolverOptions):
 _OPTION_FIELDS = set(SolverOptions.model_fields)
 
 
-class SolveResponse(BaseModel):
+class SolveResponse(SolverCounters):
     """The solve result (the engine's `SolveResult` document) and its analysis."""
 
     model_config = RESPONSE
@@ -60,5 +60,4 @@ class SolveResponse(BaseModel):
     bound: float | None = Field(default=None, description="best proven lower bound known")
     gap: float | None = Field(default=None, description="(objective - bound) / objective")
     plan: PlanDocument
-    wall_s: float | None = None
     analysis: Analysis
