@@ -305,5 +305,7 @@ def audit_child(
         msg = ("error", RuntimeError(f"{type(exc).__name__}: {exc}"))
     try:
         conn.send(msg)
+    except (BrokenPipeError, EOFError):  # the service is gone (killed): nobody to tell
+        pass
     finally:
         conn.close()
