@@ -80,9 +80,10 @@ def test_a_few_hours_idle_plan_exactly_zero(method: str, cache: UcmFitCache) -> 
 
 def test_a_step_from_idle_is_bounded_by_what_was_observed(cache: UcmFitCache) -> None:
     """After four idle hours and a step to 10 req/s, the model's trend planned
-    75-1,534 req/s; the plan is now at most the busiest observed minute grown 2% a
-    minute to the end of the planned interval, and the note says so. Unobserved
-    minutes add to the lead, so a type that stops reporting does not grow for ever."""
+    75-1,534 req/s; the plan is now at most the busiest window the model has seen
+    grown 2% a minute to the end of the planned interval, and the note says so.
+    Unobserved minutes add to the lead, so a type that stops reporting does not
+    grow for ever."""
     cfg = ForecastConfig("ucm_conformal")
     rates = np.concatenate([np.zeros(240), np.full(12, 10.0)])
     lead = 0.5 + float(target_minutes(cfg)[-1]) + 1.0
@@ -90,7 +91,7 @@ def test_a_step_from_idle_is_bounded_by_what_was_observed(cache: UcmFitCache) ->
         now = T0 + 60.0 * k
         fc = forecast_demand({"t": minute_obs(rates[:k])}, cfg, now, cache=cache)["t"]
         assert fc.rate <= 10.0 * math.exp(0.02 * lead) + 1e-9, (k, fc.rate, fc.note)
-    assert "bounded: the model's" in fc.note
+    assert "bounded: the model's" in fc.note and "busiest window it has seen (10 req/s)" in fc.note
     for gap in (10, 30):
         now = T0 + 60.0 * (252 + gap)
         fc = forecast_demand({"t": minute_obs(rates)}, cfg, now, cache=cache)["t"]

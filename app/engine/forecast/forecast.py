@@ -30,7 +30,6 @@ UcmFitCache = FitCache[UcmVariances | None]
 DEFAULT_FIT_CACHE: UcmFitCache = FitCache()
 MIN_FIT_S = 3600.0  # a likelihood fit sees at least an hour of data
 STALE_S = 300.0  # note when the latest observation ended this long before now
-BOUND_WINDOW_MIN = 60  # the growth bound starts from the busiest minute of the last hour
 
 
 def target_minutes(config: ForecastConfig) -> np.ndarray:
@@ -177,28 +176,28 @@ def _ucm(
 def growth_bound(
     obs: ObservationArrays, config: ForecastConfig, now_s: float, planned: float
 ) -> tuple[float, str]:
-    """`planned`, at most the busiest observed minute of the last BOUND_WINDOW_MIN
-    minutes (else the latest observed rate) grown at `surge_growth_max` a minute
-    from the latest observed minute to the end of the last planned minute. A note
-    says when the bound applies.
+    """`planned`, at most the busiest minute the model has seen (`obs`: its
+    history) grown at `surge_growth_max` a minute from the latest observed minute
+    to the end of the last planned minute. A note says when the bound applies.
 
     The model extrapolates its log-scale trend: after a step from idle to busy in a
     young history it planned 25-150x the rate ever observed (1,534 req/s for a type
     at 10 req/s), and while a type went unobserved it kept growing. The bound is the
     surge guard's own ceiling (its level is a mean of observed minutes, its growth
-    at most `surge_growth_max`, over the same lead), so it never lowers the guard."""
-    recent = minute_rates(obs, now_s, BOUND_WINDOW_MIN)
-    seen = recent[~np.isnan(recent)]
-    base = float(seen.max()) if seen.size else float(obs.rate[-1])
+    at most `surge_growth_max`, over the same lead), so it never lowers the guard.
+    It starts from the busiest minute of the whole history, not of the last hour:
+    on bursty demand the conformal quantile rightly plans above the last hour's
+    minutes (bursts of 3-5x come every few hours), and an hourly bound cut those
+    plans (the held-out ramp day: 0.73% -> 1.29% of requests violating)."""
+    base = float(obs.rate.max())
     since_last_min = max(0.0, (now_s - float(obs.end_s.max())) / MINUTE_S)
     lead = since_last_min + 0.5 + float(target_minutes(config)[-1]) + 1.0
     bound = base * math.exp(config.surge_growth_max * lead)
     if planned <= bound:
         return planned, ""
     return bound, (
-        f"bounded: the model's {planned:.3g} req/s is above the busiest minute of the last "
-        f"{BOUND_WINDOW_MIN} min ({base:.3g} req/s) grown {100 * config.surge_growth_max:g}%/min "
-        f"for {lead:.1f} min"
+        f"bounded: the model's {planned:.3g} req/s is above the busiest window it has seen "
+        f"({base:.3g} req/s) grown {100 * config.surge_growth_max:g}%/min for {lead:.1f} min"
     )
 
 
