@@ -106,6 +106,10 @@ class ForecastConfig:
     surge_minutes: int = 2
     surge_slope_min: int = 6
     surge_growth_max: float = 0.02
+    # ucm_conformal's growth bound (see `forecast.growth_bound`): a guard against the
+    # trend's extrapolation, not a forecast; on the study's days the plan reached at
+    # most 1.45x the busiest window seen (the ramp, beyond its history)
+    bound_factor: float = 2.0
     # token means: request-weighted over the last `token_window_min` minutes
     token_window_min: int = 60
 
@@ -135,6 +139,7 @@ class ForecastConfig:
             ("surge_minutes", 0 <= self.surge_minutes <= 60, "must be in [0, 60]"),
             ("surge_slope_min", 2 <= self.surge_slope_min <= 60, "must be in [2, 60]"),
             ("surge_growth_max", 0.0 <= self.surge_growth_max <= 1.0, "must be in [0, 1]"),
+            ("bound_factor", self.bound_factor >= 1.0, "must be >= 1"),
             ("token_window_min", self.token_window_min >= 1, "must be >= 1"),
         ]  # fmt: skip
         for field, ok, message in checks:
