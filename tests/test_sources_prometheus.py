@@ -544,21 +544,30 @@ async def test_poller_bad_query_nan_empty_ingest_failure() -> None:
     assert [start_s(i) for i in sink.demand] == [T0, T0 + 60]
 
 
+FULL_LATENCY_QUERY = LatencyQuery(
+    "Llama-3.1-8B", "H100-SXM", "bf16", 1, 1, "ttft", "tpot", "conc", "vllm", "in", "out"
+)
+
+
+def latency_prometheus(
+    ttft: Series = lambda t: 0.4,
+    tpot: Series = lambda t: 0.03,
+) -> FakePrometheus:
+    """A Prometheus serving FULL_LATENCY_QUERY's series (concurrency 6.5, a
+    1024-in / 128-out shape) with these TTFT and TPOT means."""
+    return FakePrometheus(
+        {"ttft": ttft, "tpot": tpot, "conc": lambda t: 6.5, "in": lambda t: 1024.0,
+         "out": lambda t: 128.0}
+    )  # fmt: skip
+
+
 @pytest.mark.anyio
 async def test_poller_latency_items_and_shape_required() -> None:
-    fake = FakePrometheus(
-        {
-            "ttft": lambda t: 0.4 if (t - T0) % 120 else math.nan,  # idle every other window
-            "tpot": lambda t: 0.03,
-            "conc": lambda t: 6.5,
-            "in": lambda t: 1024.0,
-            "out": lambda t: 128.0,
-        }
+    fake = latency_prometheus(
+        ttft=lambda t: 0.4 if (t - T0) % 120 else math.nan  # idle every other window
     )
     sink = Sink()
-    full = LatencyQuery(
-        "Llama-3.1-8B", "H100-SXM", "bf16", 1, 1, "ttft", "tpot", "conc", "vllm", "in", "out"
-    )
+    full = FULL_LATENCY_QUERY
     shapeless = LatencyQuery("Qwen2.5-7B", "L4", "fp8", 2, 1, "ttft", "tpot", "conc")
     poller = fake_poller(fake, sink, latency=(full, shapeless), initial_backfill_s=240)
     report = await poller.poll_once(T0 + 240 + 10)
@@ -592,20 +601,9 @@ async def test_poller_skips_latencies_below_the_api_floor() -> None:
     """A mean TPOT under 1 µs (a unit error) is no observation: the window is
     skipped with the reason, as the API would refuse the item (and the chunk would
     otherwise fail again at every poll)."""
-    fake = FakePrometheus(
-        {
-            "ttft": lambda t: 0.4,
-            "tpot": lambda t: 0.03 if (t - T0) % 120 else 3e-8,
-            "conc": lambda t: 6.5,
-            "in": lambda t: 1024.0,
-            "out": lambda t: 128.0,
-        }
-    )
+    fake = latency_prometheus(tpot=lambda t: 0.03 if (t - T0) % 120 else 3e-8)
     sink = Sink()
-    q = LatencyQuery(
-        "Llama-3.1-8B", "H100-SXM", "bf16", 1, 1, "ttft", "tpot", "conc", "vllm", "in", "out"
-    )
-    poller = fake_poller(fake, sink, latency=(q,), initial_backfill_s=240)
+    poller = fake_poller(fake, sink, latency=(FULL_LATENCY_QUERY,), initial_backfill_s=240)
     report = await poller.poll_once(T0 + 240 + 10)
     assert [p.outcome for p in report.queries] == ["partial"]
     assert [i["start"] for i in sink.latency] == [rfc3339(T0), rfc3339(T0 + 120)]

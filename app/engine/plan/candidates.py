@@ -322,6 +322,11 @@ def enumerate_candidates(scenario: Scenario) -> tuple[IntArray, ...]:
     precision supported on the GPU, TP within a node and sharding the model's heads
     (`Model.tp_problem`), the replica rentable."""
     pol = scenario.policy
+    # the models each TP degree can shard, decided once (not per GPU and precision)
+    shardable = {
+        n: [j for j, mo in enumerate(scenario.models) if mo.tp_problem(n) is None]
+        for n in pol.tp_options
+    }
     rows: list[tuple[int, int, int, int, int]] = []
     for g, gpu in enumerate(scenario.gpus):
         for p, prec in enumerate(scenario.precisions):
@@ -333,9 +338,7 @@ def enumerate_candidates(scenario: Scenario) -> tuple[IntArray, ...]:
                 for m in pol.pp_options:
                     if n * m > gpu.available:
                         continue
-                    for j, model in enumerate(scenario.models):
-                        if model.tp_problem(n) is None:
-                            rows.append((j, g, p, n, m))
+                    rows.extend((j, g, p, n, m) for j in shardable[n])
     arr = np.array(rows, dtype=np.int64).reshape(-1, 5)
     return tuple(arr[:, k] for k in range(5))
 
