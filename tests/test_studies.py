@@ -392,6 +392,31 @@ def test_the_quantile_oracle_plans_the_quantile_of_the_days_own_process() -> Non
         assert abs(float((draws <= planned[:, None]).mean()) - q) < 0.02
 
 
+def test_the_crowd_bound_reads_the_days_and_bounds_from_below() -> None:
+    """bench/crowd_bound.py: the multiplier at the last minute no plan could have seen
+    the crowd in is the days' own (both onsets reach 1.4 three minutes in), and the
+    rental it charges lies at or below the rental of a plan for the planned rate."""
+    cb = load_bench("crowd_bound")
+    dd = load_bench("demand_days")
+    start, rise, factor = cb.CROWDS["flash-crowd"]
+    mult = dd.crowd_multiplier(start + 20, start, rise, start + 60, factor)
+    assert cb.blind_multiplier(start, rise, factor, 3) == pytest.approx(mult[start + 3]) == 1.4
+    assert cb.blind_multiplier(*cb.CROWDS["surge"], 3) == pytest.approx(1.4)
+    assert cb.blind_multiplier(start, rise, factor, 0) == pytest.approx(1.1)
+    # a curve that dips once (AGH's did): the cheapest plan carrying the rate counts
+    curve = {"grid": [10.0, 20.0, 30.0, 40.0], "rental_per_h": [1.0, 3.0, 2.0, 4.0]}
+    one_hour = np.full(60, 25.0)  # between grid rates 20 and 30
+    r = cb.rental(curve, one_hour)
+    assert r["lower"] == pytest.approx(2.0) and r["upper"] == pytest.approx(2.0)
+    r = cb.rental(curve, np.full(60, 35.0))
+    assert r["lower"] == pytest.approx(2.0) and r["upper"] == pytest.approx(4.0)
+    r = cb.rental(curve, np.full(60, 45.0))
+    assert r["minutes_above_grid"] == 60 and r["lower"] == pytest.approx(4.0)
+    rising = {"grid": [10.0, 20.0, 30.0, 40.0], "rental_per_h": [1.0, 2.0, 3.0, 4.0]}
+    ratio = cb.break_even(rising, np.full(60, 25.0), 0.8, target=2.0)  # 20 x ratio < 30
+    assert 0.8 * ratio * 25.0 < 30.0 + 1e-9 <= 0.8 * (ratio + 0.01) * 25.0
+
+
 def test_the_load_benchmark_builds_its_scenario_from_any_directory(tmp_path: Path) -> None:
     """`python3 bench/service_load.py` failed with "No module named 'app'" before the
     load started unless PYTHONPATH named the checkout (other bench scripts put it on
