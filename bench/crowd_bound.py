@@ -63,6 +63,12 @@ def blind_multiplier(start: int, rise: int, factor: float, delay_min: int) -> fl
     return float(mult[start + delay_min])
 
 
+def grid_rate_above(curve: dict[str, Any], planned: np.ndarray) -> np.ndarray:
+    """The grid rate at or just above each planned rate (the last one beyond it)."""
+    grid = np.asarray(curve["grid"])
+    return np.asarray(grid[np.minimum(np.searchsorted(grid, planned * (1 - 1e-12)), len(grid) - 1)])
+
+
 def rental(curve: dict[str, Any], planned: np.ndarray) -> dict[str, float | int]:
     """The day's rental of fresh plans for `planned` (req/s per minute), at the grid
     rate just below (a lower bound) and just above each planned rate."""

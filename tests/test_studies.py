@@ -417,6 +417,33 @@ def test_the_crowd_bound_reads_the_days_and_bounds_from_below() -> None:
     assert 0.8 * ratio * 25.0 < 30.0 + 1e-9 <= 0.8 * (ratio + 0.01) * 25.0
 
 
+def test_the_margin_frontier_recounts_scaled_plans_by_hand() -> None:
+    """bench/margin_frontier.py on a two-minute day: rental of the grid rate at or
+    above the scaled rate, capacity = that grid rate / max_utilization, requests
+    above it charged at the type's unmet penalty ($0.01)."""
+    mf = load_bench("margin_frontier")
+    day = {
+        "name": "tiny",
+        "query_type": "code",
+        "demand": {"code": [10.0, 30.0]},
+        "fresh_plan_rental_curves": {"milp": {"grid": [10.0, 20.0], "rental_per_h": [6.0, 12.0]}},
+        "policies": {
+            "svc-ucm": {"per_minute": {"planned_rps": [10.0, 18.0]}},
+            "fixed": {"total_cost": 1.0, "violation_share": 0.0},
+        },
+        "best_fixed": "fixed",
+    }
+    r = mf.day_row(day, 1.0, 0.8)
+    # minute 0: grid 10 ($0.1), capacity 12.5; minute 1: grid 20 ($0.2), capacity 25 < 30
+    assert r["rental"] == pytest.approx(0.3)
+    assert r["violation_share"] == pytest.approx(5.0 * 60 / 2400)
+    assert r["total"] == pytest.approx(0.3 + 300 * 0.01)
+    assert not r["violation_met"] and not r["cost_met"]
+    r = mf.day_row(day, 0.5, 0.8)  # 5 and 9 req/s: both at grid 10, capacity 12.5
+    assert r["rental"] == pytest.approx(0.2)
+    assert r["violation_share"] == pytest.approx(17.5 * 60 / 2400)
+
+
 def test_the_load_benchmark_builds_its_scenario_from_any_directory(tmp_path: Path) -> None:
     """`python3 bench/service_load.py` failed with "No module named 'app'" before the
     load started unless PYTHONPATH named the checkout (other bench scripts put it on
