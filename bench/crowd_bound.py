@@ -30,8 +30,8 @@ rental does not fall as the rate rises) and, for comparison, just above (the
 convention of the oracles in bench/rolling.py).
 
 (The crowd days' minutes are Poisson counts of 1.4 x the crowd-free rate, not
-1.4 x a crowd-free count: the ratio holds up to the count's noise, about 1.6% at
-these rates, far inside the gap the table shows.)
+1.4 x a crowd-free count: the ratio holds up to the count's noise, about 2% at
+these rates (one sd), far inside the gap the table shows.)
 
 If that rental is above 0.75 x the best fixed plan, no causal, time-homogeneous
 controller meets (a) on the conversation day and (b) on the flash-crowd and
