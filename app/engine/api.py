@@ -56,7 +56,7 @@ from app.engine.model.schemas import (
 from app.engine.perf.calibration import Calibration, LatencyObservation, fit_calibration
 from app.engine.perf.predict import PerfCase, PerfPrediction, deployment_error, estimate
 from app.engine.perf.profiles import DEFAULT_ENGINE, ENGINE_NAMES
-from app.engine.plan.candidates import candidate_table
+from app.engine.plan.candidates import candidate_table, enumerate_candidates
 from app.engine.plan.diff import plan_diff
 from app.engine.plan.evaluate import evaluate_plan
 from app.engine.plan.evaluation import Evaluation
@@ -103,6 +103,7 @@ __all__ = [
     "parse_plan",
     "parse_scenario",
     "plan_diff",
+    "planning_pairs",
     "precision_from_spec",
     "replan",
     "solve",
@@ -117,6 +118,15 @@ def normalize_scenario(doc: Any) -> dict[str, Any]:
     """Validate a scenario document and return it with every default filled in.
     Raises ScenarioError naming the field."""
     return scenario_to_document(parse_scenario(doc))
+
+
+def planning_pairs(scenario: Scenario) -> tuple[int, int]:
+    """(candidate deployments, query types x candidates): the pairs a solve of
+    `scenario` evaluates, what its memory and its candidate table's build time grow
+    with: on the 12-GPU catalog (3,715 candidates) a re-plan of 1,000 types peaked
+    at 1 GB (about 250 bytes a pair); the table of 10,000 types took 29 s, 6.3 GB."""
+    candidates = len(enumerate_candidates(scenario)[0])
+    return candidates, candidates * len(scenario.query_types)
 
 
 def parse_plan(doc: Any) -> Plan:

@@ -41,6 +41,13 @@ class Settings(BaseSettings):
     )
     max_body_bytes: int = Field(default=2 * MIB, ge=1024)
     max_perf_cases: int = Field(default=256, ge=1, le=1024)
+    max_plan_pairs: int = Field(
+        default=4_000_000,
+        ge=1,
+        description="largest spec planned: query types x candidate deployments (about 250 "
+        "bytes of solver memory each; 4M is ~1,000 types on the 12-GPU catalog); a larger "
+        "spec is a 422",
+    )
     idempotency_ttl_s: float = Field(default=24 * 3600.0, gt=0)
 
     # Re-planning (the reconcile loop).

@@ -21,6 +21,7 @@ from typing import Any
 from app.engine.api import demo_scenario_document, normalize_scenario
 from app.engine.errors import InputError
 from app.service.errors import InvalidInput, PreconditionFailed, Unavailable
+from app.service.limits import check_planning_size
 from app.service.metrics import Metrics
 from app.service.settings import Settings
 from app.service.store import PlanRow, Store, utc_now
@@ -196,6 +197,9 @@ class ControlPlane:
                 raise InvalidInput.field(field_map(exc.field), exc.message) from None
             if spec == cur.spec:
                 return cur, False
+            check_planning_size(
+                spec, self.settings.max_plan_pairs, field_map("query_types"), current=cur.spec
+            )
             generation = cur.generation + 1
             try:
                 updated_at = await self.store.call(

@@ -81,7 +81,8 @@ async def put_cluster(
     anything is stored; the generation goes up by one if it differs from the
     current spec. Re-planning starts in the background."""
     new_spec = body.spec.model_dump(mode="json")
-    snap, _ = await cp.update_spec(lambda _cur: new_spec, if_match)
+    # engine errors name fields of the spec; in the request it sits under "spec"
+    snap, _ = await cp.update_spec(lambda _cur: new_spec, if_match, field_map=lambda f: f"spec.{f}")
     return JSONResponse(_resource(snap), headers={"ETag": snap.etag})
 
 

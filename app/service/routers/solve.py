@@ -17,6 +17,7 @@ from app.service.auth import Authorized
 from app.service.deps import LatencyDep, MetricsDep, RuntimeDep, SettingsDep, WhatIfPoolDep
 from app.service.errors import Busy, InvalidInput, SolverFailed, Unavailable
 from app.service.http import JsonBodyRoute
+from app.service.limits import check_planning_size
 from app.service.pool import SolverCrashed, SolverTimeout
 from app.service.problems import problem_responses
 from app.service.schemas import SolveRequest, SolveResponse
@@ -49,6 +50,8 @@ async def solve(
         raise InvalidInput.field(
             "time_budget_s", f"must be <= {settings.whatif_max_time_budget_s} (service setting)"
         )
+    spec = body.scenario.model_dump(mode="json")
+    check_planning_size(spec, settings.max_plan_pairs, "scenario.query_types")
     if rt.whatif_busy >= pool.workers:
         raise Busy(
             f"all {pool.workers} what-if solver(s) are busy; retry shortly",
@@ -56,7 +59,7 @@ async def solve(
             "solver-busy",
         )
     job = SolveJob(
-        spec=body.scenario.model_dump(mode="json"),
+        spec=spec,
         options=body.options(),
         current_plan=body.current_plan.model_dump(mode="json", exclude_none=True)
         if body.current_plan
