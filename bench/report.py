@@ -25,6 +25,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import crowd_bound
 import rolling
 import stress
 
@@ -593,6 +594,35 @@ def event_lines(ro: dict[str, Any]) -> list[str]:
     return out
 
 
+def crowd_lines(ro: dict[str, Any]) -> list[str]:
+    """Why the cost and violation targets cannot all be met (bench/crowd_bound.py),
+    when the study has the conversation day and a crowd day."""
+    days = {d["name"]: d for d in ro["days"]}
+    cost_day = days.get(crowd_bound.COST_DAY, {})
+    if (
+        not cost_day.get("fresh_plan_rental_curves")  # a run without the oracles
+        or not cost_day.get("best_fixed")
+        or not days.keys() & crowd_bound.CROWDS.keys()
+    ):
+        return []
+    names = days.keys()
+    b = crowd_bound.bound(ro)
+    milp = b["by_planner"].get("milp") or next(iter(b["by_planner"].values()))
+    days = ", ".join(f"{k} x{c['multiplier']:.2f}" for k, c in b["crowds"].items() if k in names)
+    return [
+        "The targets conflict (`python3 bench/crowd_bound.py`): plans made before a crowd's "
+        f"first minute was observed serve its first {b['delay_min'] + 1} minutes, which "
+        f"reach {days} the crowd-free demand; a controller that cannot know when a crowd "
+        "starts and violates nothing at the onset (the best fixed plans violate nothing "
+        f"there) keeps {b['capacity_ratio']:.2f}x capacity at every minute, which on the "
+        f"{crowd_bound.COST_DAY} day rents at least ${milp['lower']:.2f} "
+        f"({100 * milp['lower_vs_best_fixed']:+.1f}% against the best fixed plan) even with "
+        "perfect knowledge of that demand and no delay; the cost target allows "
+        f"${b['target_cost']:.2f} ({milp['break_even_ratio']:.2f}x).",
+        "",
+    ]
+
+
 def signed_dollars(x: float) -> str:
     return f"{'+' if x >= 0 else '−'}${abs(x):.1f}"
 
@@ -799,6 +829,7 @@ def main() -> None:
         "",
         *event_lines(ro),
         "",
+        *crowd_lines(ro),
         *defaults_section(tu, ro),
         "## 1. Stress (bench/stress.py)",
         "",
