@@ -129,6 +129,27 @@ def test_cancel_running_and_queued_audits_and_admission(tmp_path: Path) -> None:
         assert process_gone(cbc)  # CBC did not run on to its 120 s limit
 
 
+def test_a_shutdown_fails_running_and_queued_audits_without_calling_them_cancelled(
+    tmp_path: Path,
+) -> None:
+    """A graceful shutdown recorded the queued audit as cancelled by a user
+    ("cancelled while queued", cancel_requested true): the slot the killed running
+    audit freed let it start and it read the shutdown's stop as a cancel."""
+    settings = fast_settings(tmp_path, max_concurrent_audits=1, max_queued_audits=1)
+    with client_for(settings) as c:
+        plan_a_large_fleet(c)
+        running = c.post("/v1/audits", json={"time_limit_s": 120, "backend": "cbc"}).json()
+        queued = c.post("/v1/audits", json={"time_limit_s": 120}).json()
+        wait_state(c, running["id"], {"running"})
+        wait_for_cbc()
+    with client_for(settings) as c:
+        for audit in (running, queued):
+            body = c.get(f"/v1/audits/{audit['id']}").json()
+            assert body["state"] == "failed", body
+            assert body["error"] == "interrupted by shutdown", body
+            assert body["cancel_requested"] is False, body
+
+
 def test_audit_errors(tmp_path: Path) -> None:
     with client_for(fast_settings(tmp_path, audit_max_time_limit_s=10)) as c:
         wait_for_plan(c, 1)

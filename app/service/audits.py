@@ -193,6 +193,9 @@ class AuditManager:
     async def _run(self, job: _Job) -> None:
         try:
             async with self._slots:
+                if self._closing:  # the slot came free because shutdown killed the audit in it
+                    await self._finish(job, "failed", None, "interrupted by shutdown")
+                    return
                 if job.cancel_requested:
                     await self._finish(job, "cancelled", None, "cancelled while queued")
                     return
@@ -303,7 +306,8 @@ class AuditManager:
         self._closing = True
         jobs = list(self._jobs.values())
         for job in jobs:
-            job.cancel_requested = True
+            # the engine's stop signal, not a user's cancel: these audits are recorded
+            # as interrupted by shutdown, not as cancelled (`cancel_requested` stays)
             job.cancel.set()
         deadline = time.monotonic() + SHUTDOWN_GRACE_S
         while any(j.process is not None for j in jobs) and time.monotonic() < deadline:
