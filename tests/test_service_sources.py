@@ -120,6 +120,27 @@ def test_unreachable_prometheus_is_reported_not_fatal(tmp_path: Path) -> None:
         assert c.get("/readyz").status_code == 200  # the service still serves its plan
 
 
+def test_a_source_entry_of_a_removed_query_type_is_reported_not_retried(tmp_path: Path) -> None:
+    """The service wires the cluster spec's types into the poller: after the type
+    of its entry is removed from the spec, the source says so (it used to fail to
+    store the same window at every poll, for ever)."""
+    with client_for(fast_settings(tmp_path)) as c:
+        wait_for_plan(c, 1)
+        r = c.put("/v1/sources", json=sources_body("http://127.0.0.1:9"))
+        assert r.status_code == 200, r.text
+        spec = c.get("/v1/cluster").json()["spec"]
+        spec["query_types"] = [q for q in spec["query_types"] if q["id"] != "conversation"]
+        assert c.put("/v1/cluster", json={"spec": spec}).status_code == 200
+
+        def reason() -> str | None:
+            conds = c.get("/v1/plan").json()["conditions"]
+            return next((x["reason"] for x in conds if x["type"] == "SourcesHealthy"), None)
+
+        wait_until(lambda: reason() == "QueryTypeNotInSpec", 30, "the reason")
+        (q,) = c.get("/v1/sources").json()["status"]["queries"]
+        assert "no query type 'conversation'" in q["last_error"]
+
+
 class _PasswordedPrometheus(BaseHTTPRequestHandler):
     """A Prometheus behind basic auth that rejects every query (so that each
     message about it quotes its URL); it keeps the Authorization headers it got."""

@@ -544,6 +544,40 @@ async def test_poller_bad_query_nan_empty_ingest_failure() -> None:
     assert [start_s(i) for i in sink.demand] == [T0, T0 + 60]
 
 
+@pytest.mark.anyio
+async def test_a_demand_entry_of_a_type_the_spec_dropped_is_not_fetched_until_it_is_back() -> None:
+    """Removing a query type from the cluster spec left its Prometheus entry failing
+    to store the same window at every poll, the cursor stuck, for ever. Such an
+    entry is now not fetched (reported, reason QueryTypeNotInSpec), the others go
+    on, and when the type is back its windows are caught up from the cursor."""
+    fake = FakePrometheus({"r": lambda t: 10.0, "g": lambda t: 20.0})
+    sink = Sink()
+    planned = {"code"}
+    config = fake_config(
+        demand=(DemandQuery("code", requests="r"), DemandQuery("gone", requests="g")),
+        initial_backfill_s=120,
+        failure_threshold=1,
+    )
+    poller = sink.poller(config, client=fake.client(), planned_types=lambda: set(planned))
+    report = await poller.poll_once(T0 + 70)
+    assert {p.key: p.outcome for p in report.queries} == {
+        "demand/code": "ok",
+        "demand/gone": "error",
+    }
+    assert {c[0] for c in fake.calls} == {"r"}  # nothing asked for the dropped type
+    st = {q.key: q for q in poller.status().queries}["demand/gone"]
+    assert st.last_error_kind == "unplanned" and st.cursor_s is None
+    assert st.last_error is not None and "no query type 'gone'" in st.last_error
+    status = poller.status()
+    assert not status.healthy and status.reason == "QueryTypeNotInSpec"
+    await poller.poll_once(T0 + 130)
+    assert {c[0] for c in fake.calls} == {"r"}
+    planned.add("gone")
+    await poller.poll_once(T0 + 190)
+    assert sink.starts(key="gone") == [T0 + 60, T0 + 120]  # the backfill, from then on
+    assert poller.status().healthy
+
+
 FULL_LATENCY_QUERY = LatencyQuery(
     "Llama-3.1-8B", "H100-SXM", "bf16", 1, 1, "ttft", "tpot", "conc", "vllm", "in", "out"
 )

@@ -123,6 +123,7 @@ class SourcesManager:
             ingest_demand=self._ingest_demand,
             ingest_latency=self._ingest_latency,
             cursors=StoredCursors(self.store, {k: int(v) for k, v in cursors.items()}),
+            planned_types=lambda: {q["id"] for q in self.cp.cluster.spec["query_types"]},
         )
         self._task = asyncio.create_task(self._run(self.poller), name="sources")
 

@@ -49,6 +49,7 @@ Outcome = Literal["ok", "partial", "nan", "empty", "error"]
 OUTCOMES: tuple[Outcome, ...] = ("ok", "partial", "nan", "empty", "error")
 # What a failed poll is about, beyond the HTTP client's ErrorKind values.
 EMPTY, SHAPE, INGEST, CURSOR, INTERNAL = "empty", "shape_required", "ingest", "cursor", "internal"
+UNPLANNED = "unplanned"  # a demand entry whose query type the cluster spec no longer has
 
 REASONS = {
     "unreachable": "PrometheusUnreachable",
@@ -62,6 +63,7 @@ REASONS = {
     INGEST: "IngestFailed",
     CURSOR: "CursorStoreFailed",
     INTERNAL: "InternalError",
+    UNPLANNED: "QueryTypeNotInSpec",
 }
 
 
@@ -178,8 +180,15 @@ class SourcePoller:
         clock: Callable[[], float] = time.time,
         max_concurrent_requests: int = 4,
         max_windows_per_query: int = MAX_WINDOWS_PER_QUERY,
+        planned_types: Callable[[], set[str]] | None = None,
     ) -> None:
+        """`planned_types`: the query types the cluster spec has now (None: any). A
+        demand entry of another type is not fetched (its cursor stays, so its
+        windows are caught up within `max_catchup_s` if the type comes back) and
+        is reported as failing, instead of fetching and failing to store the same
+        windows at every poll."""
         self.config = config
+        self._planned_types = planned_types
         self.cursors: CursorStore = cursors if cursors is not None else MemoryCursorStore()
         self._ingest_demand = ingest_demand
         self._ingest_latency = ingest_latency
@@ -279,6 +288,18 @@ class SourcePoller:
     async def _poll(self, q: Query, now_s: float) -> QueryPoll:
         cfg = self.config
         name = _display(q)
+        if (
+            isinstance(q, DemandQuery)
+            and self._planned_types is not None
+            and q.query_type not in self._planned_types()
+        ):
+            return self._record_failure(
+                q,
+                now_s,
+                UNPLANNED,
+                f"{name}: the cluster spec has no query type {q.query_type!r} (removed?): "
+                "not fetched until it is back or PUT /v1/sources drops the entry",
+            )
         try:
             cursor = await self.cursors.get(q.key)
         except Exception as exc:
