@@ -163,6 +163,38 @@ def test_dead_band_interval_and_scale_down_stabilization(loop_client: TestClient
     assert demand["code"]["observed_rps"] == pytest.approx(20.0)
 
 
+def test_a_policy_change_is_forecast_at_once(loop_client: TestClient) -> None:
+    """A new method or quantile used to wait for the next window: GET /v1/forecast
+    named the new policy on top and the old method on every type, and a replay
+    that had ended kept the old rates. The PUT now forecasts again, and the
+    stabilization window (which holds capacity through a dip of demand, not a
+    change of policy) starts afresh."""
+    c = loop_client
+    for m in range(10):
+        post(c, window("code", m, 60.0 if m == 8 else 20.0))
+    assert code_rate(c) == pytest.approx(60.0)  # `last` saw 60 at minute 8; held since
+    put = c.put(
+        "/v1/cluster",
+        json={"spec": spec_with(forecast="window_quantile", demand_quantile=0.5)},
+    )
+    assert put.status_code == 200, put.text
+    # the answer is the spec after the re-forecast: the median of the windows held
+    # (with the method's 1% margin), not the 60 the old stabilization held
+    rate = next(q for q in put.json()["spec"]["query_types"] if q["id"] == "code")
+    assert rate["arrival_rate"] == pytest.approx(20.2)
+    assert put.json()["generation"] == c.get("/v1/cluster").json()["generation"]
+    assert put.headers["etag"] == c.get("/v1/cluster").headers["etag"]
+    code = next(q for q in c.get("/v1/forecast").json()["query_types"] if q["query_type"] == "code")
+    assert code["forecast"]["method"] == "window_quantile"
+    assert code["forecast"]["quantile"] == 0.5
+    assert code["planned_rps"] == pytest.approx(20.2)
+    # a PUT that leaves the forecast fields alone does not forecast again
+    g = c.get("/v1/cluster").json()["generation"]
+    spec = c.get("/v1/cluster").json()["spec"]
+    spec["policy"]["max_utilization"] = 0.75
+    assert c.put("/v1/cluster", json={"spec": spec}).json()["generation"] == g + 1
+
+
 def test_an_elapsed_interval_writes_small_moves(loop_client: TestClient) -> None:
     c = loop_client
     post(c, window("code", 0, 30.0))

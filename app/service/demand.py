@@ -166,6 +166,17 @@ def _overlap_message(other: DemandObservation, item: int | None, field_prefix: s
     )
 
 
+# The policy fields that decide the planned demand (a change re-forecasts at once).
+FORECAST_FIELDS = (
+    "forecast",
+    "demand_quantile",
+    "replan_interval_s",
+    "actuation_delay_s",
+    "replan_deadband",
+    "scale_down_stabilization_s",
+)
+
+
 class DemandLoop(Attached):
     def __init__(
         self, cp: ControlPlane, store: Store, settings: Settings, metrics: Metrics
@@ -339,10 +350,25 @@ class DemandLoop(Attached):
             actuation_delay_s=p["actuation_delay_s"],
         )
 
-    async def _update_plan_demand(self) -> bool:
+    async def policy_changed(self, before: dict[str, Any], after: dict[str, Any]) -> bool:
+        """A spec change that moved a field of how demand is planned (`FORECAST_FIELDS`):
+        forecast again now, from the windows held and at the same data time, and
+        write the result (a replay that has ended, or a stalled source, would
+        otherwise keep the old policy's rates, and GET /v1/forecast show the old
+        method per type). The stabilization window starts afresh: it holds capacity
+        through a dip of demand, not through a change of policy, so a lower quantile
+        takes effect at once. Returns whether the spec changed."""
+        if all(before.get(k) == after.get(k) for k in FORECAST_FIELDS):
+            return False
+        async with self._lock:
+            for st in self._types.values():
+                st.recent.clear()
+            return await self._update_plan_demand(force=True)
+
+    async def _update_plan_demand(self, force: bool = False) -> bool:
         """Forecast every observed type; write the planned demand into the spec when
-        a type leaves the dead band or an interval has passed. Returns whether the
-        spec changed."""
+        a type leaves the dead band or an interval has passed (or `force`). Returns
+        whether the spec changed."""
         now = self._data_now
         cluster = self.cp.cluster
         # Only the spec's types are forecast: a type removed from the spec keeps its
@@ -370,7 +396,9 @@ class DemandLoop(Attached):
                 st.recent.popleft()
             planned[qid] = fc
         interval_due = (
-            self._last_update_s is None or now - self._last_update_s >= policy["replan_interval_s"]
+            force
+            or self._last_update_s is None
+            or now - self._last_update_s >= policy["replan_interval_s"]
         )
         patches = self._patches(cluster, planned, interval_due)
         if not patches:

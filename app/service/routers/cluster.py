@@ -12,7 +12,7 @@ from fastapi.types import DecoratedCallable
 
 from app.service.auth import Authorized
 from app.service.changes import apply_availability, apply_demand
-from app.service.deps import ControlPlaneDep
+from app.service.deps import ControlPlaneDep, DemandDep
 from app.service.http import NOT_MODIFIED, JsonBodyRoute, json_with_etag
 from app.service.problems import problem_responses
 from app.service.schemas import (
@@ -75,14 +75,24 @@ async def get_cluster(request: Request, cp: ControlPlaneDep) -> Response:
     responses=problem_responses(401, 412, 413, 422),
 )
 async def put_cluster(
-    request: Request, body: ClusterReplace, cp: ControlPlaneDep, if_match: IfMatch = None
+    request: Request,
+    body: ClusterReplace,
+    cp: ControlPlaneDep,
+    demand: DemandDep,
+    if_match: IfMatch = None,
 ) -> Response:
     """Replace the whole spec. The new spec is validated as a whole before
     anything is stored; the generation goes up by one if it differs from the
-    current spec. Re-planning starts in the background."""
+    current spec. Re-planning starts in the background. A change of how demand is
+    forecast (method, quantile, interval, delay, dead band, stabilization) is
+    applied to the types with observations at once: their planned rates are
+    written in one more generation, and the answer is the spec after it."""
+    before = cp.cluster.spec["policy"]
     new_spec = body.spec.model_dump(mode="json")
     # engine errors name fields of the spec; in the request it sits under "spec"
     snap, _ = await cp.update_spec(lambda _cur: new_spec, if_match, field_map=lambda f: f"spec.{f}")
+    if await demand.policy_changed(before, snap.spec["policy"]):
+        snap = cp.cluster
     return JSONResponse(_resource(snap), headers={"ETag": snap.etag})
 
 
