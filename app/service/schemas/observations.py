@@ -121,9 +121,20 @@ class EvaluateRequest(BaseModel):
     demand: dict[Id, float] | None = Field(
         default=None, description="query type -> arrival rate (req/s)", examples=[{"code": 40.0}]
     )
-    delay_factor: float = Field(default=1.0, ge=0.1, le=10.0)
-    error_factor: float = Field(default=1.0, ge=0.1, le=10.0)
-    demand_factor: float = Field(default=1.0, ge=0.1, le=10.0)
+    delay_factor: float = Field(
+        default=1.0, ge=0.1, le=10.0, description="latency x this, in `stress` only"
+    )
+    error_factor: float = Field(
+        default=1.0, ge=0.1, le=10.0, description="error rates x this, in `stress` only"
+    )
+    demand_factor: float = Field(
+        default=1.0,
+        ge=0.1,
+        le=10.0,
+        description="demand x this with the plan held as it is: the outcome is in `stress` "
+        "(violation_share, unmet_rps, realised_cost); `feasible` and `violations` judge the "
+        "plan at the unstressed rates (use `demand` to judge it at other rates)",
+    )
 
 
 class EvaluateResponse(BaseModel):
