@@ -44,10 +44,9 @@ def _read_json(path: str) -> Any:
 
 def _read_plan(path: str) -> Any:
     """A plan document, or the output of `solve` (its `plan`)."""
-    doc = _read_json(path)
-    if isinstance(doc, dict) and "plan" in doc and "deployments" not in doc:
-        doc = doc["plan"]
-    return doc
+    from app.engine.api import plan_of
+
+    return plan_of(_read_json(path))
 
 
 def _print(doc: Any) -> None:

@@ -393,6 +393,19 @@ def test_evaluate_matches_the_cli(tmp_path: Path, capsys: pytest.CaptureFixture[
         assert {v["constraint"] for v in busy["violations"]} >= {"capacity"}
         r = c.post("/v1/evaluate", json={"demand": {"nope": 1.0}})
         assert r.status_code == 422 and r.json()["errors"][0]["field"] == "demand.nope"
+        # a what-if's whole answer is taken as its plan, as the CLI's plan files are
+        # (it was a 422 listing every field of the answer that a plan lacks)
+        solved = c.post("/v1/solve", json={"scenario": spec, "algorithm": "gh"})
+        assert solved.status_code == 200, solved.text
+        r = c.post("/v1/evaluate", json={"plan": solved.json()})
+        assert r.status_code == 200, r.text
+        direct = c.post("/v1/evaluate", json={"plan": solved.json()["plan"]}).json()
+        assert r.json()["objective"] == pytest.approx(direct["objective"])
+        (tmp_path / "solve.json").write_text(solved.text)
+        assert cli_main(["evaluate", str(tmp_path / "s.json"), str(tmp_path / "solve.json")]) == 0
+        assert json.loads(capsys.readouterr().out)["objective"] == pytest.approx(
+            direct["objective"]
+        )
 
 
 # ---------------------------------------------------------------- latency and calibration

@@ -61,7 +61,7 @@ from app.engine.plan.diff import plan_diff
 from app.engine.plan.evaluate import evaluate_plan
 from app.engine.plan.evaluation import Evaluation
 from app.engine.plan.explain import explain_plan
-from app.engine.plan.plan import Plan, plan_from_document
+from app.engine.plan.plan import Plan, plan_from_document, plan_of
 from app.engine.solvers.agh import StopSignal
 from app.engine.solvers.milp.audit import MilpResult
 from app.engine.solvers.milp.audit import audit as milp_audit
@@ -103,6 +103,7 @@ __all__ = [
     "parse_plan",
     "parse_scenario",
     "plan_diff",
+    "plan_of",
     "planning_pairs",
     "precision_from_spec",
     "replan",

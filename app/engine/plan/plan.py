@@ -85,6 +85,14 @@ class Plan:
         return sum(d.gpus for d in self.deployments)
 
 
+def plan_of(doc: Any) -> Any:
+    """A plan document given as itself or as a solve's answer (its `plan`): what
+    the CLI's plan files and the API's plan fields accept."""
+    if isinstance(doc, Mapping) and "plan" in doc and "deployments" not in doc:
+        return doc["plan"]
+    return doc
+
+
 def plan_from_document(doc: Mapping[str, Any]) -> Plan:
     """Read the decision part of a plan document (extra keys such as cost or
     utilization are ignored: they are outputs, recomputed by the evaluator).

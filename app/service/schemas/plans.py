@@ -8,7 +8,10 @@ from typing import Any, Literal
 from pydantic import (
     BaseModel,
     Field,
+    model_validator,
 )
+
+from app.engine.api import plan_of
 
 # strict: no bool-as-number or number-as-string coercion in what we define (the
 # engine's scenario schemas keep pydantic's lax mode).
@@ -47,9 +50,16 @@ class UnmetDoc(BaseModel):
 
 class PlanDocument(BaseModel):
     """The engine's plan document. As input only the decisions (deployments,
-    routing, unmet) count; cost, feasibility and violations are recomputed."""
+    routing, unmet) count; cost, feasibility and violations are recomputed. A
+    POST /v1/solve answer is accepted as its `plan` (as the CLI's plan files)."""
 
     model_config = REQUEST
+
+    @model_validator(mode="before")
+    @classmethod
+    def _solve_answer(cls, v: Any) -> Any:
+        return plan_of(v)
+
     deployments: list[DeploymentDoc] = Field(default_factory=list, max_length=100_000)
     routing: list[RouteDoc] = Field(default_factory=list, max_length=1_000_000)
     unmet: list[UnmetDoc] = Field(default_factory=list, max_length=MAX_QUERY_TYPES)
