@@ -16,7 +16,7 @@ import os
 import signal
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from pydantic import ValidationError
 
@@ -40,6 +40,19 @@ def _read_json(path: str) -> Any:
         return json.loads(text)
     except json.JSONDecodeError as exc:
         raise CliInputError(f"{path} is not valid JSON: {exc}") from None
+
+
+def _read_scenario(path: str) -> Any:
+    """A scenario document; a plan (or a solve's answer) given in its place is named
+    as such (it was "query_types: Field required", which says neither)."""
+    doc = _read_json(path)
+    is_plan = isinstance(doc, dict) and ("deployments" in doc or "plan" in doc)
+    if is_plan and "query_types" not in doc:
+        raise CliInputError(
+            f"{path} is a plan, not a scenario: this argument takes the scenario "
+            "(evaluate and audit take the scenario first, then the plan)"
+        )
+    return doc
 
 
 def _read_plan(path: str) -> Any:
@@ -102,7 +115,7 @@ _FLAGS = {
 def cmd_solve(a: argparse.Namespace) -> None:
     from app.engine.api import solve_documents
 
-    scenario = _read_json(a.scenario)
+    scenario = _read_scenario(a.scenario)
     current = _read_plan(a.current) if a.current else None
     _print(solve_documents(scenario, current_plan_doc=current, options=_options(a)))
 
@@ -110,7 +123,7 @@ def cmd_solve(a: argparse.Namespace) -> None:
 def cmd_evaluate(a: argparse.Namespace) -> None:
     from app.engine.api import evaluate_documents
 
-    scenario, plan = _read_json(a.scenario), _read_plan(a.plan)
+    scenario, plan = _read_scenario(a.scenario), _read_plan(a.plan)
     current = _read_plan(a.current) if a.current else None
     _print(
         evaluate_documents(
@@ -127,7 +140,7 @@ def cmd_evaluate(a: argparse.Namespace) -> None:
 def cmd_audit(a: argparse.Namespace) -> None:
     from app.engine.api import audit_documents
 
-    scenario, plan = _read_json(a.scenario), _read_plan(a.plan)
+    scenario, plan = _read_scenario(a.scenario), _read_plan(a.plan)
     o = _options(a)  # validates --gap, --threads, --backend
     _print(
         audit_documents(
@@ -153,8 +166,17 @@ def cmd_serve(a: argparse.Namespace) -> None:
     serve(host=a.host, port=a.port, db=a.db, token=a.token)
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """A bad flag is one line naming it (`error: argument --time-budget: must be > 0`)
+    and status 2, as every other bad input of the command line; `--help` has the
+    usage. (argparse printed the whole usage first.) Subcommands inherit it."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="llm-allocator", description=__doc__.splitlines()[0])
+    p = _OneLineParser(prog="llm-allocator", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("solve", help="plan for a scenario (prints the plan JSON)")

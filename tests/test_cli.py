@@ -322,13 +322,31 @@ def test_the_served_connections_send_without_delay() -> None:
         [],
     ],
 )
-def test_bad_arguments_exit_with_usage_error(
+def test_bad_arguments_exit_2_with_one_line(
     argv: list[str], capsys: pytest.CaptureFixture[str]
 ) -> None:
+    """As the README says of every bad input: status 2 and one line naming it
+    (argparse printed its whole usage first)."""
     with pytest.raises(SystemExit) as info:
         main(argv)
     assert info.value.code == 2
-    assert "usage" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "--help" in err, err
+    assert "usage" not in err
+
+
+def test_a_plan_given_as_the_scenario_is_named(
+    solved: str, demo_file: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`solve plan.json`, or evaluate's arguments swapped, said only
+    "query_types: Field required"."""
+    for argv in (["solve", solved], ["evaluate", solved, demo_file]):
+        rc, out, err = _run(argv, capsys)
+        assert rc == 2 and out is None
+        assert err == f"error: {solved} is a plan, not a scenario: " + (
+            "this argument takes the scenario (evaluate and audit take the scenario first, "
+            "then the plan)\n"
+        ), err
 
 
 def test_evaluate_plan_routed_to_slo_infeasible_candidate(

@@ -71,6 +71,13 @@ def test_configuration_errors_are_422(tmp_path: Path) -> None:
         body = sources_body("not a url")
         r = c.put("/v1/sources", json=body)
         assert r.status_code == 422 and r.json()["errors"][0]["field"] == "prometheus_url"
+        # a repeated entry names the repeat (it said "demand": "[1]: ...")
+        body = sources_body("http://127.0.0.1:9")
+        body["demand"].append(dict(body["demand"][0]))
+        r = c.put("/v1/sources", json=body)
+        assert r.status_code == 422, r.text
+        err = r.json()["errors"][0]
+        assert err["field"] == "demand[1].query_type" and "given twice" in err["message"]
         assert c.get("/v1/sources").json() == {"config": None, "status": None}
 
 

@@ -116,7 +116,12 @@ def _structure(scenario: Scenario, plan: Plan) -> list[Violation]:
     for r in plan.routing:
         if r.query_type not in types:
             out.append(
-                Violation("structure", r.query_type, "routing names an unknown query type", 1.0)
+                Violation(
+                    "structure",
+                    r.query_type,
+                    f"routing names an unknown query type {r.query_type!r}",
+                    1.0,
+                )
             )
         if r.deployment not in deps:
             out.append(

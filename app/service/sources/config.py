@@ -13,7 +13,16 @@ from dataclasses import asdict, dataclass
 from typing import Annotated
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
+
+from app.engine.errors import InputError
 
 # Same conventions as the request schemas of app.service.schemas: unknown keys are
 # rejected, numbers must be finite, no coercion between types.
@@ -133,26 +142,23 @@ class SourcesSpec(BaseModel):
             raise ValueError("must not carry a query string or fragment")
         return v.rstrip("/")
 
-    @field_validator("demand")
-    @classmethod
-    def _unique_types(cls, v: list[DemandQuerySpec]) -> list[DemandQuerySpec]:
+    @model_validator(mode="after")
+    def _unique_entries(self) -> SourcesSpec:
+        """One entry per query type and per deployment (InputError: the service
+        names the repeated item's field, e.g. `demand[1].query_type`)."""
         seen: set[str] = set()
-        for i, d in enumerate(v):
+        for i, d in enumerate(self.demand):
             if d.query_type in seen:
-                raise ValueError(f"[{i}]: query_type {d.query_type!r} is given twice")
+                raise InputError(
+                    f"demand[{i}].query_type", f"query type {d.query_type!r} is given twice"
+                )
             seen.add(d.query_type)
-        return v
-
-    @field_validator("latency")
-    @classmethod
-    def _unique_deployments(cls, v: list[LatencyQuerySpec]) -> list[LatencyQuerySpec]:
-        seen: set[str] = set()
-        for i, q in enumerate(v):
+        for i, q in enumerate(self.latency):
             key = latency_key(q.model, q.gpu, q.precision, q.tp, q.pp, q.engine)
             if key in seen:
-                raise ValueError(f"[{i}]: deployment {key} is given twice")
+                raise InputError(f"latency[{i}]", f"deployment {key} is given twice")
             seen.add(key)
-        return v
+        return self
 
 
 # ---------------------------------------------------------------- domain ----
