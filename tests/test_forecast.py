@@ -83,20 +83,47 @@ def test_a_step_from_idle_is_bounded_by_what_was_observed(cache: UcmFitCache) ->
     75-1,534 req/s; the plan is now at most twice the busiest window the model has
     seen grown 2% a minute to the end of the planned interval, and the note says so.
     Unobserved minutes add to the lead, so a type that stops reporting does not
-    grow for ever."""
-    cfg = ForecastConfig("ucm_conformal")
-    rates = np.concatenate([np.zeros(240), np.full(12, 10.0)])
+    grow for ever. (The model as it was then, used after 3 h of history: with the
+    8 h of today's default the window quantile plans these four hours.)"""
+    cfg = ForecastConfig("ucm_conformal", min_history_h=3.0)
+    idle = 4 * 60
+    rates = np.concatenate([np.zeros(idle), np.full(12, 10.0)])
     lead = 0.5 + float(target_minutes(cfg)[-1]) + 1.0
-    for k in range(241, 253):
+    for k in range(idle + 1, idle + 13):
         now = T0 + 60.0 * k
         fc = forecast_demand({"t": minute_obs(rates[:k])}, cfg, now, cache=cache)["t"]
         assert fc.rate <= 20.0 * math.exp(0.02 * lead) + 1e-9, (k, fc.rate, fc.note)
     assert "bounded: the model's" in fc.note
     assert "2x the busiest window it has seen (10 req/s)" in fc.note
     for gap in (10, 30):
-        now = T0 + 60.0 * (252 + gap)
+        now = T0 + 60.0 * (idle + 12 + gap)
         fc = forecast_demand({"t": minute_obs(rates)}, cfg, now, cache=cache)["t"]
         assert fc.rate <= 20.0 * math.exp(0.02 * (lead + gap)) + 1e-9, (gap, fc.rate)
+
+
+@pytest.mark.parametrize("hours_before", [2.5, 4.0, 8.0])
+def test_a_level_shift_in_a_young_history_does_not_double_the_plan(
+    hours_before: float, cache: UcmFitCache
+) -> None:
+    """45 req/s for 3-4 hours, then 90: the model's conformal quantile, calibrated
+    on the few hours there were, took the catch-up's errors as the usual ones and
+    planned 1.9-2.1x the new level for one to two hours (190 req/s at 30 and 60
+    minutes). The model now waits for `min_history_h` (8 h: its calibration then
+    holds enough origins that one catch-up is a small share of them); before that
+    the window quantile plans, and follows a step within minutes."""
+    cfg = ForecastConfig("ucm_conformal")
+    assert cfg.min_history_h == 8.0
+    pre = int(hours_before * 60)
+    level = np.concatenate([np.full(pre, 45.0), np.full(240, 90.0)])
+    rates = noisy(level, 0.09, 11)
+    planned = []
+    for lag in (10, 20, 30, 60, 90, 120, 180, 240):
+        k = pre + lag
+        planned.append(forecast_demand({"t": minute_obs(rates[:k])}, cfg, cache=cache)["t"])
+    # (a mature model plans ~1.2x after such a step: the catch-up's errors are a few
+    # among a day's; at 8 h of history 1.4x at most, here)
+    assert all(fc.rate <= 1.5 * 90.0 for fc in planned), [round(f.rate) for f in planned]
+    assert all(fc.rate >= 90.0 for fc in planned[2:]), [round(f.rate) for f in planned]
 
 
 def test_window_quantile_adds_its_margin() -> None:
@@ -106,13 +133,14 @@ def test_window_quantile_adds_its_margin() -> None:
 
 
 def test_learned_model_tracks_a_ramp(cache: UcmFitCache) -> None:
-    """Linear growth 10 -> ~50 req/s over 20 h with 2% noise: from 6 h on, the plan
-    is at least the largest actual minute of its interval, give or take 3%."""
+    """Linear growth 10 -> ~50 req/s over 20 h with 2% noise: from 8 h on (the
+    model's `min_history_h`), the plan is at least the largest actual minute of its
+    interval, give or take 3%."""
     n = 20 * 60
     rates = noisy(10.0 + 2.0 * np.arange(n + 10) / 60.0, 0.02, 1)
     cfg = ForecastConfig("ucm_conformal")
     U = target_minutes(cfg)
-    for t in range(6 * 60, n, 97):
+    for t in range(8 * 60, n, 97):
         fc = forecast_demand({"t": minute_obs(rates[:t])}, cfg, cache=cache)["t"]
         assert fc.method == "ucm_conformal"
         assert "no time-of-day profile" in fc.note  # less than a day of history

@@ -40,9 +40,11 @@ How the awkward cases are handled:
   model extrapolates); the note says how stale it is. Windows longer than a
   minute hide the minute-level bursts inside them, so quantiles of such minutes
   are lower than the true per-minute quantile: prefer 60 s windows.
-* **New type.** With less than `min_history_h` (3 h) of history the learned
+* **New type.** With less than `min_history_h` (8 h) of history the learned
   method falls back to the window quantile and says so in the note ("new type:
-  3 points over 3 min (< 3 h), window quantile"); with one observation that is its
+  3 points over 3 min (< 8 h), window quantile"): its conformal quantile needs
+  hours of its own errors, or one level shift's catch-up reads as the usual error
+  and doubles the plan for an hour or two; with one observation that is its
   rate times (1 + margin). No observation at all: rate 0, noted.
 * **Short history.** The time-of-day profile needs a full day (plus
   `season_calib_h` hours to calibrate on out-of-sample errors after it); with
