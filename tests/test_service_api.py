@@ -615,3 +615,17 @@ def test_head_answers_like_get_without_body(client: TestClient) -> None:
     head = client.head("/v1/cluster")
     assert head.status_code == 200 and head.content == b""
     assert head.headers["etag"] == get.headers["etag"]
+
+
+def test_an_unknown_query_parameter_is_422_naming_it(client: TestClient) -> None:
+    """It was ignored: `?version=1` on /v1/plan/explain explained the live plan,
+    `?state=running` on /v1/audits listed every audit (found by a new-user pass)."""
+    body = assert_problem(client.get("/v1/plan/explain?version=1"), 422, "version")
+    assert "this operation takes: none" in body["errors"][0]["message"]
+    body = assert_problem(client.get("/v1/audits?state=running"), 422, "state")
+    assert "after, limit" in body["errors"][0]["message"]
+    assert_problem(client.post("/v1/evaluate?dry_run=1", json={}), 422, "dry_run")
+    assert client.get("/v1/plan/history?limit=1").status_code == 200  # declared ones pass
+    # probes and the scrape endpoint take whatever load balancers and scrapers send
+    assert client.get("/healthz?probe=1").status_code == 200
+    assert client.get("/metrics?format=text").status_code == 200

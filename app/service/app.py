@@ -9,11 +9,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from app.service.audits import AuditManager
 from app.service.demand import DemandLoop
-from app.service.http import HeadAsGetMiddleware, RouteTable
+from app.service.http import HeadAsGetMiddleware, RouteTable, refuse_unknown_query
 from app.service.idempotency import IdempotencyMiddleware, document_idempotency
 from app.service.latency import LatencyLoop
 from app.service.limits import BodyLimitMiddleware
@@ -168,7 +168,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     routes = RouteTable([*app.router.routes, *(r for router in routers for r in router.routes)])
     runtime_of(app).routes = routes
     for router in routers:
-        app.include_router(router)
+        # the probes and /metrics take what scrapers and load balancers send
+        checked = [] if router is health.router else [Depends(refuse_unknown_query)]
+        app.include_router(router, dependencies=checked)
     # Added innermost first: metrics sees everything (413s included), the body
     # limit runs before anything reads the body, idempotency wraps the routes.
     app.add_middleware(IdempotencyMiddleware)

@@ -1,7 +1,7 @@
 """Small HTTP helpers shared by the routers and middlewares: JSON responses with
 ETags and conditional GETs, a request body read once and replayed, the route
-class that reads JSON request bodies, and the table that says which route a
-request is for."""
+class that reads JSON request bodies, the check of query parameters, and the
+table that says which route a request is for."""
 
 from __future__ import annotations
 
@@ -11,12 +11,42 @@ from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping
 from typing import Any
 
 from fastapi import Request, Response
+from fastapi.dependencies.models import Dependant
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from starlette.routing import BaseRoute, Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.service.problems import ProblemError, field_problem
+
+
+def _query_names(dependant: Dependant) -> frozenset[str]:
+    """The query parameters an operation declares, its dependencies' included."""
+    names = {p.alias for p in dependant.query_params}
+    for sub in dependant.dependencies:
+        names |= _query_names(sub)
+    return frozenset(names)
+
+
+_DECLARED_QUERY: dict[int, frozenset[str]] = {}  # id(route) -> names (routes live as long)
+
+
+async def refuse_unknown_query(request: Request) -> None:
+    """A query parameter the operation does not declare is a 422 naming it, as an
+    unknown body field is (`?version=1` on /v1/plan/explain explained the live plan
+    and `?state=running` on /v1/audits listed every audit, silently)."""
+    route = request.scope.get("route")
+    dependant = getattr(route, "dependant", None)
+    if dependant is None:
+        return
+    known = _DECLARED_QUERY.get(id(route))
+    if known is None:
+        known = _DECLARED_QUERY[id(route)] = _query_names(dependant)
+    unknown = sorted(set(request.query_params) - known)
+    if unknown:
+        takes = ", ".join(sorted(known)) or "none"
+        raise field_problem(unknown[0], f"unknown query parameter (this operation takes: {takes})")
+
 
 # OpenAPI `responses=` entry of a GET answered by `json_with_etag`.
 NOT_MODIFIED: dict[int | str, dict[str, Any]] = {

@@ -258,12 +258,17 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return {s: {"description": HTTPStatus(s).phrase} for s in statuses}
 
 
+# Operations that take any query string (what probes and scrapers send); every other
+# one refuses a query parameter it does not declare (app.service.http).
+QUERY_UNCHECKED_PATHS = ("/healthz", "/readyz", "/metrics")
+
+
 def document_problems(schema: dict[str, Any]) -> dict[str, Any]:
     """Post-process the generated OpenAPI document: every 4xx/5xx answer is a
     Problem in application/problem+json (FastAPI would document its own 422
-    HTTPValidationError as application/json); every operation with parameters
-    or a body documents 422, every one with a body 413 and 415, every one behind
-    the bearer token 401."""
+    HTTPValidationError as application/json); every operation but the probes and
+    /metrics documents 422 (an unknown query parameter is one: `refuse_unknown_query`),
+    every one with a body 413 and 415, every one behind the bearer token 401."""
     schemas = schema.setdefault("components", {}).setdefault("schemas", {})
     schemas.pop("HTTPValidationError", None)
     schemas.pop("ValidationError", None)
@@ -276,7 +281,7 @@ def document_problems(schema: dict[str, Any]) -> dict[str, Any]:
             responses = op.setdefault("responses", {})
             if op.get("security"):
                 responses.setdefault("401", {"description": "Unauthorized"})
-            if op.get("parameters") or op.get("requestBody"):
+            if path not in QUERY_UNCHECKED_PATHS:
                 responses.setdefault("422", {"description": "Unprocessable Content"})
             if op.get("requestBody"):
                 responses.setdefault("413", {"description": "Content Too Large"})
