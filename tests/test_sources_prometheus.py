@@ -29,6 +29,7 @@ from support.prometheus import PrometheusServer, free_port
 from support.tcp_proxy import TcpProxy
 from support.vllm_exporter import Minute, Stream, TraceReplay, VllmExporter, aligned_replay, render
 
+from app.engine.errors import InputError
 from app.service.sources import (
     ErrorKind,
     MemoryCursorStore,
@@ -159,13 +160,14 @@ def test_config_schema_validates_and_round_trips() -> None:
         {"prometheus_url": "http://x", "poll_interval_s": float("nan")},
         {"prometheus_url": "http://x", "surprise": 1},
         {"prometheus_url": "http://x", "demand": [{"query_type": "a", "requests": "  "}]},
-        {
-            "prometheus_url": "http://x",
-            "demand": [{"query_type": "a", "requests": "x"}, {"query_type": "a", "requests": "y"}],
-        },
     ):
         with pytest.raises(ValidationError):
             SourcesSpec.model_validate(bad)
+    # a repeated entry is an InputError naming the repeat (the service's 422 field)
+    twice = [{"query_type": "a", "requests": "x"}, {"query_type": "a", "requests": "y"}]
+    with pytest.raises(InputError) as info:
+        SourcesSpec.model_validate({"prometheus_url": "http://x", "demand": twice})
+    assert info.value.field == "demand[1].query_type"
 
 
 def test_vllm_templates() -> None:
