@@ -94,6 +94,11 @@ def test_audit_of_live_plan_reports_certified_gap(tmp_path: Path) -> None:
         assert live["last_audit"]["id"] == audit["id"]
         listed = c.get("/v1/audits").json()["items"]
         assert listed[0]["id"] == audit["id"]
+        # a plan's audits stay findable once it is no longer live (there was no filter)
+        mine = c.get("/v1/audits", params={"plan_version": plan["version"]}).json()
+        assert [a["id"] for a in mine["items"]] == [audit["id"]]
+        other = c.get("/v1/audits", params={"plan_version": plan["version"] + 1}).json()
+        assert other == {"items": [], "next": None}
         assert 'llm_allocator_audits{state="succeeded"} 1.0' in c.get("/metrics").text
         # Cancelling a finished audit changes nothing.
         again = c.delete(f"/v1/audits/{audit['id']}")

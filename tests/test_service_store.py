@@ -178,6 +178,17 @@ def test_audits_interrupted_and_retention(store: Store) -> None:
     assert {r.id for _, r in store.list_audits(100, None)} == {"q"}
 
 
+def test_audits_of_one_plan_version_page_newest_first(store: Store) -> None:
+    for k, version in enumerate([1, 2, 1, 2, 1]):
+        store.insert_audit(f"a{k}", {}, version, 1)
+    ones = store.list_audits(2, None, plan_version=1)
+    assert [r.id for _, r in ones] == ["a4", "a2"]
+    rest = store.list_audits(2, ones[-1][0], plan_version=1)
+    assert [r.id for _, r in rest] == ["a0"]
+    assert [r.id for _, r in store.list_audits(10, None, plan_version=3)] == []
+    assert len(store.list_audits(10, None)) == 5
+
+
 def test_latency_observations_retention(store: Store) -> None:
     assert store.insert_latency(({"n": k}, None) for k in range(5)) == 5
     assert store.prune_latency(keep=3, max_age_s=3600) == 2

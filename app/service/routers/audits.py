@@ -67,6 +67,10 @@ async def list_audits(
         str | None,
         Query(max_length=64, pattern=r"^[0-9a-f]+$", description="continue after this audit id"),
     ] = None,
+    plan_version: Annotated[
+        int | None,
+        Query(ge=1, description="only the audits of this plan version"),
+    ] = None,
 ) -> Response:
     store = audits.store
     before = None
@@ -74,9 +78,14 @@ async def list_audits(
         before = await store.call(store.audit_seq, after)
         if before is None:
             raise field_problem("after", f"no audit {after} (it may have been pruned)")
-    rows = await store.call(store.list_audits, limit + 1, before)
+    rows = await store.call(store.list_audits, limit + 1, before, plan_version)
     items = [audit_body(audits, r) for _, r in rows[:limit]]
-    nxt = f"/v1/audits?limit={limit}&after={rows[limit - 1][1].id}" if len(rows) > limit else None
+    also = f"&plan_version={plan_version}" if plan_version is not None else ""
+    nxt = (
+        f"/v1/audits?limit={limit}&after={rows[limit - 1][1].id}{also}"
+        if len(rows) > limit
+        else None
+    )
     return JSONResponse({"items": items, "next": nxt})
 
 

@@ -99,10 +99,16 @@ class AuditsRepo(StoreCore):
         ).fetchone()
         return self._audit_row(r) if r else None
 
-    def list_audits(self, limit: int, before_seq: int | None) -> list[tuple[int, AuditRow]]:
+    def list_audits(
+        self, limit: int, before_seq: int | None, plan_version: int | None = None
+    ) -> list[tuple[int, AuditRow]]:
+        """Newest first, before `before_seq`; of one plan version if given."""
+        where, args = "seq < ?", [before_seq if before_seq is not None else 2**62]
+        if plan_version is not None:
+            where, args = f"{where} AND plan_version = ?", [*args, plan_version]
         rows = self.conn.execute(
-            f"SELECT seq, {self._AUDIT_COLS} FROM audits WHERE seq < ? ORDER BY seq DESC LIMIT ?",
-            (before_seq if before_seq is not None else 2**62, limit),
+            f"SELECT seq, {self._AUDIT_COLS} FROM audits WHERE {where} ORDER BY seq DESC LIMIT ?",
+            (*args, limit),
         ).fetchall()
         return [(r[0], self._audit_row(r[1:])) for r in rows]
 
