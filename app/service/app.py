@@ -168,9 +168,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     routes = RouteTable([*app.router.routes, *(r for router in routers for r in router.routes)])
     runtime_of(app).routes = routes
     for router in routers:
-        # the probes and /metrics take what scrapers and load balancers send
-        checked = [] if router is health.router else [Depends(refuse_unknown_query)]
-        app.include_router(router, dependencies=checked)
+        app.include_router(router, dependencies=[Depends(refuse_unknown_query)])
     # Added innermost first: metrics sees everything (413s included), the body
     # limit runs before anything reads the body, idempotency wraps the routes.
     app.add_middleware(IdempotencyMiddleware)

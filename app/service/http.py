@@ -17,7 +17,7 @@ from fastapi.routing import APIRoute
 from starlette.routing import BaseRoute, Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.service.problems import ProblemError, field_problem
+from app.service.problems import QUERY_UNCHECKED_PATHS, ProblemError, field_problem
 
 
 def _query_names(dependant: Dependant) -> frozenset[str]:
@@ -28,20 +28,18 @@ def _query_names(dependant: Dependant) -> frozenset[str]:
     return frozenset(names)
 
 
-_DECLARED_QUERY: dict[int, frozenset[str]] = {}  # id(route) -> names (routes live as long)
-
-
 async def refuse_unknown_query(request: Request) -> None:
     """A query parameter the operation does not declare is a 422 naming it, as an
     unknown body field is (`?version=1` on /v1/plan/explain explained the live plan
-    and `?state=running` on /v1/audits listed every audit, silently)."""
+    and `?state=running` on /v1/audits listed every audit, silently). The probes
+    and /metrics (`QUERY_UNCHECKED_PATHS`) take whatever scrapers send."""
+    if not request.query_params:
+        return
     route = request.scope.get("route")
     dependant = getattr(route, "dependant", None)
-    if dependant is None:
+    if dependant is None or getattr(route, "path", None) in QUERY_UNCHECKED_PATHS:
         return
-    known = _DECLARED_QUERY.get(id(route))
-    if known is None:
-        known = _DECLARED_QUERY[id(route)] = _query_names(dependant)
+    known = _query_names(dependant)
     unknown = sorted(set(request.query_params) - known)
     if unknown:
         takes = ", ".join(sorted(known)) or "none"

@@ -29,7 +29,11 @@ def check_planning_size(
     A change of a `current` spec that is over the limit already (stored by an
     earlier version, or the setting lowered since) passes if it does not grow it:
     the forecaster's rates and a price change must not fail on a size nobody asked
-    to change."""
+    to change. It runs on every spec update (each forecast's included), so it
+    first bounds the pairs from the document's counts, which decides every spec
+    well below the limit without enumerating candidates (2 ms at 50 types)."""
+    if _pairs_bound(spec) <= max_pairs:
+        return
     scenario = api.parse_scenario(spec)
     candidates, pairs = api.planning_pairs(scenario)
     if pairs > max_pairs and (
@@ -42,6 +46,14 @@ def check_planning_size(
             f"to plan; this service plans at most {max_pairs:,} (setting max_plan_pairs); "
             f"at most {max(max_pairs // max(candidates, 1), 1):,} types with this catalog",
         )
+
+
+def _pairs_bound(spec: Any) -> int:
+    """Query types x every model, GPU, precision, TP and PP option of a valid,
+    normalized scenario document: at least `api.planning_pairs`."""
+    p = spec["policy"]
+    candidates = len(spec["models"]) * len(spec["gpus"]) * len(spec["precisions"])
+    return len(spec["query_types"]) * candidates * len(p["tp_options"]) * len(p["pp_options"])
 
 
 class BodyLimitMiddleware:

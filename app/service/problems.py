@@ -259,7 +259,8 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
 
 
 # Operations that take any query string (what probes and scrapers send); every other
-# one refuses a query parameter it does not declare (app.service.http).
+# one refuses a query parameter it does not declare (app.service.http
+# `refuse_unknown_query`) and documents the 422.
 QUERY_UNCHECKED_PATHS = ("/healthz", "/readyz", "/metrics")
 
 

@@ -153,6 +153,7 @@ class SourcesSpec(BaseModel):
                     f"demand[{i}].query_type", f"query type {d.query_type!r} is given twice"
                 )
             seen.add(d.query_type)
+        seen = set()  # deployments now: a latency key is not a query type
         for i, q in enumerate(self.latency):
             key = latency_key(q.model, q.gpu, q.precision, q.tp, q.pp, q.engine)
             if key in seen:
